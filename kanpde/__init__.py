@@ -1,0 +1,48 @@
+"""kanpde: physics-informed PDE solving with Kolmogorov–Arnold Networks.
+
+A problem (residual + declared conditions + exact solution), a model (:class:`KAN` or the
+:class:`MLP` baseline), a staged trainer (:func:`fit`), error norms (:func:`evaluate`) and HDF5 run
+files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanpde problem=poisson2d``.
+"""
+
+from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
+from kanpde.fields import AutogradField, Field, make_field
+from kanpde.geometry import Box
+from kanpde.io import LoadedRun, RunResult, load_run, save_run
+from kanpde.models import KAN, MLP, KANLinear
+from kanpde.problem import Batch, Condition, Dirichlet, Neumann, Problem
+from kanpde.sampling import Sampler
+from kanpde.train import FitResult, History, Stage, TrainingDiverged, fit, loss_terms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KAN",
+    "KANLinear",
+    "MLP",
+    "Field",
+    "AutogradField",
+    "make_field",
+    "Box",
+    "Sampler",
+    "Problem",
+    "Condition",
+    "Dirichlet",
+    "Neumann",
+    "Batch",
+    "Stage",
+    "History",
+    "FitResult",
+    "TrainingDiverged",
+    "fit",
+    "loss_terms",
+    "evaluate",
+    "Evaluation",
+    "error_norms",
+    "trapezoid_weights",
+    "save_run",
+    "load_run",
+    "LoadedRun",
+    "RunResult",
+    "__version__",
+]

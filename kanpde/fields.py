@@ -1,0 +1,183 @@
+"""The derivative accessor handed to problems: a model's output at points, with derivatives on demand.
+
+Problems write residuals against :class:`Field` only (``u.d("xx") + u.d("yy") - f``) and never call
+autograd, so the engine behind it can change without touching any problem. The engine here,
+:class:`AutogradField`, computes derivatives lazily with nested ``torch.autograd.grad(create_graph=True)``
+and caches them for the lifetime of the field (one evaluation of the loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Field", "AutogradField", "make_field", "ENGINES"]
+
+Spec = str | Sequence[str]
+
+
+class Field:
+    """Value and partial derivatives of a model output at collocation points ``x`` ``(n, dim)``.
+
+    ``coords`` names the input columns (e.g. ``("x", "y")`` or ``("x", "t")``) and ``outputs`` the
+    output columns (``("u",)`` for a scalar problem). Derivatives are addressed by coordinate names:
+    ``u.d("x")``, ``u.d("xy")``, ``u.d(("x1", "x1"))``; mixed partials are symmetric, so ``"xy"`` and
+    ``"yx"`` are one cached value. For several outputs pick one with ``u["v"]`` first.
+    Every accessor returns tensors of shape ``(n,)`` (``grad``: ``(n, dim)``) in the dtype/device of ``x``.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        coords: Sequence[str],
+        outputs: Sequence[str] = ("u",),
+        time_coord: str | None = "t",
+        component: int | None = None,
+    ) -> None:
+        self.x = x
+        self.coords = tuple(coords)
+        self.outputs = tuple(outputs)
+        self.time_coord = time_coord if time_coord in self.coords else None
+        if component is None and len(self.outputs) == 1:
+            component = 0
+        self.component = component
+
+    # -- the engine's part ---------------------------------------------------------------------------
+    def _derivative(self, component: int, index: tuple[int, ...]) -> Tensor:
+        """``d^|index| u_component / dx_index``, ``(n,)``; ``index`` is a sorted tuple of coordinate columns."""
+        raise NotImplementedError
+
+    def _view(self, component: int) -> Field:
+        raise NotImplementedError
+
+    # -- the problems' part --------------------------------------------------------------------------
+    @property
+    def value(self) -> Tensor:
+        """The output: ``(n,)`` for one component, ``(n, n_out)`` for a field with several outputs."""
+        if self.component is None:
+            return torch.stack([self._derivative(c, ()) for c in range(len(self.outputs))], dim=1)
+        return self._derivative(self.component, ())
+
+    def __getitem__(self, name: str) -> Field:
+        """The scalar field of one output component, by name."""
+        if name not in self.outputs:
+            raise KeyError(f"unknown output {name!r}; this field has outputs {self.outputs}")
+        return self._view(self.outputs.index(name))
+
+    def d(self, spec: Spec) -> Tensor:
+        """A partial derivative by coordinate names, e.g. ``"x"``, ``"xx"``, ``"xy"``, ``("x1", "x2")``."""
+        return self._derivative(self._require_component(), self.parse(spec))
+
+    def grad(self) -> Tensor:
+        """All first derivatives, ``(n, dim)`` in the order of ``coords``."""
+        c = self._require_component()
+        return torch.stack([self._derivative(c, (i,)) for i in range(len(self.coords))], dim=1)
+
+    def laplacian(self, coords: Sequence[str] | None = None) -> Tensor:
+        """Sum of the pure second derivatives over ``coords`` (default: every coordinate but time)."""
+        c = self._require_component()
+        names = [n for n in self.coords if n != self.time_coord] if coords is None else list(coords)
+        return sum(self._derivative(c, (self._column(n),) * 2) for n in names)
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _require_component(self) -> int:
+        if self.component is None:
+            raise ValueError(f"this field has outputs {self.outputs}: select one with u['name'] first")
+        return self.component
+
+    def _column(self, name: str) -> int:
+        try:
+            return self.coords.index(name)
+        except ValueError:
+            raise KeyError(f"unknown coordinate {name!r}; coordinates are {self.coords}") from None
+
+    def parse(self, spec: Spec) -> tuple[int, ...]:
+        """Coordinate columns of a derivative spec, sorted (``"yx"`` -> ``(0, 1)`` for coords x, y)."""
+        if isinstance(spec, str):
+            names, rest = [], spec
+            ordered = sorted(self.coords, key=len, reverse=True)  # longest names first: "x1" before "x"
+            while rest:
+                match = next((n for n in ordered if rest.startswith(n)), None)
+                if match is None:
+                    raise KeyError(f"cannot read derivative {spec!r} with coordinates {self.coords}")
+                names.append(match)
+                rest = rest[len(match) :]
+        else:
+            names = list(spec)
+        if not names:
+            raise KeyError("empty derivative spec; use u.value for the field itself")
+        return tuple(sorted(self._column(n) for n in names))
+
+
+class AutogradField(Field):
+    """:class:`Field` by reverse-mode autograd through ``model`` (any ``nn.Module`` ``(n, dim) -> (n, n_out)``).
+
+    ``x`` is detached and marked ``requires_grad`` internally; derivatives are built with
+    ``create_graph=True`` so a loss made of them can be back-propagated to the model's parameters.
+    Each requested derivative costs one ``autograd.grad`` call per distinct parent derivative (the
+    gradient of ``u_x`` gives ``u_xx`` and ``u_xy`` together) and is cached.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        x: Tensor,
+        coords: Sequence[str],
+        outputs: Sequence[str] = ("u",),
+        time_coord: str | None = "t",
+    ) -> None:
+        leaf = x.detach().requires_grad_(True)
+        super().__init__(leaf, coords, outputs, time_coord)
+        if leaf.ndim != 2 or leaf.shape[1] != len(self.coords):
+            raise ValueError(f"points must have shape (n, {len(self.coords)}) for coords {self.coords}")
+        out = model(leaf)
+        if out.ndim == 1:
+            out = out.unsqueeze(1)
+        if out.shape != (leaf.shape[0], len(self.outputs)):
+            raise ValueError(
+                f"model output has shape {tuple(out.shape)}, expected ({leaf.shape[0]}, {len(self.outputs)}) "
+                f"for outputs {self.outputs}"
+            )
+        self._values: dict[tuple[int, tuple[int, ...]], Tensor] = {(c, ()): out[:, c] for c in range(out.shape[1])}
+        self._grads: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+
+    def _view(self, component: int) -> Field:
+        view = Field.__new__(AutogradField)
+        view.__dict__.update(self.__dict__)  # shares the caches
+        view.component = component
+        return view
+
+    def _gradient(self, component: int, index: tuple[int, ...]) -> Tensor:
+        key = (component, index)
+        if key not in self._grads:
+            f = self._derivative(component, index)
+            g = None
+            if f.requires_grad:
+                (g,) = torch.autograd.grad(f.sum(), self.x, create_graph=True, allow_unused=True)
+            self._grads[key] = torch.zeros_like(self.x) if g is None else g  # (n, dim)
+        return self._grads[key]
+
+    def _derivative(self, component: int, index: tuple[int, ...]) -> Tensor:
+        key = (component, index)
+        if key not in self._values:
+            self._values[key] = self._gradient(component, index[:-1])[:, index[-1]]
+        return self._values[key]
+
+
+ENGINES: dict[str, type[Field]] = {"autograd": AutogradField}
+
+
+def make_field(
+    model: nn.Module,
+    x: Tensor,
+    coords: Sequence[str],
+    outputs: Sequence[str] = ("u",),
+    engine: str = "autograd",
+    time_coord: str | None = "t",
+) -> Field:
+    """The :class:`Field` of ``model`` at ``x`` computed by the named derivative ``engine``."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown derivative engine {engine!r}; valid: {sorted(ENGINES)}")
+    return ENGINES[engine](model, x, coords, outputs, time_coord)

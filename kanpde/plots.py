@@ -1,0 +1,100 @@
+"""Matplotlib figures of a saved run: solution, exact solution and error maps, and loss histories.
+
+Figures are built with the object-oriented ``matplotlib.figure.Figure`` API (no pyplot, no global
+backend state) and saved atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from kanpde.io import LoadedModel, LoadedRun, atomic_path, load_run
+
+__all__ = ["plot_fields", "plot_history", "plot_run"]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def _middle_slice(array: np.ndarray) -> np.ndarray:
+    """A 2-D slice through the middle of every axis beyond the first two."""
+    while array.ndim > 2:
+        array = array[..., array.shape[-1] // 2]
+    return array
+
+
+def plot_fields(result: LoadedModel, coords: tuple[str, ...], path: str | os.PathLike, title: str = "") -> Path:
+    """Predicted, exact and error fields of one model side by side (2-D maps; lines in 1-D; mid-slices in 3-D+)."""
+    path = Path(path)
+    fig = Figure(figsize=(13, 3.8 * len(result.fields)), layout="constrained")
+    rows = len(result.fields)
+    axes_vals = [result.axes[c] for c in coords]
+    for row, (name, f) in enumerate(result.fields.items()):
+        panels = [("predicted", f"{name} ({result.name})"), ("exact", f"{name} exact"), ("error", "error")]
+        for col, (key, label) in enumerate(panels):
+            ax = fig.add_subplot(rows, 3, row * 3 + col + 1)
+            data = f[key]
+            if data.ndim == 1:
+                ax.plot(axes_vals[0], data)
+                ax.set_xlabel(coords[0])
+            else:
+                data = _middle_slice(data)
+                cmap = "RdBu_r" if key == "error" else "viridis"
+                lim = np.abs(data).max() if key == "error" else None
+                mesh = ax.pcolormesh(axes_vals[0], axes_vals[1], data.T, shading="auto", cmap=cmap,
+                                     vmin=-lim if lim else None, vmax=lim)
+                fig.colorbar(mesh, ax=ax)
+                ax.set_xlabel(coords[0])
+                ax.set_ylabel(coords[1])
+                ax.set_aspect("equal")
+            ax.set_title(label)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_history(results: list[LoadedModel], path: str | os.PathLike) -> Path:
+    """Training loss (weighted total and PDE term) against step, one line per model, stage starts marked."""
+    path = Path(path)
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for i, result in enumerate(results):
+        h = result.history
+        if "loss" not in h:
+            continue
+        color = f"C{i}"
+        ax.semilogy(h["step"], h["loss"], color=color, label=f"{result.name} loss")
+        ax.semilogy(h["step"], h["pde"], color=color, ls=":", label=f"{result.name} pde term")
+        starts = np.flatnonzero(np.diff(h["stage"]) != 0) + 1
+        for s in starts:
+            ax.axvline(h["step"][s], color=color, alpha=0.25, lw=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_run(run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``solution.png`` (and ``baseline_solution.png``) and ``history.png`` for a saved run."""
+    if not isinstance(run, LoadedRun):
+        src = Path(run)
+        run = load_run(src)
+        out_dir = out_dir if out_dir is not None else (src if src.is_dir() else src.parent)
+    if out_dir is None:
+        raise ValueError("plot_run needs out_dir when given a loaded run")
+    out = Path(out_dir)
+    written = [plot_fields(run.main, run.coords, out / "solution.png", f"{run.problem}: {run.main.name}")]
+    results = [run.main]
+    if run.baseline is not None:
+        written.append(plot_fields(run.baseline, run.coords, out / "baseline_solution.png", f"{run.problem}: {run.baseline.name}"))
+        results.append(run.baseline)
+    written.append(plot_history(results, out / "history.png"))
+    return written

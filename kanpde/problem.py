@@ -1,0 +1,219 @@
+"""The :class:`Problem` base class and declared boundary conditions.
+
+A problem is a small class: its coordinates, a domain, a list of conditions (data, not loss code), the
+PDE residual written against a :class:`kanpde.fields.Field`, and, where known, the exact solution.
+
+    class Poisson2D(Problem):
+        coords = ("x", "y")
+        def __init__(self):
+            super().__init__(Box([-1, -1], [1, 1], self.coords), [Dirichlet("all", 0.0)])
+        def pde(self, x, u):
+            return u.d("xx") + u.d("yy") - self.f(x)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kanpde.fields import Field
+from kanpde.geometry import Box
+from kanpde.sampling import Sampler
+
+__all__ = ["Condition", "Dirichlet", "Neumann", "Problem", "Batch", "BoundaryPoints"]
+
+Target = float | Callable[[Tensor], Tensor]
+CONDITION_KINDS = ("dirichlet", "neumann")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A boundary condition declared as data.
+
+    ``kind``: ``"dirichlet"`` (``u = g``) or ``"neumann"`` (``du/dn = g`` with the outward normal);
+    ``on``: boundary pieces (face names or ``"all"``); ``value``: ``g`` as a constant or a function
+    ``x (n, d) -> (n,)``; ``component``: output name for multi-output problems; ``weight``: the factor
+    of its mean squared residual in the loss; ``name``: label in the loss history (default from kind
+    and faces).
+    """
+
+    kind: str
+    on: str | tuple[str, ...] = "all"
+    value: Target = 0.0
+    component: str | None = None
+    weight: float = 1.0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONDITION_KINDS:
+            raise ValueError(f"unknown condition kind {self.kind!r}; valid: {list(CONDITION_KINDS)}")
+        if not isinstance(self.on, str):
+            object.__setattr__(self, "on", tuple(self.on))
+        if self.weight < 0:
+            raise ValueError(f"condition weight must be >= 0, got {self.weight}")
+
+    @property
+    def label(self) -> str:
+        on = self.on if isinstance(self.on, str) else "+".join(self.on)
+        return self.name or f"{self.kind}[{on}]"
+
+    def target(self, x: Tensor) -> Tensor:
+        """``g(x)``: ``(n,)`` in the dtype/device of ``x``."""
+        if callable(self.value):
+            return self.value(x).reshape(-1)
+        return torch.full((x.shape[0],), float(self.value), dtype=x.dtype, device=x.device)
+
+    def residual(self, points: BoundaryPoints, u: Field) -> Tensor:
+        """The condition's residual at its boundary points, ``(n,)``."""
+        if self.component is not None:
+            u = u[self.component]
+        if self.kind == "dirichlet":
+            lhs = u.value
+        else:
+            lhs = (u.grad() * points.normals).sum(dim=1)
+        return lhs - self.target(points.x)
+
+
+def Dirichlet(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> Condition:
+    """``u = value`` on the boundary pieces ``on``."""
+    return Condition("dirichlet", on if isinstance(on, str) else tuple(on), value, **kwargs)
+
+
+def Neumann(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> Condition:
+    """``du/dn = value`` (outward normal) on the boundary pieces ``on``."""
+    return Condition("neumann", on if isinstance(on, str) else tuple(on), value, **kwargs)
+
+
+@dataclass
+class BoundaryPoints:
+    """Points on a condition's boundary pieces, ``x`` ``(n, d)``, with outward unit ``normals`` ``(n, d)``."""
+
+    x: Tensor
+    normals: Tensor
+
+
+@dataclass
+class Batch:
+    """One set of collocation points: ``interior`` ``(n, d)`` and boundary points per condition label."""
+
+    interior: Tensor
+    boundary: dict[str, BoundaryPoints] = field(default_factory=dict)
+
+    def to(self, dtype: torch.dtype, device: torch.device | str) -> Batch:
+        return Batch(
+            self.interior.to(dtype=dtype, device=device),
+            {
+                k: BoundaryPoints(v.x.to(dtype=dtype, device=device), v.normals.to(dtype=dtype, device=device))
+                for k, v in self.boundary.items()
+            },
+        )
+
+
+class Problem:
+    """Base class of a PDE problem on a :class:`Box` domain.
+
+    Subclasses set ``coords`` (coordinate names, also the derivative names of the :class:`Field`),
+    optionally ``outputs`` (default ``("u",)``), call ``super().__init__(geometry, conditions)`` and
+    implement :meth:`pde`; they may implement :meth:`exact` and :meth:`exact_grad`.
+    The stem of the defining module is the problem's ``name`` (``problems/poisson2d.py`` -> ``poisson2d``).
+    """
+
+    coords: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ("u",)
+    time_coord: str | None = None
+
+    def __init__(self, geometry: Box, conditions: Sequence[Condition]) -> None:
+        self.geometry = geometry
+        self.conditions = tuple(conditions)
+        self.validate()
+
+    @property
+    def name(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    @property
+    def dim(self) -> int:
+        return len(self.coords)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs)
+
+    def validate(self) -> None:
+        """Check coordinates, domain and conditions agree; raise ``ValueError`` saying what does not."""
+        cls = type(self).__name__
+        if not self.coords:
+            raise ValueError(f"{cls} must name its coordinates in `coords`")
+        if tuple(self.geometry.names) != tuple(self.coords):
+            raise ValueError(f"{cls}: domain coordinates {self.geometry.names} differ from coords {self.coords}")
+        labels = [c.label for c in self.conditions]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{cls}: two conditions share a label in {labels}; give them distinct `name`s")
+        for cond in self.conditions:
+            self.geometry.resolve_faces(cond.on)
+            if cond.component is not None and cond.component not in self.outputs:
+                raise ValueError(f"{cls}: condition {cond.label} names unknown output {cond.component!r}")
+            if cond.component is None and self.n_outputs > 1:
+                raise ValueError(f"{cls}: condition {cond.label} must name a component of {self.outputs}")
+
+    # -- what subclasses write -----------------------------------------------------------------------
+    def pde(self, x: Tensor, u: Field) -> Tensor | Sequence[Tensor]:
+        """PDE residual(s) at interior points ``x`` ``(n, d)``: one ``(n,)`` tensor or a sequence of them."""
+        raise NotImplementedError
+
+    def exact(self, x: Tensor) -> Tensor:
+        """Exact solution ``(n,)`` (one output) or ``(n, n_out)``; raise NotImplementedError if unknown."""
+        raise NotImplementedError
+
+    def exact_grad(self, x: Tensor) -> Tensor:
+        """Gradient of the exact solution, ``(n, d)`` (or ``(n, n_out, d)``); default: autograd of :meth:`exact`."""
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = self.exact(leaf).reshape(x.shape[0], -1)
+            grads = [torch.autograd.grad(u[:, c].sum(), leaf, retain_graph=True)[0] for c in range(u.shape[1])]
+        g = torch.stack(grads, dim=1).detach()  # (n, n_out, d)
+        return g[:, 0] if self.n_outputs == 1 else g
+
+    @property
+    def has_exact(self) -> bool:
+        return type(self).exact is not Problem.exact
+
+    # -- what the library uses -----------------------------------------------------------------------
+    def sample(self, sampler: Sampler, n_interior: int, n_boundary: int) -> Batch:
+        """Interior points and boundary points per condition (split by face measure), float64 on CPU."""
+        if n_interior < 1 or (self.conditions and n_boundary < len(self.conditions)):
+            raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(self.conditions)}, got {n_interior}, {n_boundary}")
+        geo = self.geometry
+        interior = torch.from_numpy(geo.interior(sampler.unit(n_interior, geo.dim)))
+        boundary = {}
+        per_cond = _split(n_boundary, [1.0] * len(self.conditions))
+        for cond, n_cond in zip(self.conditions, per_cond):
+            faces = geo.resolve_faces(cond.on)
+            counts = _split(n_cond, [geo.face_measure(f) for f in faces])
+            xs, ns = [], []
+            for face, n_face in zip(faces, counts):
+                if n_face == 0:
+                    continue
+                xs.append(geo.face_points(face, sampler.unit(n_face, geo.dim - 1)))
+                ns.append(np.broadcast_to(geo.normal(face), (n_face, geo.dim)))
+            boundary[cond.label] = BoundaryPoints(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ns)))
+        return Batch(interior, boundary)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(coords={self.coords}, geometry={self.geometry!r})"
+
+
+def _split(n: int, weights: Sequence[float]) -> list[int]:
+    """Split ``n`` into integer parts proportional to ``weights`` (largest remainders)."""
+    if not weights:
+        return []
+    w = np.asarray(weights, dtype=np.float64)
+    raw = n * w / w.sum()
+    parts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - parts))[: n - parts.sum()]:
+        parts[i] += 1
+    return parts.tolist()

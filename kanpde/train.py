@@ -1,0 +1,260 @@
+"""Staged training: one closure loop for Adam, L-BFGS and any other ``torch.optim`` optimizer.
+
+    loss = pde_weight * mean |r_pde|^2 + sum_c weight_c * mean |r_c|^2
+
+A run is a list of :class:`Stage` s. Before each stage the trainer (re)samples points if asked, adapts
+a KAN's grid to the interior points, extends it when the stage names a new ``grid_size``, and builds a
+fresh optimizer for the (possibly new) model's parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kanpde.fields import make_field
+from kanpde.problem import Batch, Problem
+from kanpde.sampling import Sampler
+
+__all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "fit", "loss_terms", "weighted_loss"]
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class Stage:
+    """One training stage.
+
+    ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (e.g. ``functools.partial(torch.optim.LBFGS,
+    line_search_fn="strong_wolfe")``, or a Hydra ``_partial_: true`` config); ``steps``: number of
+    ``optimizer.step`` calls (an L-BFGS step runs up to its ``max_iter`` iterations); ``grid_size``: extend a
+    KAN's grid to this many intervals first; ``n_interior`` / ``n_boundary``: point counts for this stage
+    (default: the ``fit`` arguments); ``resample``: draw fresh points; ``update_grid``: adapt a KAN's
+    knots to the interior points first.
+    """
+
+    optimizer: OptimizerFactory
+    steps: int
+    grid_size: int | None = None
+    n_interior: int | None = None
+    n_boundary: int | None = None
+    resample: bool = False
+    update_grid: bool = True
+
+    def __post_init__(self) -> None:
+        if not callable(self.optimizer):
+            raise ValueError(f"stage optimizer must be a factory params -> Optimizer, got {self.optimizer!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"stage steps must be a positive integer, got {self.steps!r}")
+        if self.grid_size is not None and (not isinstance(self.grid_size, int) or self.grid_size < 1):
+            raise ValueError(f"stage grid_size must be an integer >= 1, got {self.grid_size!r}")
+        for key in ("n_interior", "n_boundary"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"stage {key} must be a positive integer, got {value!r}")
+
+    @property
+    def optimizer_name(self) -> str:
+        target = getattr(self.optimizer, "func", self.optimizer)
+        return getattr(target, "__name__", type(target).__name__)
+
+
+@dataclass
+class History:
+    """Loss terms per optimizer step and a summary per stage.
+
+    ``steps``: one dict per step with ``stage``, ``step`` (global), ``time`` (seconds since the start),
+    ``loss`` (weighted total) and every unweighted term (``pde`` and one per condition label), all taken
+    at the parameters the step started from. ``stages``: one dict per stage (optimizer, steps,
+    grid_size, n_params, seconds, final loss and terms).
+    """
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    stages: list[dict[str, object]] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The step records as columns: ``{name: (n_steps,) float64 array}``."""
+        names = list(self.steps[0]) if self.steps else []
+        return {n: np.array([rec[n] for rec in self.steps], dtype=np.float64) for n in names}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained (possibly grid-extended) ``model``, its ``history`` and ``seconds``."""
+
+    model: nn.Module
+    history: History
+    seconds: float
+
+
+@dataclass
+class ProgressEvent:
+    """Progress report handed to the ``progress`` callback of :func:`fit`.
+
+    ``kind`` is ``"stage"`` (a stage starts), ``"step"`` (a step finished) or ``"stage_end"``.
+    """
+
+    kind: str
+    stage: int
+    n_stages: int
+    step: int
+    steps: int
+    loss: float = math.nan
+    description: str = ""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss stopped training; ``model`` holds the last parameters with a finite loss."""
+
+    def __init__(self, message: str, model: nn.Module, history: History, seconds: float) -> None:
+        super().__init__(message)
+        self.model, self.history, self.seconds = model, history, seconds
+
+
+def loss_terms(model: nn.Module, problem: Problem, batch: Batch, engine: str = "autograd") -> dict[str, Tensor]:
+    """Unweighted mean squared residuals: ``{"pde": ..., <condition label>: ...}``, each a 0-d tensor."""
+    u = make_field(model, batch.interior, problem.coords, problem.outputs, engine, problem.time_coord)
+    residual = problem.pde(batch.interior, u)
+    residuals = [residual] if isinstance(residual, Tensor) else list(residual)
+    terms = {"pde": sum(r.pow(2).mean() for r in residuals)}
+    for cond in problem.conditions:
+        pts = batch.boundary[cond.label]
+        ub = make_field(model, pts.x, problem.coords, problem.outputs, engine, problem.time_coord)
+        terms[cond.label] = cond.residual(pts, ub).pow(2).mean()
+    return terms
+
+
+def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float) -> Tensor:
+    """``pde_weight * terms["pde"] + sum_c weight_c * terms[c]``."""
+    return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
+
+
+def _dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), torch.empty(0))
+    return tensor.dtype, tensor.device
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    problem: Problem,
+    stages: Sequence[Stage],
+    *,
+    sampler: Sampler | None = None,
+    n_interior: int = 1000,
+    n_boundary: int = 200,
+    pde_weight: float = 0.01,
+    engine: str = "autograd",
+    progress: Callable[[ProgressEvent], None] | None = None,
+    on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``problem`` through ``stages``; points follow the model's dtype and device.
+
+    Grid operations (``update_grid``, ``refine``) are applied only to models that have them, so a KAN
+    and an MLP go through the same schedule. ``progress`` receives :class:`ProgressEvent` s (nothing is
+    printed here); ``on_stage_end(stage_index, model, history)`` is called after each stage (checkpoints).
+    A non-finite loss raises :class:`TrainingDiverged` carrying the last finite model.
+    """
+    if not stages:
+        raise ValueError("fit needs at least one stage")
+    sampler = sampler if sampler is not None else Sampler()
+    dtype, device = _dtype_device(model)
+    history = History()
+    start = time.perf_counter()
+    batch, sizes, global_step = None, None, 0
+    for index, stage in enumerate(stages):
+        stage_start = time.perf_counter()
+        want = (stage.n_interior or n_interior, stage.n_boundary or n_boundary)
+        if batch is None or stage.resample or want != sizes:
+            if stage.resample:
+                sampler.reseed(index)
+            batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
+        if stage.update_grid and hasattr(model, "update_grid"):
+            model.update_grid(batch.interior)
+        if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
+            model = model.refine(stage.grid_size, batch.interior)
+        grid = getattr(model, "grid_size", None)
+        description = f"stage {index + 1}/{len(stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
+        log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
+        if progress:
+            progress(ProgressEvent("stage", index, len(stages), 0, stage.steps, description=description))
+        optimizer = stage.optimizer(model.parameters())
+        recorded: dict[str, float] = {}
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            terms = loss_terms(model, problem, batch, engine)
+            loss = weighted_loss(terms, problem, pde_weight)
+            if not recorded:  # the first evaluation of a step: the parameters it starts from
+                recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+            if torch.isfinite(loss):
+                loss.backward()
+            return loss
+
+        last_good = _snapshot(model)
+        for step in range(stage.steps):
+            recorded.clear()
+            before = _snapshot(model)
+            optimizer.step(closure)
+            if not math.isfinite(recorded["loss"]):
+                model.load_state_dict(last_good)
+                seconds = time.perf_counter() - start
+                raise TrainingDiverged(
+                    f"non-finite loss ({recorded['loss']}) in {description}, step {step + 1}/{stage.steps}; "
+                    "the model was restored to its last parameters with a finite loss",
+                    model,
+                    history,
+                    seconds,
+                )
+            last_good = before
+            history.steps.append(
+                {"stage": float(index), "step": float(global_step), "time": time.perf_counter() - start, **recorded}
+            )
+            global_step += 1
+            if progress:
+                progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
+        final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine).items()}
+        final_loss = weighted_loss(final, problem, pde_weight)
+        if not math.isfinite(final_loss):
+            model.load_state_dict(last_good)
+            raise TrainingDiverged(
+                f"non-finite loss ({final_loss}) after {description}; "
+                "the model was restored to its last parameters with a finite loss",
+                model,
+                history,
+                time.perf_counter() - start,
+            )
+        history.stages.append(
+            {
+                "stage": index,
+                "optimizer": stage.optimizer_name,
+                "steps": stage.steps,
+                "grid_size": grid,
+                "n_params": sum(p.numel() for p in model.parameters()),
+                "n_interior": want[0],
+                "n_boundary": want[1],
+                "seconds": time.perf_counter() - stage_start,
+                "loss": final_loss,
+                **final,
+            }
+        )
+        log.info("%s done: loss %.3e (pde %.3e) in %.1f s", description, final_loss, final["pde"], history.stages[-1]["seconds"])
+        if progress:
+            progress(ProgressEvent("stage_end", index, len(stages), stage.steps, stage.steps, final_loss, description))
+        if on_stage_end:
+            on_stage_end(index, model, history)
+    return FitResult(model, history, time.perf_counter() - start)
