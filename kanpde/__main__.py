@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -29,6 +31,20 @@ class ProgressBar:
             self.bar = None
 
 
+def _check_output_args(argv: list[str]) -> str | None:
+    """Hydra creates its run directory before any of our code runs and fails with a traceback when it
+    cannot: check ``hydra.run.dir=`` / ``hydra.sweep.dir=`` first and return a one-line error instead."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in ("hydra.run.dir", "hydra.sweep.dir"):
+            continue
+        path = Path(value.split("${", 1)[0] or ".").absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            return f"output directory {value} cannot be created: {existing} is not a writable directory"
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="pkg://kanpde.conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
@@ -43,5 +59,14 @@ def main(cfg: DictConfig) -> float:
     return float(metrics["l2_rel"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Entry point of ``python -m kanpde`` and the ``kanpde`` script."""
+    problem = _check_output_args(sys.argv[1:])
+    if problem:
+        print(f"kanpde: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -62,7 +62,7 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except MissingMandatoryValue as exc:
-        raise ConfigError(f"{what}: a mandatory value is missing ({exc.full_key}); set it on the command line") from None
+        raise ConfigError(f"{what}: {exc.full_key} is required; give it on the command line ({exc.full_key}=...)") from None
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, (ValueError, TypeError)):
