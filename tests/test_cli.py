@@ -1,0 +1,138 @@
+"""The command line ``python -m kanpde``, run in subprocesses from a scratch directory.
+
+All invocations start together in one module fixture (two at a time) to keep the file under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+BAD = {
+    "unknown_problem": (["problem=nope"], None),
+    "unknown_model": (["model=nope"], None),
+    "widths": (["model.widths=[3,10,1]"], "model.widths=[3, 10, 1] does not fit problem poisson2d"),
+    "grid_size": (["model.grid_size=0"], "model: grid_size must be an integer >= 1, got 0"),
+    "spline_order": (["model.spline_order=0"], "model: spline_order must be an integer >= 1, got 0"),
+    "steps": (["trainer.stages=[{optimizer: adam, steps: 0}]"], "trainer.stages[0]: stage steps must be a positive integer"),
+    "optimizer": (["trainer.stages=[{optimizer: sgdx, steps: 1}]"], "trainer.stages[0]: unknown optimizer 'sgdx'"),
+    "dtype": (["dtype=float16"], "dtype='float16'; valid: ['float32', 'float64']"),
+    "unwritable": ([], None),
+}
+# Each `python -m kanpde` costs ~5 s of imports (torch, scipy.stats, matplotlib). These run as real
+# separate commands; the other bad inputs go through the same entry point (kanpde.__main__.main, the
+# function `python -m kanpde` calls) several times inside one extra interpreter.
+SEPARATE = {"good", "unknown_problem", "dtype", "unwritable"}
+
+DRIVER = """
+import contextlib, io, json, sys
+from kanpde.__main__ import main
+results = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    sys.argv = ["kanpde", *argv]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    results[name] = [code, out.getvalue(), err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def _argv(args: list[str], run_dir: Path) -> list[str]:
+    return ["debug=fast", *args, f"hydra.run.dir={run_dir}"]
+
+
+def _invoke(cwd: Path, run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "kanpde", *_argv(args, run_dir)]
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=240)
+
+
+def _invoke_many(cwd: Path, jobs: dict[str, tuple[list[str], Path]]) -> dict[str, subprocess.CompletedProcess]:
+    argvs = {name: _argv(args, run_dir) for name, (args, run_dir) in jobs.items()}
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {name: subprocess.CompletedProcess(argvs[name], *results[name]) for name in jobs}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    cwd = tmp_path_factory.mktemp("cwd")  # not the repository: the CLI must work from any directory
+    blocker = cwd / "a_regular_file"
+    blocker.write_text("in the way")
+    jobs = {"good": ([], cwd / "good")}
+    for name, (args, _) in BAD.items():
+        jobs[name] = (args, blocker / "sub" if name == "unwritable" else cwd / name)
+    shared = {name: job for name, job in jobs.items() if name not in SEPARATE}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two longest first: the good run and the shared one
+        good = pool.submit(_invoke, cwd, jobs["good"][1], jobs["good"][0])
+        many = pool.submit(_invoke_many, cwd, shared)
+        futures = {name: pool.submit(_invoke, cwd, run_dir, args)
+                   for name, (args, run_dir) in jobs.items() if name in SEPARATE - {"good"}}
+        done = {"good": good.result()} | {name: f.result() for name, f in futures.items()} | many.result()
+    return {name: (done[name], jobs[name][1]) for name in jobs}
+
+
+def test_fast_run_succeeds_and_prints_the_table(cli) -> None:
+    proc, run_dir = cli["good"]
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    table = lines[-8:]  # the last lines printed are the metrics table
+    assert table[0].split() == ["model", "kan", "mlp"]
+    assert [row.split()[0] for row in table] == ["model", "params", "train", "l2_rel", "h1_rel", "linf", "mse", "h1_mse"]
+    assert table[1].split() == ["params", "90", "33"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    row = dict(zip(["kan", "mlp"], table[3].split()[1:]))
+    assert row == {"kan": f"{metrics['l2_rel']:.3e}", "mlp": f"{metrics['baseline']['l2_rel']:.3e}"}
+    for name in ("solution.h5", "metrics.json", "solution.png", "baseline_solution.png", "history.png",
+                 ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert (run_dir / name).is_file(), name
+    assert "debug=fast" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", [n for n, (_, msg) in BAD.items() if msg])
+def test_bad_input_gives_one_line_error_before_training(cli, name: str) -> None:
+    proc, run_dir = cli[name]
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kanpde: error: "), proc.stderr
+    assert BAD[name][1] in lines[0]
+    assert "stage 1/" not in proc.stdout  # no training started
+    assert not (run_dir / "solution.h5").exists() and not (run_dir / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name,group,valid", [("unknown_problem", "problem", ["poisson2d", "custom"]),
+                                              ("unknown_model", "model", ["kan", "mlp"])])
+def test_unknown_group_option_lists_the_valid_ones(cli, name: str, group: str, valid: list[str]) -> None:
+    proc, run_dir = cli[name]
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"Could not find '{group}/nope'" in output
+    assert f"Available options in '{group}'" in output
+    assert all(option in output for option in valid)
+    assert not run_dir.exists()
+
+
+def test_unwritable_output_directory(cli) -> None:
+    """Hydra creates the run directory before kanpde runs, so the message is Hydra's (a short traceback)."""
+    proc, run_dir = cli["unwritable"]
+    assert proc.returncode != 0
+    assert "Not a directory" in proc.stderr and str(run_dir) in proc.stderr
+    assert "stage 1/" not in proc.stdout
