@@ -69,6 +69,14 @@ def error_norms(
     }
 
 
+def module_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of a module's first parameter (or buffer); the defaults for a module with neither."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), torch.empty(0))
+    return tensor.dtype, tensor.device
+
+
 @torch.no_grad()
 def _no_grad_forward(model: nn.Module, x: Tensor) -> Tensor:
     return model(x)
@@ -128,9 +136,9 @@ def evaluate(
     """
     if not problem.has_exact:
         raise ValueError(f"problem {problem.name} has no exact solution to evaluate against")
-    param = next(model.parameters())
+    dtype, device = module_dtype_device(model)
     axes, points = problem.geometry.grid(n_per_axis)
-    x = torch.from_numpy(points).to(dtype=param.dtype, device=param.device)
+    x = torch.from_numpy(points).to(dtype=dtype, device=device)
     pred, grad_pred, exact, grad_exact = [], [], [], []
     m, d = problem.n_outputs, problem.dim
     for chunk in x.split(chunk_size):

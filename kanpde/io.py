@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kanpde.evaluate import Evaluation
+from kanpde.evaluate import Evaluation, module_dtype_device
 from kanpde.train import History
 
 __all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "atomic_path", "write_json"]
@@ -162,8 +162,8 @@ class LoadedModel:
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Evaluate the model at new points ``(n, d)``: ``(n, n_out)`` in the model's dtype."""
-        param = next(self.model.parameters())
-        x = torch.as_tensor(x).to(dtype=param.dtype, device=param.device)
+        dtype, device = module_dtype_device(self.model)
+        x = torch.as_tensor(x).to(dtype=dtype, device=device)
         with torch.no_grad():
             return self.model(x)
 

@@ -103,6 +103,10 @@ class Batch:
     interior: Tensor
     boundary: dict[str, BoundaryPoints] = field(default_factory=dict)
 
+    def all_points(self) -> Tensor:
+        """Interior and boundary points together, ``(n_total, d)``."""
+        return torch.cat([self.interior, *(b.x for b in self.boundary.values())])
+
     def to(self, dtype: torch.dtype, device: torch.device | str) -> Batch:
         return Batch(
             self.interior.to(dtype=dtype, device=device),
@@ -124,7 +128,7 @@ class Problem:
 
     coords: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("u",)
-    time_coord: str | None = None
+    time_coord: str | None = "t"  # excluded from Field.laplacian() when it is one of coords
 
     def __init__(self, geometry: Box, conditions: Sequence[Condition]) -> None:
         self.geometry = geometry

@@ -26,9 +26,7 @@ from torch import nn
 from kanpde.evaluate import evaluate
 from kanpde.fields import ENGINES
 from kanpde.io import RunResult, atomic_path, save_run, write_json
-from kanpde.plots import plot_run
 from kanpde.problem import Problem
-from kanpde.sampling import Sampler
 from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
 
 __all__ = ["ConfigError", "RunFailed", "run", "build_stages", "format_table"]
@@ -83,17 +81,27 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _check_widths(model_cfg: DictConfig, problem: Problem, what: str) -> None:
+def _fit_widths(model_cfg: DictConfig, problem: Problem, what: str) -> DictConfig:
+    """The model config with ``null`` ends of ``widths`` filled from the problem, checked against it."""
     widths = model_cfg.get("widths")
     if widths is None:
-        return
+        return model_cfg
     widths = list(widths)
+    if len(widths) < 2:
+        raise ConfigError(f"{what}.widths={widths} needs at least an input and an output size")
+    widths[0] = problem.dim if widths[0] is None else widths[0]
+    widths[-1] = problem.n_outputs if widths[-1] is None else widths[-1]
+    if any(w is None for w in widths):
+        raise ConfigError(f"{what}.widths={widths}: only the first and last entries may be null")
     if widths[0] != problem.dim or widths[-1] != problem.n_outputs:
         raise ConfigError(
             f"{what}.widths={widths} does not fit problem {problem.name}: it has {problem.dim} inputs "
             f"{problem.coords} and {problem.n_outputs} output(s) {problem.outputs}, so widths must be "
-            f"[{problem.dim}, ..., {problem.n_outputs}]"
+            f"[{problem.dim}, ..., {problem.n_outputs}] (or null at either end)"
         )
+    filled = model_cfg.copy()
+    filled.widths = widths
+    return filled
 
 
 def build_stages(trainer: DictConfig) -> list[Stage]:
@@ -154,21 +162,26 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
     if not problem.has_exact:
         raise ConfigError(f"problem {problem.name} has no exact solution to evaluate against")
     baseline_cfg = cfg.get("baseline")
-    _check_widths(cfg.model, problem, "model")
+    if baseline_cfg is not None and not isinstance(baseline_cfg, DictConfig):
+        raise ConfigError(
+            f"baseline={baseline_cfg!r} is not a model config: choose one with model@baseline={baseline_cfg} "
+            "(or baseline=null for none)"
+        )
+    model_cfg = _fit_widths(cfg.model, problem, "model")
     if baseline_cfg is not None:
-        _check_widths(baseline_cfg, problem, "baseline")
-        if OmegaConf.to_container(baseline_cfg) == OmegaConf.to_container(cfg.model):
+        baseline_cfg = _fit_widths(baseline_cfg, problem, "baseline")
+        if OmegaConf.to_container(baseline_cfg) == OmegaConf.to_container(model_cfg):
             log.info("baseline is the same model as the main one: not trained twice")
             baseline_cfg = None
-    for name, node in (("model", cfg.model), ("baseline", baseline_cfg)):
+    for name, node in (("model", model_cfg), ("baseline", baseline_cfg)):
         if node is not None:  # constructor checks (grid sizes, activations) before any training
             _make_model(node, name, torch.float64, torch.device("cpu"))
     stages = build_stages(cfg.trainer)
-    Sampler(**{k: v for k, v in cfg.sampler.items() if k != "_target_"})
+    _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
         raise ConfigError(f"eval.n_per_axis must be >= 2, got {cfg.eval.n_per_axis}")
     _check_output_dir(output_dir)
-    return _Built(problem, cfg.model, baseline_cfg, stages, DTYPES[cfg.dtype], device)
+    return _Built(problem, model_cfg, baseline_cfg, stages, DTYPES[cfg.dtype], device)
 
 
 def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
@@ -265,7 +278,7 @@ def run(
     output_dir = Path(output_dir)
     built = _build(cfg, output_dir)
     log.info("problem %s on %s (%s), output in %s", built.problem.name, built.device, cfg.dtype, output_dir)
-    main, failure = _train_and_evaluate("model", cfg.model, built, cfg, output_dir, progress)
+    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress)
     baseline, base_failure = None, None
     if built.baseline_cfg is not None and failure is None:
         baseline, base_failure = _train_and_evaluate("baseline", built.baseline_cfg, built, cfg, output_dir, progress)
@@ -277,6 +290,8 @@ def run(
     path = save_run(output_dir / "solution.h5", built.problem.name, coords, outputs, main, baseline, config_yaml)
     write_json(output_dir / "metrics.json", metrics)
     if cfg.output.figures:
+        from kanpde.plots import plot_run  # matplotlib only when figures are asked for
+
         plot_run(path, output_dir)
     failure = failure or base_failure
     if failure:

@@ -10,7 +10,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.stats import qmc
 
 __all__ = ["Sampler", "METHODS"]
 
@@ -54,6 +53,8 @@ class Sampler:
             return pts[keep]
         if self.method == "uniform":
             return self._rng.random((n, d))
+        from scipy.stats import qmc  # imported here: scipy.stats costs ~1 s at start-up
+
         engine = {
             "sobol": lambda: qmc.Sobol(d, scramble=True, seed=self._rng),
             "lhs": lambda: qmc.LatinHypercube(d, seed=self._rng),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kanpde.evaluate import module_dtype_device
 from kanpde.fields import make_field
 from kanpde.problem import Batch, Problem
 from kanpde.sampling import Sampler
@@ -39,7 +40,9 @@ class Stage:
     ``optimizer.step`` calls (an L-BFGS step runs up to its ``max_iter`` iterations); ``grid_size``: extend a
     KAN's grid to this many intervals first; ``n_interior`` / ``n_boundary``: point counts for this stage
     (default: the ``fit`` arguments); ``resample``: draw fresh points; ``update_grid``: adapt a KAN's
-    knots to the interior points first.
+    knots to the stage's points first (``None``, the default: only before the first stage — re-fitting a
+    trained spline onto moved knots keeps its values only roughly and its second derivatives worse, which
+    costs PDE accuracy, while grid extension onto subdivided knots is exact).
     """
 
     optimizer: OptimizerFactory
@@ -48,7 +51,7 @@ class Stage:
     n_interior: int | None = None
     n_boundary: int | None = None
     resample: bool = False
-    update_grid: bool = True
+    update_grid: bool | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -138,13 +141,6 @@ def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float)
     return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
 
 
-def _dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), torch.empty(0))
-    return tensor.dtype, tensor.device
-
-
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -172,7 +168,7 @@ def fit(
     if not stages:
         raise ValueError("fit needs at least one stage")
     sampler = sampler if sampler is not None else Sampler()
-    dtype, device = _dtype_device(model)
+    dtype, device = module_dtype_device(model)
     history = History()
     start = time.perf_counter()
     batch, sizes, global_step = None, None, 0
@@ -183,10 +179,11 @@ def fit(
             if stage.resample:
                 sampler.reseed(index)
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
-        if stage.update_grid and hasattr(model, "update_grid"):
-            model.update_grid(batch.interior)
+        adapt = stage.update_grid if stage.update_grid is not None else index == 0
+        if adapt and hasattr(model, "update_grid"):
+            model.update_grid(batch.all_points())
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
-            model = model.refine(stage.grid_size, batch.interior)
+            model = model.refine(stage.grid_size, batch.all_points())
         grid = getattr(model, "grid_size", None)
         description = f"stage {index + 1}/{len(stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
         log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)

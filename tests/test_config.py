@@ -110,25 +110,7 @@ def test_every_kan_combination_builds(experiment, debug, tmp_path: Path) -> None
     assert _build_failures("kan", experiment, debug, tmp_path) == []
 
 
-@pytest.mark.parametrize(
-    "experiment,debug",
-    [
-        (None, None),
-        *[
-            pytest.param(
-                e, d,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: debug/fast.yaml and experiment/paper_poisson.yaml set model.grid_size, which MLP does "
-                    "not accept: 'model=mlp debug=fast' fails with ConfigError 'MLP.__init__() got an unexpected "
-                    "keyword argument grid_size'",
-                ),
-            )
-            for e, d in PRESETS
-            if (e, d) != (None, None)
-        ],
-    ],
-)
+@pytest.mark.parametrize("experiment,debug", PRESETS)
 def test_every_mlp_combination_builds(experiment, debug, tmp_path: Path) -> None:
     assert _build_failures("mlp", experiment, debug, tmp_path) == []
 
@@ -146,9 +128,9 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory: pytest.TempPathFactory):
-    """model=mlp through the same path; '~model.grid_size' works around the debug preset bug above."""
+    """model=mlp through the same path."""
     out = tmp_path_factory.mktemp("mlp")
-    metrics = run(make_cfg("debug=fast", "model=mlp", "~model.grid_size", "baseline=null"), output_dir=out)
+    metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null"), output_dir=out)
     return out, metrics
 
 
@@ -170,7 +152,7 @@ def test_fast_run_metrics(fast_run) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert METRIC_KEYS <= set(saved) and METRIC_KEYS <= set(saved["baseline"])
-    for m, name, n_params in ((saved, "kan", 90), (saved["baseline"], "mlp", 33)):
+    for m, name, n_params in ((saved, "kan", 108), (saved["baseline"], "mlp", 33)):
         assert m["model"] == name and m["problem"] == "poisson2d" and m["n_params"] == n_params
         assert m["status"] == "ok" and m["train_seconds"] > 0
         assert all(math.isfinite(m[k]) and m[k] >= 0 for k in NORMS)
@@ -199,7 +181,7 @@ def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
         assert f.attrs["problem"] == "poisson2d"
         assert list(f.attrs["coords"]) == ["x", "y"] and list(f.attrs["outputs"]) == ["u"]
         config = yaml.safe_load(f["config"].attrs["yaml"])
-        assert config["model"]["widths"] == [2, 3, 1] and config["eval"]["n_per_axis"] == 21
+        assert config["model"]["widths"] == [None, 3, None] and config["eval"]["n_per_axis"] == 21
         assert set(f) == {"config", "main", "baseline"}
         for group, name in (("main", "kan"), ("baseline", "mlp")):
             g = f[group]
@@ -225,15 +207,15 @@ def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
             assert cls == ("kanpde.models.kan:KAN" if name == "kan" else "kanpde.models.mlp:MLP")
             assert "widths" in json.loads(g["model"].attrs["config"])
             assert len(g["model/state"]) > 0
-        assert json.loads(f["main/model"].attrs["config"])["grid_size"] == 5
-        assert f["main/model/state/layers.0.grid"].shape == (2, 5 + 2 * 3 + 1)
+        assert json.loads(f["main/model"].attrs["config"])["grid_size"] == 7
+        assert f["main/model/state/layers.0.grid"].shape == (2, 7 + 2 * 3 + 1)
 
 
 def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> None:
     out, metrics, _ = fast_run
     loaded = load_run(out)  # a run directory works as well as the file
     assert loaded.problem == "poisson2d" and loaded.coords == ("x", "y") and loaded.outputs == ("u",)
-    assert isinstance(loaded.model, KAN) and loaded.model.grid_size == 5
+    assert isinstance(loaded.model, KAN) and loaded.model.grid_size == 7
     assert isinstance(loaded.baseline.model, MLP)
     assert "poisson2d" in loaded.config_yaml
     with h5py.File(out / "solution.h5", "r") as f:
@@ -249,8 +231,8 @@ def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> N
         new = result(torch.rand(13, 2, dtype=torch.float64) * 2 - 1)
         assert new.shape == (13, 1) and bool(torch.isfinite(new).all())
         assert {k: result.metrics[k] for k in NORMS} == pytest.approx({k: m[k] for k in NORMS}, rel=1e-15)
-        assert len(result.history["loss"]) == 7 and [s["grid_size"] for s in result.stages][-1] in (5, None)
-    assert [s["grid_size"] for s in loaded.main.stages] == [3, 5]
+        assert len(result.history["loss"]) == 7 and [s["grid_size"] for s in result.stages][-1] in (7, None)
+    assert [s["grid_size"] for s in loaded.main.stages] == [5, 7]
 
 
 def test_checkpoints_load_with_torch_load(fast_run) -> None:
@@ -259,7 +241,7 @@ def test_checkpoints_load_with_torch_load(fast_run) -> None:
     assert ckpt["stage"] == 1 and ckpt["model_class"] == "kanpde.models.kan:KAN"
     model = KAN(**ckpt["model_config"], dtype=torch.float64)
     model.load_state_dict(ckpt["state_dict"])
-    assert model.grid_size == 5 and len(ckpt["history"]["steps"]) == 7
+    assert model.grid_size == 7 and len(ckpt["history"]["steps"]) == 7
     loaded = load_run(out / "solution.h5").model
     x = torch.rand(20, 2, dtype=torch.float64)
     assert torch.equal(model(x), loaded(x))
@@ -282,12 +264,6 @@ def test_mlp_run_has_the_same_keys_and_no_baseline(mlp_run, fast_run) -> None:
     np.testing.assert_allclose(pred, grid.fields["u"]["predicted"], rtol=0, atol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="BUG: debug/fast.yaml sets model.grid_size, so 'model=mlp debug=fast' fails: MLP.__init__() got an "
-    "unexpected keyword argument 'grid_size'",
-)
 def test_fast_preset_runs_with_mlp_model(tmp_path: Path) -> None:
     metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null", "output.figures=false"), output_dir=tmp_path)
     assert metrics["model"] == "mlp"
@@ -324,7 +300,7 @@ CONFIG_ERRORS = [
     (["trainer.optimizers.adam._target_=torch.nn.Linear"], r"'torch.nn.Linear' is not a torch.optim.Optimizer"),
     (["engine=jet"], r"engine='jet'"),
     (["device=nope"], r"device='nope' is not a device"),
-    (["problem=custom"], r"problem: a mandatory value is missing"),
+    (["problem=custom"], r"problem: problem._target_ is required"),
     (["problem=custom", "problem._target_=kanpde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
     (["problem=custom", "problem._target_=nowhere.Nothing"], r"^problem: "),
     (["eval.n_per_axis=1"], r"eval.n_per_axis must be >= 2"),
@@ -359,24 +335,11 @@ def test_run_outside_hydra_needs_an_output_dir() -> None:
         run(make_cfg("debug=fast"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: run._build calls Sampler(...) outside the ConfigError wrapper, so sampler.method=nope escapes as a "
-    "plain ValueError (a traceback on the CLI) instead of a one-line ConfigError",
-)
 def test_bad_sampler_method_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sampling method"):
         run(make_cfg("debug=fast", "sampler.method=nope"), output_dir=tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: 'baseline=kan' sets cfg.baseline to the string 'kan' (the group is model@baseline) and run() "
-    "crashes with AttributeError: 'str' object has no attribute 'get' instead of a ConfigError pointing to "
-    "model@baseline=kan",
-)
 def test_baseline_given_by_name_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="baseline"):
         run(make_cfg("debug=fast", "baseline=kan"), output_dir=tmp_path)
@@ -386,5 +349,5 @@ def test_custom_problem_with_target_runs_the_checks(tmp_path: Path) -> None:
     cfg = make_cfg("problem=custom", "problem._target_=kanpde.problems.poisson2d.Poisson2D", "debug=fast")
     built = _build(cfg, tmp_path)
     assert isinstance(built.problem, Poisson2D) and built.dtype == torch.float64
-    assert [s.steps for s in built.stages] == [5, 2] and [s.grid_size for s in built.stages] == [3, 5]
+    assert [s.steps for s in built.stages] == [5, 2] and [s.grid_size for s in built.stages] == [None, 7]
     assert OmegaConf.to_container(built.model_cfg)["widths"] == [2, 3, 1]

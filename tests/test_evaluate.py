@@ -152,12 +152,7 @@ class ParameterFree(nn.Module):
         return Poisson2D().exact(x)[:, None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StopIteration,
-    reason="BUG (minor): evaluate() reads the dtype from next(model.parameters()) and raises a bare StopIteration "
-    "for a module without parameters (fit() falls back to buffers / default instead)",
-)
 def test_evaluate_parameter_free_module() -> None:
+    """A module without parameters or buffers is evaluated in the default dtype (float32 here)."""
     m = evaluate(ParameterFree(), Poisson2D(), 11).metrics
-    assert m["l2"] <= 1e-12
+    assert m["l2"] <= 1e-6

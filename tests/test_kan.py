@@ -161,11 +161,6 @@ def test_refine_multiple_is_exact_up_to_the_ridge(monkeypatch: pytest.MonkeyPatc
     assert (layer.refined(10)(x) - layer(x)).abs().max().item() <= 1e-12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KANLinear.refined fits with fit_coefficients' default ridge=1e-10*n, so a refine to a multiple "
-    "of the grid size is only ~4e-8 exact (not round-off as documented); measured 3.3e-8",
-)
 def test_refine_multiple_is_round_off_exact() -> None:
     layer = KANLinear(2, 3, grid_size=5, dtype=F64)
     smooth_layer(layer, freq=1.0)
@@ -173,12 +168,6 @@ def test_refine_multiple_is_round_off_exact() -> None:
     assert (layer.refined(10)(x) - layer(x)).abs().max().item() <= 1e-10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KANLinear.refined fits on points spread uniformly over the grid range; on an adapted grid with "
-    "crowded knots the narrow intervals get almost no fit points and the ridge sets their coefficients, "
-    "so refine(grid_size) without x changes the function by ~1e-2 (measured 1.6e-2 for 5 -> 10)",
-)
 def test_refine_preserves_function_on_adapted_crowded_grid() -> None:
     layer = KANLinear(2, 2, grid_size=5, dtype=F64)
     samples = torch.rand(2000, 2, dtype=F64) ** 5 * 2 - 1  # crowded near -1

@@ -301,12 +301,6 @@ class Heat(Problem):
         return torch.exp(-x[:, 1]) * torch.sin(x[:, 0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Problem.time_coord defaults to None and loss_terms/evaluate pass it to make_field, overriding "
-    "Field's default 't'; so for coords ('x', 't') u.laplacian() includes u_tt (pde loss of the exact "
-    "heat solution 0.22 instead of 0)",
-)
 def test_time_problem_laplacian_excludes_t_by_default() -> None:
     problem = Heat()
     batch = problem.sample(Sampler("sobol", seed=0), 64, 16)

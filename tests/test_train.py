@@ -67,12 +67,6 @@ def test_grid_extension_changes_grid_and_preserves_the_loss(problem: Poisson2D) 
     assert h.stages[2]["loss"] < h.stages[1]["loss"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG/design: fit() calls update_grid(batch.interior) at the start of every stage by default, even when "
-    "grid_size does not change; the least-squares refit keeps values only roughly (~2e-2) and not their second "
-    "derivatives, so the loss jumps at each stage boundary (seed 0: 0.078 -> 0.75, 9.6x; seeds 0-3: 2.6x-9.6x)",
-)
 def test_default_stage_boundary_keeps_the_loss(problem: Poisson2D) -> None:
     torch.manual_seed(0)
     result = fit(tiny_kan(), problem, [Stage(ADAM, 20), Stage(LBFGS, 3), Stage(LBFGS, 1)], **POINTS)

@@ -118,18 +118,21 @@ def bspline_basis(x: Tensor, grid: Tensor, k: int) -> Tensor:
     return bases
 
 
-def fit_coefficients(x: Tensor, y: Tensor, grid: Tensor, k: int, ridge: float = 1e-10) -> Tensor:
+def fit_coefficients(x: Tensor, y: Tensor, grid: Tensor, k: int, ridge: float | None = None) -> Tensor:
     """Least-squares spline coefficients for every (input, output) edge.
 
     Solves, independently for each input ``i`` and output ``o``,
-    ``min_c  sum_n (sum_j c_j B_j(x_ni) - y_nio)^2 + lam * |c|^2`` with ``lam = ridge * n``; the tiny
-    ridge keeps the problem full-rank when some basis function sees no sample (and lets the same
-    solver run on GPUs, whose ``lstsq`` needs full rank).
+    ``min_c  sum_n (sum_j c_j B_j(x_ni) - y_nio)^2 + lam * |c|^2`` with ``lam = ridge * n`` and by
+    default ``ridge = 10 * eps`` of the dtype: a round-off-sized damping that keeps the problem
+    full-rank when some basis function sees no sample (it then gets a zero coefficient, and the same
+    solver runs on GPUs, whose ``lstsq`` needs full rank) without biasing well-posed fits.
 
     ``x``: ``(n, in)``; ``y``: ``(n, in, out)``; ``grid``: ``(in, G + 2k + 1)``.
     Returns ``(out, in, G + k)``.
     """
     n = x.shape[0]
+    if ridge is None:
+        ridge = 10.0 * torch.finfo(x.dtype).eps
     basis = bspline_basis(x, grid, k).permute(1, 0, 2)  # (in, n, C)
     n_coef = basis.shape[-1]
     targets = y.permute(1, 0, 2)  # (in, n, out)

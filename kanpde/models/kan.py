@@ -125,10 +125,10 @@ class KANLinear(nn.Module):
         """Grid extension: a copy of this layer on a finer grid of ``grid_size`` intervals.
 
         The new knots subdivide the current ones over the same range (:func:`subdivide_grid`) and each
-        edge's spline is fitted by least squares to the current one on points spread uniformly over the
-        grid range (``points_per_interval`` per new interval), plus the optional layer inputs ``x``
-        ``(n, in)`` that fall inside it. When ``grid_size`` is a multiple of the current one the fit is
-        exact on the grid range.
+        edge's spline is fitted by least squares to the current one on ``points_per_interval`` points
+        inside every new knot interval (so crowded adaptive knots get their share), plus the optional
+        layer inputs ``x`` ``(n, in)`` that fall inside the range. When ``grid_size`` is a multiple of
+        the current one the fit is exact on the grid range up to round-off.
         """
         _check_grid_args(grid_size, self.spline_order, (0.0, 1.0))
         k, g = self.spline_order, self.grid_size
@@ -136,9 +136,10 @@ class KANLinear(nn.Module):
         new.grid_size = grid_size
         new.grid = subdivide_grid(self.grid, k, grid_size)
         lo, hi = self.grid[:, k], self.grid[:, k + g]  # (in,)
-        n_fit = points_per_interval * grid_size + 1
-        frac = torch.linspace(0.0, 1.0, n_fit, dtype=lo.dtype, device=lo.device)  # (m,)
-        pts = lo + (hi - lo) * frac[:, None]  # (m, in)
+        knots = new.grid[:, k : k + grid_size + 1]  # (in, G'+1) new interior knots
+        frac = torch.arange(points_per_interval, dtype=lo.dtype, device=lo.device) / points_per_interval  # (p,)
+        inner = knots[:, :-1, None] + (knots[:, 1:] - knots[:, :-1])[:, :, None] * frac  # (in, G', p)
+        pts = torch.cat([inner.reshape(self.in_features, -1), hi[:, None]], dim=1).T  # (G'*p+1, in)
         if x is not None:
             inside = ((x >= lo) & (x <= hi)).all(dim=1)
             pts = torch.cat([pts, x[inside].to(pts)], dim=0)
