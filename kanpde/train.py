@@ -40,9 +40,10 @@ class Stage:
     ``optimizer.step`` calls (an L-BFGS step runs up to its ``max_iter`` iterations); ``grid_size``: extend a
     KAN's grid to this many intervals first; ``n_interior`` / ``n_boundary``: point counts for this stage
     (default: the ``fit`` arguments); ``resample``: draw fresh points; ``update_grid``: adapt a KAN's
-    knots to the stage's points first (``None``, the default: only before the first stage — re-fitting a
-    trained spline onto moved knots keeps its values only roughly and its second derivatives worse, which
-    costs PDE accuracy, while grid extension onto subdivided knots is exact).
+    knots to the stage's points first — ``True``: every layer, ``False``: none, ``None`` (default): only
+    the layers whose inputs have left their grid range. Re-fitting a trained spline onto moved knots
+    keeps its values only roughly and its second derivatives worse, which costs PDE accuracy, so the
+    default moves knots only where the data demands it; grid extension onto subdivided knots is exact.
     """
 
     optimizer: OptimizerFactory
@@ -179,9 +180,8 @@ def fit(
             if stage.resample:
                 sampler.reseed(index)
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
-        adapt = stage.update_grid if stage.update_grid is not None else index == 0
-        if adapt and hasattr(model, "update_grid"):
-            model.update_grid(batch.all_points())
+        if stage.update_grid is not False and hasattr(model, "update_grid"):
+            model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
             model = model.refine(stage.grid_size, batch.all_points())
         grid = getattr(model, "grid_size", None)

@@ -308,3 +308,20 @@ def test_rebuild_from_config_after_update_grid_and_refine() -> None:
     again = MLP(**mlp.config, dtype=F64)
     again.load_state_dict(mlp.state_dict())
     assert torch.equal(again(x_new), mlp(x_new))
+
+
+def test_update_grid_only_outside_moves_just_the_layers_that_need_it() -> None:
+    """``only_outside``: a layer whose inputs stay inside its grid keeps its knots and function exactly."""
+    torch.manual_seed(0)
+    model = KAN([2, 4, 1], grid_size=5, dtype=F64)
+    with torch.no_grad():
+        model.layers[0].base_weight.mul_(20.0)  # hidden values far outside [-1, 1]
+    x = torch.rand(500, 2, dtype=F64) * 2 - 1
+    grids = [layer.grid.clone() for layer in model.layers]
+    assert not model.layers[0].outside_grid(x) and model.layers[1].outside_grid(model.layers[0](x))
+    before = model.layers[0](x)
+    model.update_grid(x, only_outside=True)
+    assert torch.equal(model.layers[0].grid, grids[0]) and torch.equal(model.layers[0](x), before)
+    hidden = model.layers[0](x)
+    assert not torch.equal(model.layers[1].grid, grids[1])
+    assert not model.layers[1].outside_grid(hidden)  # the knots now cover the hidden range

@@ -72,16 +72,19 @@ def adaptive_grid(x: Tensor, grid_size: int, k: int, grid_eps: float = 0.02, mar
     xs = torch.sort(x.detach(), dim=0).values  # (n, in)
     lo, hi = xs[0], xs[-1]  # (in,)
     # A constant input still needs a non-empty range for the knots.
-    span = torch.clamp(hi - lo, min=1e-6 * (1.0 + torch.maximum(lo.abs(), hi.abs())))
-    lo = lo - margin * span
-    hi = lo + (1.0 + 2.0 * margin) * span
+    tiny = 1e-6 * (1.0 + torch.maximum(lo.abs(), hi.abs()))
+    hi = torch.where(hi - lo < tiny, lo + tiny, hi)
+    span = hi - lo
+    lo, hi = lo - margin * span, hi + margin * span
     idx = torch.linspace(0, xs.shape[0] - 1, grid_size + 1, device=x.device).round().long()  # (G+1,)
     quantiles = xs[idx].T  # (in, G+1)
     quantiles = torch.clamp(quantiles, min=lo[:, None], max=hi[:, None])
     quantiles[:, 0], quantiles[:, -1] = lo, hi
     frac = torch.linspace(0.0, 1.0, grid_size + 1, dtype=x.dtype, device=x.device)  # (G+1,)
     uniform = lo[:, None] + (hi - lo)[:, None] * frac  # (in, G+1)
-    return extend_grid(grid_eps * uniform + (1.0 - grid_eps) * quantiles, k)
+    points = grid_eps * uniform + (1.0 - grid_eps) * quantiles
+    points[:, 0], points[:, -1] = lo, hi  # exactly the sample range, free of mixing round-off
+    return extend_grid(points, k)
 
 
 def subdivide_grid(grid: Tensor, k: int, new_grid_size: int) -> Tensor:

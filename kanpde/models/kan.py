@@ -106,6 +106,11 @@ class KANLinear(nn.Module):
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""
         return torch.einsum("nic,oic->nio", self.basis(x), self.spline_weight)
 
+    def outside_grid(self, x: Tensor) -> bool:
+        """Whether any input of ``x`` ``(n, in)`` lies outside its grid range ``[t_k, t_{G+k}]``."""
+        k, g = self.spline_order, self.grid_size
+        return bool(((x < self.grid[:, k]) | (x > self.grid[:, k + g])).any())
+
     @torch.no_grad()
     def update_grid(self, x: Tensor, margin: float = 0.0) -> None:
         """Move the knots to follow the samples ``x`` ``(n, in)`` and refit the coefficients.
@@ -220,10 +225,15 @@ class KAN(nn.Module):
         return x
 
     @torch.no_grad()
-    def update_grid(self, x: Tensor, margin: float = 0.0) -> None:
-        """Adapt every layer's knots to the inputs it sees when the network is fed ``x`` ``(n, widths[0])``."""
+    def update_grid(self, x: Tensor, margin: float = 0.0, only_outside: bool = False) -> None:
+        """Adapt every layer's knots to the inputs it sees when the network is fed ``x`` ``(n, widths[0])``.
+
+        With ``only_outside`` a layer is adapted only when some of its inputs lie outside its grid range
+        (where its splines vanish); layers whose inputs stay inside keep their knots and function exactly.
+        """
         for layer in self.layers:
-            layer.update_grid(x, margin)
+            if not only_outside or layer.outside_grid(x):
+                layer.update_grid(x, margin)
             x = layer(x)
 
     @torch.no_grad()
