@@ -47,6 +47,10 @@ def _check_output_args(argv: list[str]) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="pkg://kanpde.conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    if cfg.get("threads"):  # the app may set process-wide threads; the library never does
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     try:
         metrics = run(cfg, progress=ProgressBar())
     except ConfigError as exc:
