@@ -315,10 +315,7 @@ def _train_and_evaluate(
         model=label,
         problem=built.problem.name,
         status="diverged" if failure else "ok",
-        widths=list(getattr(model, "config", {}).get("widths", [])),
     )
-    if getattr(model, "grid_size", None) is not None:
-        metrics["grid_size"] = int(model.grid_size)
     return RunResult(label, model, history, evaluation, metrics), failure
 
 
@@ -342,6 +339,18 @@ def _stage_metrics(history: History) -> list[dict[str, Any]]:
             rows.append({"stage": summary["stage"], "grid_size": summary["grid_size"], "n_params": summary["n_params"],
                          "train_seconds": elapsed, **summary["eval"]})
     return rows
+
+
+def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
+    """The metrics.json entry of a model: its metrics, final widths and grid size (null without a grid),
+    and with ``eval.every_stage`` the per-stage evaluations."""
+    out = dict(result.metrics)
+    out["widths"] = list(getattr(result.model, "config", {}).get("widths", []))
+    grid = getattr(result.model, "grid_size", None)
+    out["grid_size"] = None if grid is None else int(grid)
+    if cfg.eval.get("every_stage", False):
+        out["stages"] = _stage_metrics(result.history)
+    return out
 
 
 def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
@@ -397,13 +406,9 @@ def run(
         baseline, base_failure = _train_and_evaluate(
             "baseline", built.baseline_cfg, built, cfg, output_dir, progress, rid, hook("baseline")
         )
-    metrics = dict(main.metrics)
-    if cfg.eval.get("every_stage", False):
-        metrics["stages"] = _stage_metrics(main.history)
+    metrics = _describe(main, cfg)
     if baseline is not None:
-        metrics["baseline"] = dict(baseline.metrics)
-        if cfg.eval.get("every_stage", False):
-            metrics["baseline"]["stages"] = _stage_metrics(baseline.history)
+        metrics["baseline"] = _describe(baseline, cfg)
     metrics["run_id"] = rid
     coords, outputs = built.problem.coords, built.problem.outputs
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
