@@ -169,3 +169,40 @@ def test_xdmf_in_3d_and_none_in_1d(tmp_path: Path) -> None:
             _check_xdmf(out, h5, 3)
         else:
             assert out is None and not (tmp_path / "d1" / "solution.xdmf").exists()
+
+
+def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
+    from kanpde.run import _build
+
+    def compose_study(*overrides: str, hydra: bool = False) -> DictConfig:
+        with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+    swept = {}
+    for experiment in ("paper_fig33", "paper_fig33_small"):
+        base = compose_study(f"experiment={experiment}", hydra=True)
+        archs = swept[experiment] = str(base.hydra.sweeper.params.arch).split(",")
+        assert str(base.hydra.sweeper.params.seed) == "0,1" and base.study == experiment
+        assert set(archs) <= set(base.archs) and base.baseline is None and base.eval.every_stage
+        for arch in archs:
+            cfg = compose_study(f"experiment={experiment}", f"arch={arch}")
+            built = _build(cfg, tmp_path)
+            assert built.model_cfg._target_.endswith(arch.split("_")[0].upper())
+            assert built.baseline_cfg is None
+    assert len(swept["paper_fig33"]) == 16 and set(swept["paper_fig33_small"]) < set(swept["paper_fig33"])
+
+
+def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
+    """One KAN of the reduced study with its grid extension, shrunk further: a point per grid."""
+    from kanpde.report import collect
+
+    with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=paper_fig33_small", "arch=kan_2_5_1", "device=cpu",
+                   "output.figures=false", "trainer.n_interior=64", "trainer.n_boundary=32",
+                   "eval.n_per_axis=11", "trainer.stages=[{optimizer: lbfgs, steps: 1, grid_size: 3},"
+                   " {optimizer: lbfgs, steps: 1, grid_size: 5}, {optimizer: lbfgs, steps: 1, grid_size: 10}]"])
+    metrics = run(cfg, tmp_path / "run")
+    assert [s["grid_size"] for s in metrics["stages"]] == [3, 5, 10] and metrics["grid_size"] == 10
+    assert metrics["stages"][-1]["mse"] == metrics["mse"]
+    points = collect(tmp_path)
+    assert [p.grid_size for p in points] == [3, 5, 10] and [p.final for p in points] == [False, False, True]
