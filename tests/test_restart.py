@@ -134,6 +134,18 @@ def _check_xdmf(xdmf: Path, h5: Path, dims: int) -> None:
 def test_run_writes_a_well_formed_xdmf_sidecar(tmp_path: Path) -> None:
     run(make_cfg(), tmp_path)
     _check_xdmf(tmp_path / "solution.xdmf", tmp_path / "solution.h5", 2)
+    try:
+        import xarray as xr
+    except ImportError:
+        return
+    # the README's xarray reading, verbatim
+    with h5py.File(tmp_path / "solution.h5") as f:
+        g = f["main"]
+        coords = {c: g[f"axes/{c}"][()] for c in f.attrs["coords"]}
+        ds = xr.Dataset({f"{out}_{k}": (tuple(coords), g[f"fields/{out}/{k}"][()])
+                         for out in g["fields"] for k in ("predicted", "exact", "error")}, coords=coords)
+    assert ds.u_error.dims == ("x", "y") and ds.u_error.shape == (21, 21)
+    np.testing.assert_array_equal(ds.u_predicted.sel(x=ds.x[3], y=ds.y[5]), ds.u_predicted.values[3, 5])
 
 
 def test_xdmf_in_3d_and_none_in_1d(tmp_path: Path) -> None:
