@@ -139,6 +139,8 @@ def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, ot
             values = {k: float(stage[k]) for k in AGGREGATED}
             points.append(Point(grid_size=stage.get("grid_size"), values=values, final=False, **common))
     values = {k: float(m[k]) for k in AGGREGATED}
+    if by_size:  # time to the end of the last stage, like the other points (fit's time adds the evaluations)
+        values["train_seconds"] = float(list(by_size.values())[-1]["train_seconds"])
     points.append(Point(grid_size=m.get("grid_size"), values=values, final=True, **common))
     return points
 
