@@ -65,9 +65,15 @@ def test_failed_or_missing_runs_are_not_finished(tmp_path: Path) -> None:
     assert finished_run(tmp_path, "abc") is None
 
 
-@pytest.mark.parametrize("stop_after", [("model", 0), ("model", 1), ("baseline", 1)])
-def test_resume_gives_the_uninterrupted_result(tmp_path: Path, stop_after: tuple[str, int]) -> None:
-    full = run(make_cfg(STAGES), tmp_path / "full")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("full")
+    return out, run(make_cfg(STAGES), out)
+
+
+@pytest.mark.parametrize("stop_after", [("model", 1), ("baseline", 0)])
+def test_resume_gives_the_uninterrupted_result(uninterrupted, tmp_path: Path, stop_after: tuple[str, int]) -> None:
+    full_dir, full = uninterrupted
 
     def interrupt(name: str, stage: int, model, history) -> None:
         if (name, stage) == stop_after:
@@ -87,7 +93,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path: Path, stop_after: tuple
     for a, b in ((full, resumed), (full["baseline"], resumed["baseline"])):
         for key in ("l2", "l2_rel", "h1", "h1_rel", "linf", "mse", "h1_mse", "n_params"):
             assert a[key] == b[key], key  # bit-identical, not approximately equal
-    with h5py.File(tmp_path / "full" / "solution.h5") as f, h5py.File(tmp_path / "cut" / "solution.h5") as g:
+    with h5py.File(full_dir / "solution.h5") as f, h5py.File(tmp_path / "cut" / "solution.h5") as g:
         for group in ("main", "baseline"):
             for key in ("loss", "pde", "stage", "step"):
                 np.testing.assert_array_equal(f[f"{group}/history/{key}"][()], g[f"{group}/history/{key}"][()])
