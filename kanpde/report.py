@@ -296,6 +296,11 @@ def plot_errors(rows: Sequence[dict[str, Any]], path: Path, x_key: str) -> Path:
             slope = fit_exponent(x, y)
             text = f"{label}" + (f" (slope {slope:.2f})" if math.isfinite(slope) else "")
             ax.errorbar(x, y, yerr=np.minimum(yerr, 0.999 * y), color=f"C{i}", label=text, capsize=2, **_style(label))
+        kan = [m for label, members in series.items() if label.startswith("KAN") for m in members]
+        if x_key == "n_params" and kan:  # the KAN paper's reference slope, through the first KAN point
+            x0, y0 = min((m["n_params_mean"], m[f"{err}_mean"]) for m in kan)
+            xs = np.array([x0, max(m["n_params_mean"] for m in kan)])
+            ax.plot(xs, y0 * (xs / x0) ** -4.0, color="0.5", ls=":", label="N^-4 (reference)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("number of parameters" if x_key == "n_params" else "training time [s]")
