@@ -45,8 +45,23 @@ def _check_output_args(argv: list[str]) -> str | None:
     return None
 
 
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this process (the app may set them; the library never does): as
+    given, else one per run in a sweep, where parallel runs already share the cores."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if threads is None and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        threads = 1
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 @hydra.main(version_base="1.3", config_path="pkg://kanpde.conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    _set_threads(cfg.get("threads"))
     try:
         metrics = run(cfg, progress=ProgressBar())
     except ConfigError as exc:

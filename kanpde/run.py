@@ -7,7 +7,10 @@ any training starts and raises :class:`ConfigError` with one clear sentence when
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import inspect
+import json
 import logging
 import math
 import os
@@ -28,13 +31,16 @@ from kanpde.fields import ENGINES
 from kanpde.io import RunResult, atomic_path, save_run, write_json
 from kanpde.problem import Problem
 from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
+from kanpde.xdmf import write_xdmf
 
-__all__ = ["ConfigError", "RunFailed", "run", "build_stages", "format_table"]
+__all__ = ["ConfigError", "RunFailed", "run", "run_id", "finished_run", "build_stages", "format_table"]
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 METRIC_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
+# Top-level keys that do not change a run's results: left out of its run id.
+NON_RESULT_KEYS = ("hydra", "output", "force", "resume", "threads", "study")
 
 
 class ConfigError(ValueError):
@@ -196,19 +202,63 @@ def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.d
     return model.to(dtype=dtype, device=device)
 
 
-def _checkpoint_writer(path: Path) -> Callable[[int, nn.Module, History], None]:
+def run_id(cfg: DictConfig) -> str:
+    """A stable id of the results a configuration produces: a hash of the resolved config without the
+    keys that don't change them (:data:`NON_RESULT_KEYS`: output paths and switches, Hydra's own)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_RESULT_KEYS:
+        data.pop(key, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_run(output_dir: str | os.PathLike, rid: str) -> dict[str, Any] | None:
+    """The metrics of a finished, successful run with id ``rid`` in ``output_dir``, or None."""
+    path = Path(output_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    statuses = [metrics.get("status"), (metrics.get("baseline") or {}).get("status", "ok")]
+    ok = metrics.get("run_id") == rid and statuses == ["ok", "ok"]
+    return metrics if ok and (Path(output_dir) / "solution.h5").is_file() else None
+
+
+def _checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History], None]:
     def write(stage: int, model: nn.Module, history: History) -> None:
         state = {
             "stage": stage,
+            "run_id": rid,
             "model_class": f"{type(model).__module__}:{type(model).__qualname__}",
             "model_config": getattr(model, "config", {}),
             "state_dict": model.state_dict(),
             "history": {"steps": history.steps, "stages": history.stages},
+            "torch_rng": torch.get_rng_state(),
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
     return write
+
+
+def _resume_state(path: Path, rid: str, dtype: torch.dtype, device: torch.device) -> tuple[int, nn.Module, History] | None:
+    """``(next stage, model, history)`` from the checkpoint at ``path`` when it belongs to this run."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("run_id") != rid or int(state["stage"]) < 0:
+        log.warning("%s is from another configuration or a diverged fit: not resumed, training from the start", path)
+        return None
+    module_name, _, qualname = state["model_class"].partition(":")
+    cls: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    model = cls(**state["model_config"]).to(dtype=dtype)
+    model.load_state_dict(state["state_dict"])
+    torch.set_rng_state(state["torch_rng"])
+    history = History(steps=list(state["history"]["steps"]), stages=list(state["history"]["stages"]))
+    log.info("resuming from %s after stage %d", path, int(state["stage"]) + 1)
+    return int(state["stage"]) + 1, model.to(device=device), history
 
 
 def _train_and_evaluate(
@@ -218,12 +268,22 @@ def _train_and_evaluate(
     cfg: DictConfig,
     output_dir: Path,
     progress: Callable[[ProgressEvent], None] | None,
+    rid: str,
+    on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
 ) -> tuple[RunResult, str | None]:
     torch.manual_seed(int(cfg.seed))
     model = _make_model(node, name, built.dtype, built.device)
     sampler = _instantiate(cfg.sampler, "sampler")
     prefix = "" if name == "model" else f"{name}_"
-    checkpoint = _checkpoint_writer(output_dir / f"{prefix}checkpoint.pt") if cfg.output.checkpoint else None
+    path = output_dir / f"{prefix}checkpoint.pt"
+    resumed = _resume_state(path, rid, built.dtype, built.device) if cfg.get("resume", False) else None
+    start_stage, history = (0, None) if resumed is None else (resumed[0], resumed[2])
+    model = model if resumed is None else resumed[1]
+    checkpoint = _checkpoint_writer(path, rid) if cfg.output.checkpoint else None
+    if cfg.eval.get("every_stage", False):  # before the checkpoint, which then keeps the stage's errors
+        checkpoint = _chain(_stage_evaluator(built, cfg), checkpoint)
+    if on_stage_end is not None:
+        checkpoint = _chain(checkpoint, on_stage_end)
     failure = None
     try:
         result = fit(
@@ -237,6 +297,8 @@ def _train_and_evaluate(
             engine=cfg.engine,
             progress=progress,
             on_stage_end=checkpoint,
+            start_stage=start_stage,
+            history=history,
         )
         model, history, seconds = result.model, result.history, result.seconds
     except TrainingDiverged as exc:
@@ -257,17 +319,68 @@ def _train_and_evaluate(
     return RunResult(label, model, history, evaluation, metrics), failure
 
 
+def _stage_evaluator(built: _Built, cfg: DictConfig) -> Callable[[int, nn.Module, History], None]:
+    """Adds the evaluation metrics of the model at the end of each stage to that stage's summary in
+    the history (``history.stages[i]["eval"]``): the grid-extension curves of the KAN paper."""
+
+    def record(stage: int, model: nn.Module, history: History) -> None:
+        ev = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine, chunk_size=int(cfg.eval.chunk_size))
+        history.stages[-1]["eval"] = {k: ev.metrics[k] for k in METRIC_KEYS}
+
+    return record
+
+
+def _stage_metrics(history: History) -> list[dict[str, Any]]:
+    """The per-stage evaluations of ``eval.every_stage``, with the training time up to each stage."""
+    elapsed, rows = 0.0, []
+    for summary in history.stages:
+        elapsed += float(summary["seconds"])
+        if "eval" in summary:
+            rows.append({"stage": summary["stage"], "grid_size": summary["grid_size"], "n_params": summary["n_params"],
+                         "train_seconds": elapsed, **summary["eval"]})
+    return rows
+
+
+def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
+    """The metrics.json entry of a model: its metrics, final widths and grid size (null without a grid),
+    and with ``eval.every_stage`` the per-stage evaluations."""
+    out = dict(result.metrics)
+    out["widths"] = list(getattr(result.model, "config", {}).get("widths", []))
+    grid = getattr(result.model, "grid_size", None)
+    out["grid_size"] = None if grid is None else int(grid)
+    if cfg.eval.get("every_stage", False):
+        out["stages"] = _stage_metrics(result.history)
+    return out
+
+
+def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        for cb in callbacks:
+            if cb is not None:
+                cb(*args)
+
+    return call
+
+
 def run(
     cfg: DictConfig,
     output_dir: str | os.PathLike | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    on_stage_end: Callable[[str, int, nn.Module, History], None] | None = None,
 ) -> dict[str, Any]:
     """Train the configured model (and its MLP baseline), evaluate, and write the run's outputs.
 
-    Writes ``solution.h5``, ``metrics.json``, figures and checkpoints into ``output_dir`` (default: the
-    Hydra run directory) and returns the metrics dict that ``metrics.json`` holds (baseline under
-    ``"baseline"``). Raises :class:`ConfigError` before training for a bad configuration and
-    :class:`RunFailed` after writing the outputs of the last good model when training diverged.
+    Writes ``solution.h5`` (+ ``solution.xdmf``), ``metrics.json``, figures and checkpoints into
+    ``output_dir`` (default: the Hydra run directory) and returns the metrics dict that ``metrics.json``
+    holds (baseline under ``"baseline"``, the config's :func:`run_id` under ``"run_id"``).
+
+    When ``output_dir`` already holds a successful run with the same id, nothing is trained and its
+    metrics are returned, unless ``cfg.force`` is true. With ``cfg.resume`` true, each model continues
+    from its last stage checkpoint (``checkpoint.pt``, ``baseline_checkpoint.pt``) and ends with the
+    same parameters as an uninterrupted run. ``on_stage_end(name, stage, model, history)`` is called
+    after every stage of the ``"model"`` and the ``"baseline"``. Raises :class:`ConfigError` before
+    training for a bad configuration and :class:`RunFailed` after writing the outputs of the last good
+    model when training diverged.
     """
     if output_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -276,18 +389,31 @@ def run(
             raise ConfigError("run(cfg) outside a Hydra app needs an output_dir")
         output_dir = HydraConfig.get().runtime.output_dir
     output_dir = Path(output_dir)
+    rid = run_id(cfg)
+    done = None if cfg.get("force", False) else finished_run(output_dir, rid)
+    if done is not None:
+        log.info("run %s already finished in %s: skipped (force=true runs it again)", rid, output_dir)
+        return done
     built = _build(cfg, output_dir)
-    log.info("problem %s on %s (%s), output in %s", built.problem.name, built.device, cfg.dtype, output_dir)
-    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress)
+    log.info("problem %s on %s (%s), run %s, output in %s", built.problem.name, built.device, cfg.dtype, rid, output_dir)
+
+    def hook(name: str) -> Callable[[int, nn.Module, History], None] | None:
+        return None if on_stage_end is None else lambda *args: on_stage_end(name, *args)
+
+    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress, rid, hook("model"))
     baseline, base_failure = None, None
     if built.baseline_cfg is not None and failure is None:
-        baseline, base_failure = _train_and_evaluate("baseline", built.baseline_cfg, built, cfg, output_dir, progress)
-    metrics = dict(main.metrics)
+        baseline, base_failure = _train_and_evaluate(
+            "baseline", built.baseline_cfg, built, cfg, output_dir, progress, rid, hook("baseline")
+        )
+    metrics = _describe(main, cfg)
     if baseline is not None:
-        metrics["baseline"] = baseline.metrics
+        metrics["baseline"] = _describe(baseline, cfg)
+    metrics["run_id"] = rid
     coords, outputs = built.problem.coords, built.problem.outputs
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     path = save_run(output_dir / "solution.h5", built.problem.name, coords, outputs, main, baseline, config_yaml)
+    write_xdmf(path)
     write_json(output_dir / "metrics.json", metrics)
     if cfg.output.figures:
         from kanpde.plots import plot_run  # matplotlib only when figures are asked for

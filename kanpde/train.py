@@ -158,6 +158,8 @@ def fit(
     engine: str = "autograd",
     progress: Callable[[ProgressEvent], None] | None = None,
     on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
+    start_stage: int = 0,
+    history: History | None = None,
 ) -> FitResult:
     """Train ``model`` on ``problem`` through ``stages``; points follow the model's dtype and device.
 
@@ -165,14 +167,20 @@ def fit(
     and an MLP go through the same schedule. ``progress`` receives :class:`ProgressEvent` s (nothing is
     printed here); ``on_stage_end(stage_index, model, history)`` is called after each stage (checkpoints).
     A non-finite loss raises :class:`TrainingDiverged` carrying the last finite model.
+
+    Resuming: ``start_stage=k`` with the ``model`` and ``history`` saved after stage ``k - 1`` skips the
+    first ``k`` stages (their point draws are replayed on ``sampler``, a fresh one made with the same
+    seed, so later stages see the same points) and gives the same result as an uninterrupted fit.
     """
     if not stages:
         raise ValueError("fit needs at least one stage")
+    if not 0 <= start_stage <= len(stages) or (start_stage > 0) != (history is not None):
+        raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
     sampler = sampler if sampler is not None else Sampler()
     dtype, device = module_dtype_device(model)
-    history = History()
-    start = time.perf_counter()
-    batch, sizes, global_step = None, None, 0
+    history = history if history is not None else History()
+    start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
+    batch, sizes, global_step = None, None, len(history.steps)
     for index, stage in enumerate(stages):
         stage_start = time.perf_counter()
         want = (stage.n_interior or n_interior, stage.n_boundary or n_boundary)
@@ -180,6 +188,8 @@ def fit(
             if stage.resample:
                 sampler.reseed(index)
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
+        if index < start_stage:  # finished before the resume: its draws replayed, its training kept
+            continue
         if stage.update_grid is not False and hasattr(model, "update_grid"):
             model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:

@@ -45,7 +45,10 @@ PROBLEMS = [
     for p in options("problem")
 ]
 BASELINES = [[f"model@baseline={m}"] for m in options("model")] + [["baseline=null"]]
-PRESETS = list(itertools.product([None, *options("experiment")], [None, *options("debug")]))
+# Studies (experiments naming a `study`, e.g. paper_fig33) sweep architectures of their own, so they
+# replace the model and baseline choices: tests/test_restart.py checks that each of theirs builds.
+STUDIES = {e for e in options("experiment") if "study" in yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())}
+PRESETS = list(itertools.product([None, *sorted(set(options("experiment")) - STUDIES)], [None, *options("debug")]))
 COMBOS = [
     (problem, model, baseline, trainer, experiment, debug)
     for problem in PROBLEMS
