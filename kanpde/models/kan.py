@@ -19,7 +19,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kanpde.models.bspline import adaptive_grid, bspline_basis, fit_coefficients, subdivide_grid, uniform_grid
+from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
+from kanpde.models.activations import activation_derivatives
+from kanpde.models.bspline import (
+    adaptive_grid,
+    bspline_basis,
+    fit_coefficients,
+    knot_interval,
+    power_basis,
+    subdivide_grid,
+    uniform_grid,
+)
 
 __all__ = ["KANLinear", "KAN"]
 
@@ -93,14 +103,123 @@ class KANLinear(nn.Module):
         """B-spline basis of the layer inputs: ``(n, in) -> (n, in, G + k)``."""
         return bspline_basis(x, self.grid, self.spline_order)
 
+    def _power_basis(self) -> Tensor:
+        """:func:`~kanpde.models.bspline.power_basis` of the layer's knots, ``(in, G + 2k, k + 1, k + 1)``.
+
+        It depends only on the knots, so it is kept between calls and recomputed whenever ``grid`` is
+        replaced or modified in place (tensor identity, storage and version counter are checked); under
+        ``torch.func`` transforms (wrapped tensors without storage) it is simply recomputed.
+        """
+        grid = self.grid
+        try:
+            key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
+        except (RuntimeError, NotImplementedError):
+            key = None
+        cached = getattr(self, "_power_cache", None)
+        if key is not None and cached is not None and cached[0] == key and cached[1] is grid:
+            return cached[2]
+        basis = power_basis(grid, self.spline_order)
+        if key is not None:
+            self._power_cache = (key, grid, basis)
+        return basis
+
+    def polynomial_table(self) -> Tensor:
+        """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
+
+        ``table[d, i, o, mu]`` is the coefficient of ``(x - t_mu)^d`` of edge ``i -> o`` on the knot
+        interval ``t_mu <= x < t_{mu+1}`` (:func:`~kanpde.models.bspline.power_basis`); the extra last
+        interval ``mu = G + 2k`` is all zero and serves points outside the knots.
+        Shape ``(k + 1, in, out, G + 2k + 1)``. Linear in the coefficients (autograd reaches
+        ``spline_weight`` and ``spline_scaler``); its cost depends on ``G`` and the layer size but not
+        on the number of points.
+        """
+        k = self.spline_order
+        basis = self._power_basis()  # (in, G+2k, k+1 powers, k+1 bases)
+        coef = F.pad(self.scaled_spline_weight, (k, k)).unfold(-1, k + 1, 1)  # (out, in, G+2k, k+1)
+        table = torch.einsum("imdr,oimr->diom", basis, coef)  # (k+1, in, out, G+2k)
+        return F.pad(table, (0, 1))  # (k+1, in, out, G+2k+1)
+
+    def local_spline(self, xt: Tensor, order: int = 0) -> list[Tensor]:
+        """Spline part of every edge and its derivatives at points-last inputs ``xt`` ``(in, n)``.
+
+        Returns ``[s, s', ..., s^(order)]``, each ``(in, out, n)``, with
+        ``s_oi(x_i) = w_s[o, i] * sum_j c[o, i, j] B_j(x_i)``, evaluated locally: the knot interval of
+        each input (``searchsorted``), the ``k + 1`` polynomial coefficients of that interval gathered
+        from :meth:`polynomial_table`, and Horner's rule in ``u = x - t_mu``,
+
+            s^(m) = m! * sum_{d >= m} binom(d, m) a_d u^(d-m).
+
+        The cost does not grow with ``G`` (``O(k * in * out * n)`` per derivative) and the largest
+        intermediate is the ``(k + 1, in, out, n)`` gather -- never ``(n, out, in, G + k)``.
+        Differentiable in ``xt`` and the parameters.
+        """
+        k, (n_in, n) = self.spline_order, xt.shape
+        mu = knot_interval(xt, self.grid)  # (in, n); G+2k outside the knots
+        knots = F.pad(self.grid, (0, 1))  # (in, G+2k+2): the zero interval gets a (dummy) left end
+        u = (xt - knots.gather(1, mu)).unsqueeze(1)  # (in, 1, n)
+        table = self.polynomial_table()  # (k+1, in, out, G+2k+1)
+        index = mu.unsqueeze(1).unsqueeze(0).expand(k + 1, n_in, self.out_features, n)
+        a = torch.gather(table, 3, index).unbind(0)  # k+1 x (in, out, n); a[d]: power d
+        out = []
+        for m in range(order + 1):
+            if m > k:
+                out.append(torch.zeros_like(a[0]))
+                continue
+            acc = a[k]
+            for d in range(k - 1, m - 1, -1):  # acc = a_d + binom(d+1, m) / binom(d, m) * u * acc
+                acc = torch.addcmul(a[d], u, acc, value=(d + 1) / (d + 1 - m))
+            out.append(acc * math.factorial(m) if m > 1 else acc)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"KANLinear expects input of shape (n, {self.in_features}), got {tuple(x.shape)}")
-        n = x.shape[0]
-        base = F.linear(self.base_activation(x), self.base_weight)  # (n, out)
-        basis = self.basis(x).reshape(n, -1)  # (n, in*C)
-        spline = F.linear(basis, self.scaled_spline_weight.reshape(self.out_features, -1))  # (n, out)
-        return base + spline
+        return self._value(x.T).T
+
+    def _value(self, xt: Tensor) -> Tensor:
+        """``y = sum_i phi_oi(x_i)`` for points-last inputs: ``(in, n) -> (out, n)``."""
+        (spline,) = self.local_spline(xt, 0)  # (in, out, n)
+        return self.base_weight @ self.base_activation(xt) + spline.sum(0)
+
+    def forward_jet(self, jet: Jet, plan: DerivativePlan) -> Jet:
+        """The layer's outputs with their input derivatives listed in ``plan``, by the chain rule.
+
+        Every edge function ``phi_oi`` and its derivatives ``phi'_oi``, ``phi''_oi`` come from one local
+        spline evaluation (``(in, out, n)`` each, points last). With ``x`` the layer input:
+
+            y_o        = sum_i phi_oi(x_i)
+            dy_o/ds    = sum_i phi'_oi(x_i) dx_i/ds
+            d2y_o/dsdr = sum_i [phi''_oi(x_i) dx_i/ds dx_i/dr + phi'_oi(x_i) d2x_i/dsdr]
+
+        ``jet.first is None`` marks the network input (``dx_i/ds = delta_is``), where this reduces to
+        picking rows of ``phi'`` and the diagonal of ``phi''``. Returns value ``(out, n)``, first
+        ``(m, out, n)``, second ``(p, out, n)``.
+        """
+        xt = jet.value  # (in, n)
+        if xt.ndim != 2 or xt.shape[0] != self.in_features:
+            raise ValueError(f"KANLinear expects a jet of {self.in_features} inputs, got value of shape {tuple(xt.shape)}")
+        order = plan.order
+        if order == 0:
+            return Jet(self._value(xt))
+        acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
+        spline = self.local_spline(xt, order)  # order+1 x (in, out, n)
+        value = self.base_weight @ acts[0] + spline[0].sum(0)  # (out, n)
+        w_b = self.base_weight.T.unsqueeze(-1)  # (in, out, 1)
+        phi1 = torch.addcmul(spline[1], acts[1].unsqueeze(1), w_b)  # (in, out, n)
+        if jet.first is None:
+            first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[list(plan.dirs)]  # (m, out, n)
+        else:
+            first = contract_inputs((jet.first, phi1))  # (m, out, n)
+        second = None
+        if plan.p:
+            phi2 = torch.addcmul(spline[2], acts[2].unsqueeze(1), w_b)  # (in, out, n)
+            if jet.first is None:
+                second = input_second(plan, phi2)  # (p, out, n)
+            elif jet.second is None:
+                second = contract_inputs((pair_products(jet.first, plan), phi2))
+            else:
+                second = contract_inputs((pair_products(jet.first, plan), phi2), (jet.second, phi1))  # (p, out, n)
+        return Jet(value, first, second)
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""
@@ -217,6 +336,18 @@ class KAN(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    supports_jet = True
+
+    def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
+        """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer
+        (:meth:`KANLinear.forward_jet`). ``x``: ``(n, widths[0])``; returns a points-last
+        :class:`~kanpde.jet.Jet`: value ``(n_out, n)``, first ``(plan.m, n_out, n)``, second
+        ``(plan.p, n_out, n)`` (``None`` where not planned)."""
+        jet = Jet(x.T.contiguous())
+        for layer in self.layers:
+            jet = layer.forward_jet(jet, plan)
+        return jet
 
     @torch.no_grad()
     def update_grid(self, x: Tensor, margin: float = 0.0) -> None:
