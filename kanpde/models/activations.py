@@ -35,81 +35,70 @@ def has_derivatives(module: nn.Module) -> bool:
 def activation_derivatives(module: nn.Module, z: Tensor, order: int = 2) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``(f(z), f'(z), f''(z))`` of an activation module, elementwise; derivatives above ``order`` are ``None``.
 
+    The value is ``module(z)`` itself, so a field's value equals the model's output bit for bit.
     ``z``: any shape; results have its shape, dtype and device. Raises ``TypeError`` for an unknown module.
     """
     try:
         rule = _DERIVATIVES[type(module)]
     except KeyError:
         raise TypeError(f"no closed-form derivatives for activation {type(module).__name__}") from None
-    f0, f1, f2 = rule(module, z, order)
-    return f0, (f1 if order >= 1 else None), (f2 if order >= 2 else None)
-
-
-def _tanh(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    t = torch.tanh(z)
-    d1 = 1.0 - t * t if order >= 1 else None
-    return t, d1, (-2.0 * t * d1 if order >= 2 else None)
-
-
-def _silu(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    s = torch.sigmoid(z)
-    f0 = z * s
+    f0 = module(z)
     if order == 0:
         return f0, None, None
+    f1, f2 = rule(module, z, f0, order)
+    return f0, f1, (f2 if order >= 2 else None)
+
+
+Rule = tuple[Tensor, Tensor | None]
+
+
+def _tanh(module: nn.Module, z: Tensor, t: Tensor, order: int) -> Rule:
+    d1 = 1.0 - t * t
+    return d1, (-2.0 * t * d1 if order >= 2 else None)
+
+
+def _silu(module: nn.Module, z: Tensor, f0: Tensor, order: int) -> Rule:
     # silu' = s (1 + z (1 - s)) = s + f0 (1 - s),  silu'' = s (1 - s) (2 + z (1 - 2 s)) = q (2 + z - 2 f0)
+    s = torch.sigmoid(z)
     one_minus = 1.0 - s
     f1 = torch.addcmul(s, f0, one_minus)
-    f2 = None
-    if order >= 2:
-        q = s * one_minus
-        f2 = torch.addcmul(2.0 * q, q, torch.add(z, f0, alpha=-2.0))
-    return f0, f1, f2
+    if order < 2:
+        return f1, None
+    q = s * one_minus
+    return f1, torch.addcmul(2.0 * q, q, torch.add(z, f0, alpha=-2.0))
 
 
-def _sin(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    s = torch.sin(z)
-    return s, (torch.cos(z) if order >= 1 else None), (-s if order >= 2 else None)
+def _sin(module: nn.Module, z: Tensor, f0: Tensor, order: int) -> Rule:
+    return torch.cos(z), (-f0 if order >= 2 else None)
 
 
-def _identity(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    return z, torch.ones_like(z), torch.zeros_like(z)
+def _identity(module: nn.Module, z: Tensor, f0: Tensor, order: int) -> Rule:
+    return torch.ones_like(z), (torch.zeros_like(z) if order >= 2 else None)
 
 
-def _gelu(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _gelu(module: nn.Module, z: Tensor, f0: Tensor, order: int) -> Rule:
     if module.approximate == "tanh":
-        # 0.5 z (1 + tanh(u)),  u = sqrt(2/pi) (z + 0.044715 z^3)
-        u = _SQRT_2_PI * (z + 0.044715 * z**3)
-        t = torch.tanh(u)
-        f0 = 0.5 * z * (1.0 + t)
-        if order == 0:
-            return f0, None, None
+        # 0.5 z (1 + tanh(w)),  w = sqrt(2/pi) (z + 0.044715 z^3)
+        t = torch.tanh(_SQRT_2_PI * (z + 0.044715 * z**3))
         sech2 = 1.0 - t * t
-        du = _SQRT_2_PI * (1.0 + 3.0 * 0.044715 * z * z)
-        f1 = 0.5 * (1.0 + t) + 0.5 * z * sech2 * du
-        f2 = None
-        if order >= 2:
-            ddu = _SQRT_2_PI * 6.0 * 0.044715 * z
-            f2 = sech2 * du + 0.5 * z * (sech2 * ddu - 2.0 * t * sech2 * du * du)
-        return f0, f1, f2
+        dw = _SQRT_2_PI * (1.0 + 3.0 * 0.044715 * z * z)
+        f1 = 0.5 * (1.0 + t) + 0.5 * z * sech2 * dw
+        if order < 2:
+            return f1, None
+        ddw = _SQRT_2_PI * 6.0 * 0.044715 * z
+        return f1, sech2 * dw + 0.5 * z * (sech2 * ddw - 2.0 * t * sech2 * dw * dw)
     # exact: z Phi(z);  gelu' = Phi + z phi,  gelu'' = phi (2 - z^2)
     cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-    f0 = z * cdf
-    if order == 0:
-        return f0, None, None
     pdf = _INV_SQRT_2PI * torch.exp(-0.5 * z * z)
-    return f0, cdf + z * pdf, (pdf * (2.0 - z * z) if order >= 2 else None)
+    return cdf + z * pdf, (pdf * (2.0 - z * z) if order >= 2 else None)
 
 
-def _softplus(module: nn.Module, z: Tensor, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _softplus(module: nn.Module, z: Tensor, f0: Tensor, order: int) -> Rule:
     beta, threshold = float(module.beta), float(module.threshold)
-    f0 = nn.functional.softplus(z, beta, threshold)
-    if order == 0:
-        return f0, None, None
     linear = z * beta > threshold  # torch's softplus is exactly z there, with derivatives 1 and 0
     s = torch.sigmoid(z * beta)
     f1 = torch.where(linear, torch.ones_like(s), s)
-    f2 = torch.where(linear, torch.zeros_like(s), beta * s * (1.0 - s)) if order >= 2 else None
-    return f0, f1, f2
+    return f1, (torch.where(linear, torch.zeros_like(s), beta * s * (1.0 - s)) if order >= 2 else None)
 
 
 _DERIVATIVES = {

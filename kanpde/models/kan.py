@@ -135,7 +135,9 @@ class KANLinear(nn.Module):
         """
         k = self.spline_order
         basis = self._power_basis()  # (in, G+2k, k+1 powers, k+1 bases)
-        coef = F.pad(self.scaled_spline_weight, (k, k)).unfold(-1, k + 1, 1)  # (out, in, G+2k, k+1)
+        padded = F.pad(self.scaled_spline_weight, (k, k))  # (out, in, G+3k)
+        n_int = padded.shape[-1] - k  # G+2k intervals
+        coef = torch.stack([padded[..., r : r + n_int] for r in range(k + 1)], dim=-1)  # (out, in, G+2k, k+1)
         table = torch.einsum("imdr,oimr->diom", basis, coef)  # (k+1, in, out, G+2k)
         return F.pad(table, (0, 1))  # (k+1, in, out, G+2k+1)
 
