@@ -276,8 +276,8 @@ class ForwardField(Field):
         jet = state.jet
         if index == ():
             return jet.value[component]
-        rows = jet.first if len(index) == 1 else jet.second
-        return rows[state.plan.position(index), component]
+        rows = jet.first if len(index) == 1 else jet.second  # (n_out, m or p, n)
+        return rows[component, state.plan.position(index)]
 
 
 ENGINES: dict[str, type[Field]] = {"autograd": AutogradField, "forward": ForwardField}

@@ -6,12 +6,13 @@ the second derivatives a problem needs, all with respect to the network inputs `
 its outputs by the chain rule. For the ``w`` activations ``a`` of one layer at ``n`` points:
 
     value   (w, n)      a
-    first   (m, w, n)   da / dx_s            for the m propagated directions  s = plan.dirs[0 .. m-1]
-    second  (p, w, n)   d^2 a / dx_s dx_r    for the p propagated pairs  (s, r) = plan.pairs
+    first   (w, m, n)   da / dx_s            for the m propagated directions  s = plan.dirs[0 .. m-1]
+    second  (w, p, n)   d^2 a / dx_s dx_r    for the p propagated pairs  (s, r) = plan.pairs
 
 Points come *last*: every elementwise operation then runs over long contiguous rows of points, and
 broadcasting over features or directions never leaves a short inner loop (on CPU this layout is
-several times faster than ``(n, ...)`` for the small feature counts of KANs).
+several times faster than ``(n, ...)`` for the small feature counts of KANs). Features come first, so
+a linear layer maps value and all derivatives with plain matrix products ``W @ (in, m * n)``.
 
 Only what the :class:`DerivativePlan` lists is propagated: a Laplacian in d dimensions needs d
 directions and the d diagonal pairs, not the full Hessian. The network input itself is the jet
@@ -124,8 +125,8 @@ class DerivativePlan:
 
 @dataclass
 class Jet:
-    """Value ``(w, n)``, first ``(m, w, n)`` and second ``(p, w, n)`` derivatives of ``w`` activations
-    at ``n`` points (points last).
+    """Value ``(w, n)``, first ``(w, m, n)`` and second ``(w, p, n)`` derivatives of ``w`` activations
+    at ``n`` points (features first, points last).
 
     ``first is None``: the network input (identity Jacobian on the plan's directions);
     ``second is None``: zero second derivatives. Orders the plan does not carry are ``None`` too.
@@ -140,62 +141,64 @@ def input_second(plan: DerivativePlan, per_input: Tensor) -> Tensor:
     """Second derivatives of a function of the inputs taken one column at a time.
 
     ``y_o = sum_i g_oi(x_i)`` has ``d2y_o / dx_s dx_r = delta_sr g''_os(x_s)``: from ``per_input``
-    ``(in, out, n)`` holding ``g''`` this returns ``(p, out, n)`` (zero rows for mixed pairs).
+    ``(out, in, n)`` holding ``g''`` this returns ``(out, p, n)`` (zero for mixed pairs).
     """
     cols = [plan.dirs[a] for a, _ in plan.pairs]  # (p,)
-    if all(a == b for a, b in plan.pairs):  # only pure second derivatives (a Laplacian): pick rows
-        return per_input if cols == list(range(per_input.shape[0])) else per_input[cols]
+    if all(a == b for a, b in plan.pairs):  # only pure second derivatives (a Laplacian): pick columns
+        return per_input if cols == list(range(per_input.shape[1])) else per_input[:, cols]
     diag = torch.tensor([float(a == b) for a, b in plan.pairs], dtype=per_input.dtype, device=per_input.device)
-    return per_input[cols] * diag[:, None, None]  # (p, out, n)
+    return per_input[:, cols] * diag[:, None]  # (out, p, n)
 
 
 def pair_products(first: Tensor, plan: DerivativePlan) -> Tensor:
-    """``dz_s * dz_r`` for every planned pair: ``(m, w, n) -> (p, w, n)``."""
+    """``dz_s * dz_r`` for every planned pair: ``(w, m, n) -> (w, p, n)``."""
     a, b = plan.pair_dirs
     if a == b:  # pure second derivatives only
-        sq = first[a] if a != list(range(first.shape[0])) else first
+        sq = first if a == list(range(first.shape[1])) else first[:, a]
         return sq * sq
-    return first[a] * first[b]
+    return first[:, a] * first[:, b]
 
 
 def contract_inputs(*terms: tuple[Tensor, Tensor]) -> Tensor:
-    """``out[r, o, n] = sum_terms sum_i w[r, i, n] * e[i, o, n]`` for ``(w, e)`` pairs
-    ``(r, in, n), (in, out, n)``: returns ``(r, out, n)``.
+    """``out[o, r, n] = sum_terms sum_i e[o, i, n] * w[i, r, n]`` for ``(e, w)`` pairs
+    ``(out, in, n), (in, r, n)``: returns ``(out, r, n)``.
 
     The chain rule through a layer whose edges have per-point derivatives (a KAN layer):
     ``dy_o/ds = sum_i phi'_oi dx_i/ds`` is one term, a second derivative two. Small layers use broadcast
-    products (an ``(r, in, out, n)`` intermediate, at most ``r`` copies of the per-edge tensor) summed
+    products (an ``(out, in, r, n)`` intermediate, at most ``r`` copies of the per-edge tensor) summed
     once; wide ones a batched matrix product over points.
     """
-    (w, e), rest = terms[0], terms[1:]
-    r, n_in, n_out = w.shape[0], w.shape[1], e.shape[1]
+    (e, w), rest = terms[0], terms[1:]
+    n_out, n_in = e.shape[:2]
     if n_in * n_out > 256:
-        out = torch.bmm(w.permute(2, 0, 1), e.permute(2, 0, 1))  # (n, r, out)
-        for w2, e2 in rest:
-            out = torch.baddbmm(out, w2.permute(2, 0, 1), e2.permute(2, 0, 1))
+        out = torch.bmm(e.permute(2, 0, 1), w.permute(2, 0, 1))  # (n, out, r)
+        for e2, w2 in rest:
+            out = torch.baddbmm(out, e2.permute(2, 0, 1), w2.permute(2, 0, 1))
         return out.permute(1, 2, 0)
-    if n_out == 1:  # (r, in, n) products, no broadcast over a size-1 axis
-        prod = w * e[:, 0]
-        for w2, e2 in rest:
-            prod = torch.addcmul(prod, w2, e2[:, 0])
-        return prod.sum(1).unsqueeze(1)
-    prod = w.unsqueeze(2) * e
-    for w2, e2 in rest:
-        prod = torch.addcmul(prod, w2.unsqueeze(2), e2)
+    if n_out == 1:  # (in, r, n) products: no broadcast over a size-1 axis
+        prod = e[0].unsqueeze(1) * w
+        for e2, w2 in rest:
+            prod = torch.addcmul(prod, e2[0].unsqueeze(1), w2)
+        return prod.sum(0).unsqueeze(0)
+    prod = e.unsqueeze(2) * w
+    for e2, w2 in rest:
+        prod = torch.addcmul(prod, e2.unsqueeze(2), w2)
     return prod.sum(1)
 
 
 def linear_jet(jet: Jet, plan: DerivativePlan, weight: Tensor, bias: Tensor | None = None) -> Jet:
-    """``y = W z + b`` (``weight`` ``(out, in)``): the derivatives go through ``W`` alone."""
+    """``y = W z + b`` (``weight`` ``(out, in)``): the derivatives go through ``W`` alone, one matrix
+    product each for all directions at once."""
     value = weight @ jet.value if bias is None else torch.addmm(bias.unsqueeze(1), weight, jet.value)  # (out, n)
+    n_out, n = value.shape
     first = second = None
     if plan.m:
         if jet.first is None:  # dz/dx_s = e_s: the columns of W, shared by all points
-            first = weight[:, list(plan.dirs)].T.unsqueeze(-1).expand(plan.m, weight.shape[0], value.shape[1])
+            first = weight[:, list(plan.dirs)].unsqueeze(-1).expand(n_out, plan.m, n)
         else:
-            first = torch.matmul(weight, jet.first)  # (m, out, n)
+            first = (weight @ jet.first.reshape(jet.first.shape[0], -1)).view(n_out, plan.m, n)  # (out, m, n)
     if plan.p and jet.second is not None:
-        second = torch.matmul(weight, jet.second)  # (p, out, n)
+        second = (weight @ jet.second.reshape(jet.second.shape[0], -1)).view(n_out, plan.p, n)  # (out, p, n)
     return Jet(value, first, second)
 
 
@@ -206,9 +209,9 @@ def elementwise_jet(jet: Jet, plan: DerivativePlan, f0: Tensor, f1: Tensor | Non
     if plan.m:
         if jet.first is None:
             raise ValueError("elementwise_jet needs an explicit first derivative; apply a linear layer first")
-        first = f1 * jet.first  # (m, w, n)
+        first = f1.unsqueeze(1) * jet.first  # (w, m, n)
     if plan.p:
-        second = f2 * pair_products(jet.first, plan)  # (p, w, n)
+        second = f2.unsqueeze(1) * pair_products(jet.first, plan)  # (w, p, n)
         if jet.second is not None:
-            second = torch.addcmul(second, f1, jet.second)
+            second = torch.addcmul(second, f1.unsqueeze(1), jet.second)
     return Jet(f0, first, second)

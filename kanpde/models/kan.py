@@ -126,10 +126,10 @@ class KANLinear(nn.Module):
     def polynomial_table(self) -> Tensor:
         """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
 
-        ``table[d, i, o, mu]`` is the coefficient of ``(x - t_mu)^d`` of edge ``i -> o`` on the knot
+        ``table[d, o, i, mu]`` is the coefficient of ``(x - t_mu)^d`` of edge ``i -> o`` on the knot
         interval ``t_mu <= x < t_{mu+1}`` (:func:`~kanpde.models.bspline.power_basis`); the extra last
         interval ``mu = G + 2k`` is all zero and serves points outside the knots.
-        Shape ``(k + 1, in, out, G + 2k + 1)``. Linear in the coefficients (autograd reaches
+        Shape ``(k + 1, out, in, G + 2k + 1)``. Linear in the coefficients (autograd reaches
         ``spline_weight`` and ``spline_scaler``); its cost depends on ``G`` and the layer size but not
         on the number of points.
         """
@@ -138,30 +138,31 @@ class KANLinear(nn.Module):
         padded = F.pad(self.scaled_spline_weight, (k, k))  # (out, in, G+3k)
         n_int = padded.shape[-1] - k  # G+2k intervals
         coef = torch.stack([padded[..., r : r + n_int] for r in range(k + 1)], dim=-1)  # (out, in, G+2k, k+1)
-        table = torch.einsum("imdr,oimr->diom", basis, coef)  # (k+1, in, out, G+2k)
-        return F.pad(table, (0, 1))  # (k+1, in, out, G+2k+1)
+        table = torch.einsum("imdr,oimr->doim", basis, coef)  # (k+1, out, in, G+2k)
+        return F.pad(table, (0, 1))  # (k+1, out, in, G+2k+1)
 
     def local_spline(self, xt: Tensor, order: int = 0) -> list[Tensor]:
         """Spline part of every edge and its derivatives at points-last inputs ``xt`` ``(in, n)``.
 
-        Returns ``[s, s', ..., s^(order)]``, each ``(in, out, n)``, with
+        Returns ``[s, s', ..., s^(order)]``, each ``(out, in, n)``, with
         ``s_oi(x_i) = w_s[o, i] * sum_j c[o, i, j] B_j(x_i)``, evaluated locally: the knot interval of
         each input (``searchsorted``), the ``k + 1`` polynomial coefficients of that interval gathered
         from :meth:`polynomial_table`, and Horner's rule in ``u = x - t_mu``,
 
             s^(m) = m! * sum_{d >= m} binom(d, m) a_d u^(d-m).
 
-        The cost does not grow with ``G`` (``O(k * in * out * n)`` per derivative) and the largest
-        intermediate is the ``(k + 1, in, out, n)`` gather -- never ``(n, out, in, G + k)``.
+        The cost does not grow with ``G`` (``O(k * out * in * n)`` per derivative) and the largest
+        intermediates are the ``k + 1`` gathered ``(out, in, n)`` coefficients -- never ``(n, out, in, G + k)``.
         Differentiable in ``xt`` and the parameters.
         """
         k, (n_in, n) = self.spline_order, xt.shape
         mu = knot_interval(xt, self.grid)  # (in, n); G+2k outside the knots
         knots = F.pad(self.grid, (0, 1))  # (in, G+2k+2): the zero interval gets a (dummy) left end
-        u = (xt - knots.gather(1, mu)).unsqueeze(1)  # (in, 1, n)
-        table = self.polynomial_table()  # (k+1, in, out, G+2k+1)
-        index = mu.unsqueeze(1).unsqueeze(0).expand(k + 1, n_in, self.out_features, n)
-        a = torch.gather(table, 3, index).unbind(0)  # k+1 x (in, out, n); a[d]: power d
+        u = xt - knots.gather(1, mu)  # (in, n), broadcast over outputs below
+        table = self.polynomial_table()  # (k+1, out, in, G+2k+1)
+        index = mu.expand(self.out_features, n_in, n)
+        # One gather per power: their gradients scatter straight into the table, no stacking.
+        a = [torch.gather(t, 2, index) for t in table.unbind(0)]  # k+1 x (out, in, n); a[d]: power d
         out = []
         for m in range(order + 1):
             if m > k:
@@ -180,22 +181,22 @@ class KANLinear(nn.Module):
 
     def _value(self, xt: Tensor) -> Tensor:
         """``y = sum_i phi_oi(x_i)`` for points-last inputs: ``(in, n) -> (out, n)``."""
-        (spline,) = self.local_spline(xt, 0)  # (in, out, n)
-        return self.base_weight @ self.base_activation(xt) + spline.sum(0)
+        (spline,) = self.local_spline(xt, 0)  # (out, in, n)
+        return self.base_weight @ self.base_activation(xt) + spline.sum(1)
 
     def forward_jet(self, jet: Jet, plan: DerivativePlan) -> Jet:
         """The layer's outputs with their input derivatives listed in ``plan``, by the chain rule.
 
         Every edge function ``phi_oi`` and its derivatives ``phi'_oi``, ``phi''_oi`` come from one local
-        spline evaluation (``(in, out, n)`` each, points last). With ``x`` the layer input:
+        spline evaluation (``(out, in, n)`` each, points last). With ``x`` the layer input:
 
             y_o        = sum_i phi_oi(x_i)
             dy_o/ds    = sum_i phi'_oi(x_i) dx_i/ds
             d2y_o/dsdr = sum_i [phi''_oi(x_i) dx_i/ds dx_i/dr + phi'_oi(x_i) d2x_i/dsdr]
 
         ``jet.first is None`` marks the network input (``dx_i/ds = delta_is``), where this reduces to
-        picking rows of ``phi'`` and the diagonal of ``phi''``. Returns value ``(out, n)``, first
-        ``(m, out, n)``, second ``(p, out, n)``.
+        picking columns of ``phi'`` and the diagonal of ``phi''``. Returns value ``(out, n)``, first
+        ``(out, m, n)``, second ``(out, p, n)``.
         """
         xt = jet.value  # (in, n)
         if xt.ndim != 2 or xt.shape[0] != self.in_features:
@@ -204,23 +205,23 @@ class KANLinear(nn.Module):
         if order == 0:
             return Jet(self._value(xt))
         acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
-        spline = self.local_spline(xt, order)  # order+1 x (in, out, n)
-        value = self.base_weight @ acts[0] + spline[0].sum(0)  # (out, n)
-        w_b = self.base_weight.T.unsqueeze(-1)  # (in, out, 1)
-        phi1 = torch.addcmul(spline[1], acts[1].unsqueeze(1), w_b)  # (in, out, n)
+        spline = self.local_spline(xt, order)  # order+1 x (out, in, n)
+        value = self.base_weight @ acts[0] + spline[0].sum(1)  # (out, n)
+        w_b = self.base_weight.unsqueeze(-1)  # (out, in, 1)
+        phi1 = torch.addcmul(spline[1], acts[1], w_b)  # (out, in, n)
         if jet.first is None:
-            first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[list(plan.dirs)]  # (m, out, n)
+            first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[:, list(plan.dirs)]  # (out, m, n)
         else:
-            first = contract_inputs((jet.first, phi1))  # (m, out, n)
+            first = contract_inputs((phi1, jet.first))  # (out, m, n)
         second = None
         if plan.p:
-            phi2 = torch.addcmul(spline[2], acts[2].unsqueeze(1), w_b)  # (in, out, n)
+            phi2 = torch.addcmul(spline[2], acts[2], w_b)  # (out, in, n)
             if jet.first is None:
-                second = input_second(plan, phi2)  # (p, out, n)
+                second = input_second(plan, phi2)  # (out, p, n)
             elif jet.second is None:
-                second = contract_inputs((pair_products(jet.first, plan), phi2))
+                second = contract_inputs((phi2, pair_products(jet.first, plan)))
             else:
-                second = contract_inputs((pair_products(jet.first, plan), phi2), (jet.second, phi1))  # (p, out, n)
+                second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
         return Jet(value, first, second)
 
     def edge_splines(self, x: Tensor) -> Tensor:
@@ -344,8 +345,8 @@ class KAN(nn.Module):
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
         """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer
         (:meth:`KANLinear.forward_jet`). ``x``: ``(n, widths[0])``; returns a points-last
-        :class:`~kanpde.jet.Jet`: value ``(n_out, n)``, first ``(plan.m, n_out, n)``, second
-        ``(plan.p, n_out, n)`` (``None`` where not planned)."""
+        :class:`~kanpde.jet.Jet`: value ``(n_out, n)``, first ``(n_out, plan.m, n)``, second
+        ``(n_out, plan.p, n)`` (``None`` where not planned)."""
         jet = Jet(x.T.contiguous())
         for layer in self.layers:
             jet = layer.forward_jet(jet, plan)

@@ -64,7 +64,7 @@ class MLP(nn.Module):
         """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer.
 
         ``x``: ``(n, widths[0])``. Returns a points-last :class:`kanpde.jet.Jet`: value ``(n_out, n)``,
-        first ``(plan.m, n_out, n)`` and second ``(plan.p, n_out, n)`` (``None`` where not planned).
+        first ``(n_out, plan.m, n)`` and second ``(n_out, plan.p, n)`` (``None`` where not planned).
         Per layer ``z = W a + b`` maps derivatives by ``W`` (one matrix product for all directions);
         ``a = f(z)`` by ``da = f'(z) dz`` and ``d2a = f''(z) dz_s dz_r + f'(z) d2z``.
         """
@@ -74,5 +74,5 @@ class MLP(nn.Module):
             jet = elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
         jet = linear_jet(jet, plan, self.linears[-1].weight, self.linears[-1].bias)
         if plan.p and jet.second is None:  # a single linear layer: zero curvature
-            jet.second = jet.value.new_zeros(plan.p, *jet.value.shape)
+            jet.second = jet.value.new_zeros(jet.value.shape[0], plan.p, jet.value.shape[1])
         return jet
