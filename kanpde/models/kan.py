@@ -5,8 +5,15 @@ Each edge ``(i -> o)`` of a :class:`KANLinear` carries a learnable 1-D function
     phi_oi(x) = w_b[o, i] * silu(x) + w_s[o, i] * sum_j c[o, i, j] * B_j(x)
 
 with cubic (``k = 3``) B-splines ``B_j`` on a grid of ``G`` intervals, and every output node sums its
-incoming edges: ``y_o = sum_i phi_oi(x_i)``. The forward pass builds the basis tensor once and does one
-dense contraction; there is no loop over edges.
+incoming edges: ``y_o = sum_i phi_oi(x_i)``.
+
+The forward pass uses local support: on each knot interval only ``k + 1`` B-splines are non-zero, so
+each edge's spline is kept as one polynomial per interval (:meth:`KANLinear.polynomial_table`, rebuilt
+from the coefficients on every call) and evaluated at the points' intervals by Horner's rule. Cost and
+memory do not grow with ``G``; there is no loop over edges and no ``(n, in, G + k)`` basis tensor.
+:meth:`KANLinear.forward_jet` evaluates ``phi``, ``phi'`` and ``phi''`` from the same gathered
+polynomials and applies the chain rule, for the forward derivative engine (:mod:`kanpde.jet`).
+The dense basis (:meth:`KANLinear.basis`) remains for least-squares fits (grid updates, refinement).
 """
 
 from __future__ import annotations
@@ -103,25 +110,38 @@ class KANLinear(nn.Module):
         """B-spline basis of the layer inputs: ``(n, in) -> (n, in, G + k)``."""
         return bspline_basis(x, self.grid, self.spline_order)
 
-    def _power_basis(self) -> Tensor:
-        """:func:`~kanpde.models.bspline.power_basis` of the layer's knots, ``(in, G + 2k, k + 1, k + 1)``.
+    def _conversion(self) -> Tensor:
+        """The linear map from B-spline coefficients to per-interval polynomial coefficients.
 
-        It depends only on the knots, so it is kept between calls and recomputed whenever ``grid`` is
-        replaced or modified in place (tensor identity, storage and version counter are checked); under
-        ``torch.func`` transforms (wrapped tensors without storage) it is simply recomputed.
+        ``(in, (k + 1) * (G + 2k + 1), G + k)``: row ``d * (G + 2k + 1) + mu`` of input ``i`` holds
+        ``M[i, mu, d, r]`` (:func:`~kanpde.models.bspline.power_basis`) at column ``j = mu - k + r`` for
+        the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last interval of every
+        power, ``mu = G + 2k``, is an all-zero row for points outside the knots. It depends only on the
+        knots, so it is kept between calls and rebuilt whenever ``grid`` is replaced or modified in
+        place (tensor identity, storage and version counter are checked); under ``torch.func``
+        transforms (wrapped tensors without storage) it is simply rebuilt.
         """
-        grid = self.grid
+        grid, k = self.grid, self.spline_order
         try:
             key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
         except (RuntimeError, NotImplementedError):
             key = None
-        cached = getattr(self, "_power_cache", None)
+        cached = getattr(self, "_conversion_cache", None)
         if key is not None and cached is not None and cached[0] == key and cached[1] is grid:
             return cached[2]
-        basis = power_basis(grid, self.spline_order)
+        basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
+        n_in, n_int = basis.shape[:2]
+        n_coef = n_int - k  # G + k
+        blocks = []
+        for r in range(k + 1):  # B_{mu-k+r} lives in column mu - k + r, dropped where out of range
+            shifted = F.pad(basis[..., r].permute(0, 2, 1), (0, 1))  # (in, k+1, G+2k+1): + zero interval
+            band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
+            band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
+            blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
+        conversion = torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
         if key is not None:
-            self._power_cache = (key, grid, basis)
-        return basis
+            self._conversion_cache = (key, grid, conversion)
+        return conversion
 
     def polynomial_table(self) -> Tensor:
         """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
@@ -129,17 +149,14 @@ class KANLinear(nn.Module):
         ``table[d, o, i, mu]`` is the coefficient of ``(x - t_mu)^d`` of edge ``i -> o`` on the knot
         interval ``t_mu <= x < t_{mu+1}`` (:func:`~kanpde.models.bspline.power_basis`); the extra last
         interval ``mu = G + 2k`` is all zero and serves points outside the knots.
-        Shape ``(k + 1, out, in, G + 2k + 1)``. Linear in the coefficients (autograd reaches
-        ``spline_weight`` and ``spline_scaler``); its cost depends on ``G`` and the layer size but not
-        on the number of points.
+        Shape ``(k + 1, out, in, G + 2k + 1)`` (a strided view). One batched matrix product of the
+        cached :meth:`_conversion` with ``w_s * c``, so autograd reaches ``spline_weight`` and
+        ``spline_scaler``; its cost depends on ``G`` and the layer size but not on the number of points.
         """
         k = self.spline_order
-        basis = self._power_basis()  # (in, G+2k, k+1 powers, k+1 bases)
-        padded = F.pad(self.scaled_spline_weight, (k, k))  # (out, in, G+3k)
-        n_int = padded.shape[-1] - k  # G+2k intervals
-        coef = torch.stack([padded[..., r : r + n_int] for r in range(k + 1)], dim=-1)  # (out, in, G+2k, k+1)
-        table = torch.einsum("imdr,oimr->doim", basis, coef)  # (k+1, out, in, G+2k)
-        return F.pad(table, (0, 1))  # (k+1, out, in, G+2k+1)
+        coef = self.scaled_spline_weight.permute(1, 2, 0)  # (in, G+k, out)
+        table = torch.bmm(self._conversion(), coef)  # (in, (k+1)*(G+2k+1), out)
+        return table.view(self.in_features, k + 1, -1, self.out_features).permute(1, 3, 0, 2)
 
     def local_spline(self, xt: Tensor, order: int = 0) -> list[Tensor]:
         """Spline part of every edge and its derivatives at points-last inputs ``xt`` ``(in, n)``.
