@@ -23,7 +23,7 @@ Implementations (``impl`` in the JSON records):
 
 Also printed, not in the JSON: ``dense-autograd``, the autograd engine over the foundation's original
 dense KAN layer (full ``(n, in, G + k)`` Cox–de Boor basis and one contraction), to show what the
-local-support forward pass alone changed.
+local-support forward pass alone changed (not run by ``--quick`` unless asked for with ``--impls``).
 
 Each configuration runs in a fresh subprocess with the stated number of intra-op threads: warm-up, then
 the median over repeated steps. Peak memory is, on CPU, the growth of the process's maximum resident
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--grids", type=int, nargs="*", help="override the grid sizes")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the interior point counts")
-    parser.add_argument("--impls", nargs="*", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--impls", nargs="*", choices=IMPLS, help="default: all (--quick: all but dense-autograd)")
     parser.add_argument("--repeats", type=int, default=10, help="at most this many timed steps per configuration")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timed steps per configuration (>= 3 steps)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     grids = args.grids or ([5, 20, 50] if args.quick else [5, 10, 20, 50])
+    impls = args.impls or [i for i in IMPLS if not (args.quick and i == "dense-autograd")]
     sizes = args.sizes or ([10_000] if args.quick else [10_000, 100_000])
     import torch
 
@@ -324,12 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device)) if torch.cuda.is_available() else 'not available'}")
     print("peak memory: " + ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda")
                               else "growth of the process's max RSS over the timed steps (getrusage)"))
+    load_start = os.getloadavg()
+    print(f"load average at start (1/5/15 min): {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     results: list[dict] = []
     skipped: dict[str, str] = {}
     start = time.perf_counter()
     for n in sizes:
-        for impl in args.impls:
-            for g in ([None] if impl in GRID_FREE else grids):
+        for impl in impls:
+            for g in [None] if impl in GRID_FREE else grids:
                 if impl in skipped:
                     continue
                 cfg = {
@@ -356,7 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for impl, why in skipped.items():
         print(f"  {impl}: {why}")
-    print(f"total benchmark time {time.perf_counter() - start:.0f} s")
+    load_end = os.getloadavg()
+    print(f"total benchmark time {time.perf_counter() - start:.0f} s; load average at end: {load_end[0]:.2f} "
+          f"{load_end[1]:.2f} {load_end[2]:.2f}")
+    if load_start[0] > 1.0 and args.threads > 1 and not args.device.startswith("cuda"):
+        print(f"warning: other processes were using the CPUs; with {args.threads} threads per run a busy machine "
+              "stalls every parallel region (times then mostly measure the neighbours). Compare with --threads 1.")
     if args.json:
         records = [{k: r[k] for k in ("impl", "grid", "n_points", "median_s", "peak_mb")} for r in results if r["impl"] in JSON_IMPLS]
         args.json.parent.mkdir(parents=True, exist_ok=True)
