@@ -6,7 +6,8 @@ files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanp
 """
 
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.fields import AutogradField, Field, make_field
+from kanpde.fields import AutogradField, Field, ForwardField, make_field
+from kanpde.jet import DerivativePlan, Jet
 from kanpde.geometry import Box
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.models import KAN, MLP, KANLinear
@@ -22,6 +23,9 @@ __all__ = [
     "MLP",
     "Field",
     "AutogradField",
+    "ForwardField",
+    "DerivativePlan",
+    "Jet",
     "make_field",
     "Box",
     "Sampler",

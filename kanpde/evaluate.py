@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kanpde.fields import make_field
+from kanpde.fields import make_field, resolve_engine
 from kanpde.problem import Problem
 
 __all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict"]
@@ -88,10 +88,14 @@ def predict(model: nn.Module, x: Tensor, chunk_size: int = 16384) -> Tensor:
 
 
 def _predict_with_grad(model: nn.Module, problem: Problem, x: Tensor, engine: str) -> tuple[Tensor, Tensor]:
-    u = make_field(model, x, problem.coords, problem.outputs, engine, problem.time_coord)
-    views = [u[name] for name in problem.outputs]
-    values = torch.stack([v.value for v in views], dim=1)  # (n, m)
-    grads = torch.stack([v.grad() for v in views], dim=1)  # (n, m, d)
+    engine = resolve_engine(engine, model)
+    # The forward engine needs no graph at all here: values and gradients come from one pass.
+    with torch.set_grad_enabled(engine != "forward"):
+        first = [(i,) for i in range(problem.dim)]
+        u = make_field(model, x, problem.coords, problem.outputs, engine, problem.time_coord, plan=first)
+        views = [u[name] for name in problem.outputs]
+        values = torch.stack([v.value for v in views], dim=1)  # (n, m)
+        grads = torch.stack([v.grad() for v in views], dim=1)  # (n, m, d)
     return values.detach(), grads.detach()
 
 
@@ -125,13 +129,14 @@ def evaluate(
     problem: Problem,
     n_per_axis: int | Sequence[int] = 201,
     *,
-    engine: str = "autograd",
+    engine: str = "auto",
     chunk_size: int = 8192,
 ) -> Evaluation:
     """Errors of ``model`` against ``problem.exact`` on a uniform grid of ``n_per_axis`` points per axis.
 
     Values and gradients are computed in chunks of ``chunk_size`` points in the model's dtype/device
-    and returned as float64 NumPy arrays. ``metrics`` holds the norms of :func:`error_norms` and
+    (with ``engine`` ``"auto"``/``"forward"``: one forward pass per chunk and no autograd graph, so
+    memory stays bounded by the chunk) and returned as float64 NumPy arrays. ``metrics`` holds the norms of :func:`error_norms` and
     ``n_params``.
     """
     if not problem.has_exact:

@@ -1,21 +1,44 @@
 """The derivative accessor handed to problems: a model's output at points, with derivatives on demand.
 
 Problems write residuals against :class:`Field` only (``u.d("xx") + u.d("yy") - f``) and never call
-autograd, so the engine behind it can change without touching any problem. The engine here,
-:class:`AutogradField`, computes derivatives lazily with nested ``torch.autograd.grad(create_graph=True)``
-and caches them for the lifetime of the field (one evaluation of the loss).
+autograd, so the engine behind it can change without touching any problem. Two engines:
+
+* :class:`AutogradField` (``engine="autograd"``) works for any ``nn.Module``: derivatives come lazily
+  from nested ``torch.autograd.grad(create_graph=True)`` and are cached for the lifetime of the field
+  (one evaluation of the loss). It is the fallback and the test oracle.
+* :class:`ForwardField` (``engine="forward"``) works for models with a ``forward_jet(x, plan)`` method
+  (:class:`kanpde.KAN`, :class:`kanpde.MLP`): one forward pass carries the value and exactly the first
+  and second derivatives a :class:`kanpde.jet.DerivativePlan` lists through every layer by the chain
+  rule; no autograd graph is built over the inputs.
+
+``engine="auto"`` picks ``forward`` when the model supports it and ``autograd`` otherwise
+(:func:`resolve_engine`). :func:`probe_plan` finds which derivatives a residual asks for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Field", "AutogradField", "make_field", "ENGINES"]
+from kanpde.jet import DerivativePlan, Jet
+
+__all__ = [
+    "Field",
+    "AutogradField",
+    "ForwardField",
+    "make_field",
+    "resolve_engine",
+    "supports_forward",
+    "probe_plan",
+    "ENGINES",
+    "ENGINE_CHOICES",
+]
 
 Spec = str | Sequence[str]
+Index = tuple[int, ...]
 
 
 class Field:
@@ -127,7 +150,9 @@ class AutogradField(Field):
         coords: Sequence[str],
         outputs: Sequence[str] = ("u",),
         time_coord: str | None = "t",
+        plan: Iterable[Index] | None = None,
     ) -> None:
+        # ``plan`` is accepted for a common engine signature and ignored: autograd is lazy anyway.
         leaf = x.detach().requires_grad_(True)
         super().__init__(leaf, coords, outputs, time_coord)
         if leaf.ndim != 2 or leaf.shape[1] != len(self.coords):
@@ -166,7 +191,107 @@ class AutogradField(Field):
         return self._values[key]
 
 
-ENGINES: dict[str, type[Field]] = {"autograd": AutogradField}
+def supports_forward(model: nn.Module) -> bool:
+    """Whether ``model`` can run under :class:`ForwardField`: it has ``forward_jet(x, plan)`` and, if it
+    says so through a ``supports_jet`` attribute, all its parts have closed-form derivatives."""
+    return callable(getattr(model, "forward_jet", None)) and bool(getattr(model, "supports_jet", True))
+
+
+@dataclass
+class _JetState:
+    """What a :class:`ForwardField` and its component views share: the current plan and jet."""
+
+    plan: DerivativePlan
+    jet: Jet
+    fallback: AutogradField | None = None
+
+
+class ForwardField(Field):
+    """:class:`Field` by forward propagation of derivatives through a model's layers.
+
+    ``model`` must have ``forward_jet(x, plan) -> Jet`` (:func:`supports_forward`). ``plan`` lists the
+    derivative indices (sorted column tuples, e.g. ``{(0, 0), (1, 1)}`` for a 2-D Laplacian) to carry;
+    the jet of value, first and second derivatives is computed once, at construction, in a single
+    forward pass. Asking for an order-1 or order-2 derivative outside the plan recomputes the jet with
+    the enlarged plan (correct, one more pass); orders above 2 come from autograd applied to the model
+    (correct, slower). :attr:`requested` records every index asked for, which is how :func:`probe_plan`
+    learns a residual's plan.
+
+    Values are differentiable with respect to the model's parameters; ``x`` is used as given (no
+    ``requires_grad`` is set on it), so a field built under ``torch.no_grad()`` builds no graph at all.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        coords: Sequence[str],
+        outputs: Sequence[str] = ("u",),
+        time_coord: str | None = "t",
+        plan: Iterable[Index] | DerivativePlan | None = None,
+    ) -> None:
+        super().__init__(x, coords, outputs, time_coord)
+        if not supports_forward(model):
+            raise ValueError(
+                f"{type(model).__name__} does not support the forward derivative engine (no forward_jet); "
+                "use engine='autograd' or 'auto'"
+            )
+        if x.ndim != 2 or x.shape[1] != len(self.coords):
+            raise ValueError(f"points must have shape (n, {len(self.coords)}) for coords {self.coords}")
+        self.model = model
+        plan = plan if isinstance(plan, DerivativePlan) else DerivativePlan.of(plan or ())
+        self._state = _JetState(plan, self._run(plan))
+        self.requested: set[Index] = set()
+
+    def _run(self, plan: DerivativePlan) -> Jet:
+        jet = self.model.forward_jet(self.x, plan)  # points last: value (n_out, n)
+        if jet.value.shape != (len(self.outputs), self.x.shape[0]):
+            raise ValueError(
+                f"model output has shape {tuple(jet.value.T.shape)}, expected ({self.x.shape[0]}, "
+                f"{len(self.outputs)}) for outputs {self.outputs}"
+            )
+        return jet
+
+    @property
+    def plan(self) -> DerivativePlan:
+        """The derivatives carried by the current jet."""
+        return self._state.plan
+
+    def _view(self, component: int) -> Field:
+        view = Field.__new__(ForwardField)
+        view.__dict__.update(self.__dict__)  # shares _state and requested
+        view.component = component
+        return view
+
+    def _derivative(self, component: int, index: tuple[int, ...]) -> Tensor:
+        self.requested.add(index)
+        state = self._state
+        if len(index) > 2:
+            if state.fallback is None:
+                state.fallback = AutogradField(self.model, self.x, self.coords, self.outputs, self.time_coord)
+            return state.fallback._derivative(component, index)
+        if not state.plan.covers(index):
+            state.plan = state.plan.union([index])
+            state.jet = self._run(state.plan)
+        jet = state.jet
+        if index == ():
+            return jet.value[component]
+        rows = jet.first if len(index) == 1 else jet.second  # (n_out, m or p, n)
+        return rows[component, state.plan.position(index)]
+
+
+ENGINES: dict[str, type[Field]] = {"autograd": AutogradField, "forward": ForwardField}
+ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
+
+
+def resolve_engine(engine: str, model: nn.Module) -> str:
+    """The concrete engine for ``model``: ``"auto"`` becomes ``"forward"`` when :func:`supports_forward`
+    holds and ``"autograd"`` otherwise; other names are checked and returned."""
+    if engine == "auto":
+        return "forward" if supports_forward(model) else "autograd"
+    if engine not in ENGINES:
+        raise ValueError(f"unknown derivative engine {engine!r}; valid: {list(ENGINE_CHOICES)}")
+    return engine
 
 
 def make_field(
@@ -176,8 +301,25 @@ def make_field(
     outputs: Sequence[str] = ("u",),
     engine: str = "autograd",
     time_coord: str | None = "t",
+    plan: Iterable[Index] | DerivativePlan | None = None,
 ) -> Field:
-    """The :class:`Field` of ``model`` at ``x`` computed by the named derivative ``engine``."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown derivative engine {engine!r}; valid: {sorted(ENGINES)}")
-    return ENGINES[engine](model, x, coords, outputs, time_coord)
+    """The :class:`Field` of ``model`` at ``x`` computed by the named derivative ``engine``
+    (``"autograd"``, ``"forward"`` or ``"auto"``). ``plan``: derivative indices the forward engine
+    should carry from the start (see :class:`ForwardField`; ignored by autograd)."""
+    return ENGINES[resolve_engine(engine, model)](model, x, coords, outputs, time_coord, plan=plan)
+
+
+def probe_plan(
+    residual: Callable[[Field], object],
+    model: nn.Module,
+    x: Tensor,
+    coords: Sequence[str],
+    outputs: Sequence[str] = ("u",),
+    time_coord: str | None = "t",
+) -> DerivativePlan:
+    """The derivatives ``residual(field)`` asks for, found by running it once on a :class:`ForwardField`
+    over the points ``x`` (a few suffice) and recording the requests. Gradients are off during the probe."""
+    with torch.no_grad():
+        field = ForwardField(model, x, coords, outputs, time_coord)
+        residual(field)
+    return DerivativePlan.of(field.requested)

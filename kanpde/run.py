@@ -27,7 +27,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
 from kanpde.evaluate import evaluate
-from kanpde.fields import ENGINES
+from kanpde.fields import ENGINE_CHOICES, supports_forward
 from kanpde.io import RunResult, atomic_path, save_run, write_json
 from kanpde.problem import Problem
 from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
@@ -158,9 +158,9 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
     """Check the whole configuration and build everything but the models (built per fit)."""
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype={cfg.dtype!r}; valid: {sorted(DTYPES)}")
-    engine = cfg.get("engine", "autograd")
-    if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r}; valid: {sorted(ENGINES)}")
+    engine = cfg.get("engine", "auto")
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
     device = _resolve_device(str(cfg.device))
     problem = _instantiate(cfg.problem, "problem")
     if not isinstance(problem, Problem):
@@ -181,7 +181,11 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
             baseline_cfg = None
     for name, node in (("model", model_cfg), ("baseline", baseline_cfg)):
         if node is not None:  # constructor checks (grid sizes, activations) before any training
-            _make_model(node, name, torch.float64, torch.device("cpu"))
+            model = _make_model(node, name, torch.float64, torch.device("cpu"))
+            if engine == "forward" and not supports_forward(model):
+                raise ConfigError(
+                    f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd"
+                )
     stages = build_stages(cfg.trainer)
     _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
@@ -294,7 +298,7 @@ def _train_and_evaluate(
             n_interior=int(cfg.trainer.n_interior),
             n_boundary=int(cfg.trainer.n_boundary),
             pde_weight=float(cfg.trainer.pde_weight),
-            engine=cfg.engine,
+            engine=cfg.get("engine", "auto"),
             progress=progress,
             on_stage_end=checkpoint,
             start_stage=start_stage,
@@ -306,7 +310,13 @@ def _train_and_evaluate(
         model, history, seconds, failure = exc.model, exc.history, exc.seconds, f"{name}: {exc}"
         if checkpoint:
             checkpoint(-1, model, history)
-    evaluation = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine, chunk_size=int(cfg.eval.chunk_size))
+    evaluation = evaluate(
+        model,
+        built.problem,
+        int(cfg.eval.n_per_axis),
+        engine=cfg.get("engine", "auto"),
+        chunk_size=int(cfg.eval.chunk_size),
+    )
     label = type(model).__name__.lower()
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     metrics.update(

@@ -20,11 +20,22 @@ import torch
 from torch import Tensor, nn
 
 from kanpde.evaluate import module_dtype_device
-from kanpde.fields import make_field
-from kanpde.problem import Batch, Problem
+from kanpde.fields import make_field, probe_plan, resolve_engine
+from kanpde.jet import DerivativePlan
+from kanpde.problem import Batch, BoundaryPoints, Problem
 from kanpde.sampling import Sampler
 
-__all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "fit", "loss_terms", "weighted_loss"]
+__all__ = [
+    "Stage",
+    "History",
+    "FitResult",
+    "ProgressEvent",
+    "TrainingDiverged",
+    "fit",
+    "loss_terms",
+    "weighted_loss",
+    "derivative_plans",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +135,51 @@ class TrainingDiverged(RuntimeError):
         self.model, self.history, self.seconds = model, history, seconds
 
 
-def loss_terms(model: nn.Module, problem: Problem, batch: Batch, engine: str = "autograd") -> dict[str, Tensor]:
-    """Unweighted mean squared residuals: ``{"pde": ..., <condition label>: ...}``, each a 0-d tensor."""
-    u = make_field(model, batch.interior, problem.coords, problem.outputs, engine, problem.time_coord)
+def derivative_plans(
+    model: nn.Module, problem: Problem, batch: Batch, engine: str = "auto", n_probe: int = 4
+) -> dict[str, DerivativePlan] | None:
+    """Which derivatives each point set's residual needs: ``{"pde": plan, <condition label>: plan}``.
+
+    Found once by running the residuals on the first ``n_probe`` points of each set with a recording
+    field (:func:`kanpde.fields.probe_plan`), so the forward engine carries exactly those derivatives
+    (the PDE needs ``u_xx, u_yy`` for a Laplacian; a Dirichlet condition needs no derivative at all).
+    ``None`` when ``engine`` resolves to autograd, which needs no plan.
+    """
+    if resolve_engine(engine, model) != "forward":
+        return None
+    args = (problem.coords, problem.outputs, problem.time_coord)
+    x = batch.interior[:n_probe]
+    plans = {"pde": probe_plan(lambda u: problem.pde(x, u), model, x, *args)}
+    for cond in problem.conditions:
+        pts = batch.boundary[cond.label]
+        probe = BoundaryPoints(pts.x[:n_probe], pts.normals[:n_probe])
+        plans[cond.label] = probe_plan(lambda u, c=cond, b=probe: c.residual(b, u), model, probe.x, *args)
+    return plans
+
+
+def loss_terms(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+) -> dict[str, Tensor]:
+    """Unweighted mean squared residuals: ``{"pde": ..., <condition label>: ...}``, each a 0-d tensor.
+
+    ``engine``: ``"auto"`` (forward when the model supports it), ``"forward"`` or ``"autograd"``;
+    ``plans``: the forward engine's derivative plans per point set (:func:`derivative_plans`); without
+    them the forward engine discovers the derivatives on first use (one extra pass per new one).
+    """
+    engine = resolve_engine(engine, model)
+    plans = plans or {}
+    args = (problem.coords, problem.outputs, engine, problem.time_coord)
+    u = make_field(model, batch.interior, *args, plan=plans.get("pde"))
     residual = problem.pde(batch.interior, u)
     residuals = [residual] if isinstance(residual, Tensor) else list(residual)
     terms = {"pde": sum(r.pow(2).mean() for r in residuals)}
     for cond in problem.conditions:
         pts = batch.boundary[cond.label]
-        ub = make_field(model, pts.x, problem.coords, problem.outputs, engine, problem.time_coord)
+        ub = make_field(model, pts.x, *args, plan=plans.get(cond.label))
         terms[cond.label] = cond.residual(pts, ub).pow(2).mean()
     return terms
 
@@ -155,7 +202,7 @@ def fit(
     n_interior: int = 1000,
     n_boundary: int = 200,
     pde_weight: float = 0.01,
-    engine: str = "autograd",
+    engine: str = "auto",
     progress: Callable[[ProgressEvent], None] | None = None,
     on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
     start_stage: int = 0,
@@ -167,6 +214,8 @@ def fit(
     and an MLP go through the same schedule. ``progress`` receives :class:`ProgressEvent` s (nothing is
     printed here); ``on_stage_end(stage_index, model, history)`` is called after each stage (checkpoints).
     A non-finite loss raises :class:`TrainingDiverged` carrying the last finite model.
+    ``engine`` names the derivative engine (``"auto"``: forward propagation when the model supports it,
+    else autograd); the forward engine's derivative plans are probed once per stage.
 
     Resuming: ``start_stage=k`` with the ``model`` and ``history`` saved after stage ``k - 1`` skips the
     first ``k`` stages (their point draws are replayed on ``sampler``, a fresh one made with the same
@@ -200,11 +249,12 @@ def fit(
         if progress:
             progress(ProgressEvent("stage", index, len(stages), 0, stage.steps, description=description))
         optimizer = stage.optimizer(model.parameters())
+        plans = derivative_plans(model, problem, batch, engine)
         recorded: dict[str, float] = {}
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = loss_terms(model, problem, batch, engine)
+            terms = loss_terms(model, problem, batch, engine, plans)
             loss = weighted_loss(terms, problem, pde_weight)
             if not recorded:  # the first evaluation of a step: the parameters it starts from
                 recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
@@ -234,7 +284,7 @@ def fit(
             global_step += 1
             if progress:
                 progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
-        final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine).items()}
+        final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine, plans).items()}
         final_loss = weighted_loss(final, problem, pde_weight)
         if not math.isfinite(final_loss):
             model.load_state_dict(last_good)

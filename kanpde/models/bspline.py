@@ -22,6 +22,9 @@ __all__ = [
     "subdivide_grid",
     "extend_grid",
     "bspline_basis",
+    "bspline_local",
+    "power_basis",
+    "knot_interval",
     "fit_coefficients",
 ]
 
@@ -119,6 +122,128 @@ def bspline_basis(x: Tensor, grid: Tensor, k: int) -> Tensor:
         right = (t[..., p + 1 :] - x) / (t[..., p + 1 :] - t[..., 1:-p])
         bases = left * bases[..., :-1] + right * bases[..., 1:]  # (n, in, K-1-p)
     return bases
+
+
+def _pad_knots(grid: Tensor, k: int) -> Tensor:
+    """``k`` more knots on each side, ``(in, K) -> (in, K + 2k)``, continuing the outer interval widths.
+
+    The local recursion on an extension interval ``[t_mu, t_{mu+1})`` with ``mu < k`` reaches knots
+    ``t_{mu-k} ...`` below ``t_0``; they only enter basis functions with a negative index, whose
+    coefficients are zero, so any strictly increasing values do.
+    """
+    steps = torch.arange(1, k + 1, dtype=grid.dtype, device=grid.device)  # (k,)
+    left = grid[:, :1] - (grid[:, 1:2] - grid[:, :1]) * steps.flip(0)  # (in, k)
+    right = grid[:, -1:] + (grid[:, -1:] - grid[:, -2:-1]) * steps  # (in, k)
+    return torch.cat([left, grid, right], dim=1)
+
+
+def _raise_order(b: Tensor, x: Tensor, t: Tensor, k: int, p: int) -> Tensor:
+    """One Cox–de Boor step on the local triangle: order ``p - 1`` -> ``p``.
+
+    ``b``: ``(n, in, p)`` values ``B_{mu-p+1..mu, p-1}(x)``; ``x``: ``(n, in, 1)``; ``t``: ``(n, in, 2k + 2)``
+    local knots ``t_{mu-k} ... t_{mu+k+1}``. Returns ``(n, in, p + 1)`` values ``B_{mu-p..mu, p}(x)``:
+    ``B_{j,p} = (x - t_j) / (t_{j+p} - t_j) B_{j,p-1} + (t_{j+p+1} - x) / (t_{j+p+1} - t_{j+1}) B_{j+1,p-1}``.
+    """
+    t_j, t_jp = t[..., k - p : k + 1], t[..., k : k + p + 1]  # (n, in, p+1) each
+    t_j1, t_jp1 = t[..., k - p + 1 : k + 2], t[..., k + 1 : k + p + 2]
+    zero = torch.zeros_like(b[..., :1])  # (n, in, 1)
+    left = torch.cat([zero, b], dim=-1)  # B_{j, p-1} for j = mu-p .. mu
+    right = torch.cat([b, zero], dim=-1)  # B_{j+1, p-1}
+    return (x - t_j) / (t_jp - t_j) * left + (t_jp1 - x) / (t_jp1 - t_j1) * right
+
+
+def _differentiate(b: Tensor, t: Tensor, k: int, p: int) -> Tensor:
+    """Derivative step: ``(n, in, p)`` values of some derivative of ``B_{mu-p+1..mu, p-1}`` -> ``(n, in, p + 1)``
+    values of the next derivative of ``B_{mu-p..mu, p}``, by
+    ``B'_{j,p} = p [B_{j,p-1} / (t_{j+p} - t_j) - B_{j+1,p-1} / (t_{j+p+1} - t_{j+1})]``."""
+    t_j, t_jp = t[..., k - p : k + 1], t[..., k : k + p + 1]
+    t_j1, t_jp1 = t[..., k - p + 1 : k + 2], t[..., k + 1 : k + p + 2]
+    zero = torch.zeros_like(b[..., :1])
+    left = torch.cat([zero, b], dim=-1)
+    right = torch.cat([b, zero], dim=-1)
+    return p * (left / (t_jp - t_j) - right / (t_jp1 - t_j1))
+
+
+def bspline_local(x: Tensor, grid: Tensor, k: int, n_derivatives: int = 0) -> tuple[list[Tensor], Tensor]:
+    """The ``k + 1`` non-zero B-splines at each input, and their derivatives, by the local de Boor triangle.
+
+    For ``t_mu <= x < t_{mu+1}`` only ``B_{mu-k} ... B_{mu}`` are non-zero. The interval ``mu`` is found by
+    ``searchsorted`` on each input's knots; the triangle then costs ``O(k^2)`` per input, independent of
+    the grid size ``G``. Works with any strictly increasing knots (e.g. from :func:`adaptive_grid`).
+
+    ``x``: ``(n, in)``; ``grid``: ``(in, G + 2k + 1)``. Returns ``(values, start)``:
+
+    * ``values``: a list of ``n_derivatives + 1`` tensors ``(n, in, k + 1)``; ``values[d][..., r]`` is the
+      ``d``-th derivative of ``B_{start + r}`` at ``x`` (zero for ``d > k``).
+    * ``start``: ``(n, in)`` int64 index of the first non-zero basis, in the *padded* numbering
+      ``j + k`` with ``j`` the index of :func:`bspline_basis` (so ``start = mu``, from ``0`` to
+      ``G + 2k - 1``). Gathering from coefficients padded with ``k`` zeros on both sides,
+      ``c_pad[..., start + r]``, reproduces ``sum_j c_j B_j(x) = sum_r c_pad[start + r] values[0][..., r]``.
+
+    Matches :func:`bspline_basis` (to rounding): bases on ``[t_0, t_{G+2k})``, half-open intervals, zero
+    outside. Pure tensor code (``searchsorted``, ``gather``, arithmetic): differentiable in ``x`` and
+    ``grid`` by autograd and usable under ``torch.func`` transforms; dtype/device follow ``x``.
+    """
+    n_in, n_knots = grid.shape
+    knots = _pad_knots(grid, k)  # (in, K + 2k)
+    mu = knot_interval(x.T, grid).T  # (n, in), K-1 outside
+    inside = mu <= n_knots - 2  # (n, in): x in [t_0, t_{K-1})
+    mu = mu.clamp(max=n_knots - 2)
+    # The padded knot index of t_{mu-k+r} is mu + r; flatten (input, knot) to gather in one go.
+    offsets = torch.arange(2 * k + 2, device=x.device)  # (2k+2,)
+    rows = torch.arange(n_in, device=x.device).unsqueeze(-1) * knots.shape[1]  # (in, 1)
+    t = knots.reshape(-1)[mu.unsqueeze(-1) + offsets + rows]  # (n, in, 2k+2): t_{mu-k} .. t_{mu+k+1}
+    xe = torch.where(inside, x, t[..., k]).unsqueeze(-1)  # (n, in, 1); outside points parked on a knot
+    b = inside.to(x.dtype).unsqueeze(-1)  # (n, in, 1) order-0 basis B_{mu,0} (0 outside)
+    levels = [b]
+    for p in range(1, k + 1):
+        b = _raise_order(b, xe, t, k, p)
+        levels.append(b)  # levels[p]: (n, in, p+1)
+    values = [levels[k]]
+    for d in range(1, n_derivatives + 1):
+        if d > k:
+            values.append(torch.zeros_like(levels[k]))
+            continue
+        v = levels[k - d]
+        for p in range(k - d + 1, k + 1):
+            v = _differentiate(v, t, k, p)
+        values.append(v)
+    return values, mu
+
+
+def knot_interval(xt: Tensor, grid: Tensor) -> Tensor:
+    """Index ``mu`` of the knot interval ``t_mu <= x < t_{mu+1}`` for points-last inputs ``xt`` ``(in, n)``.
+
+    ``grid``: ``(in, K)`` strictly increasing knots. Returns ``(in, n)`` int64; points outside
+    ``[t_0, t_{K-1})`` get ``mu = K - 1`` (one past the last interval), so a table with an extra
+    all-zero interval per input makes them vanish.
+    """
+    n_knots = grid.shape[1]
+    mu = torch.searchsorted(grid.contiguous(), xt.contiguous(), right=True) - 1  # (in, n), -1 .. K-1
+    return torch.where(mu < 0, n_knots - 1, mu)
+
+
+def power_basis(grid: Tensor, k: int) -> Tensor:
+    """Taylor coefficients of the local B-splines at the left end of every knot interval.
+
+    On ``t_mu <= x < t_{mu+1}`` each non-zero B-spline is a polynomial of degree ``k``:
+
+        B_{mu-k+r}(x) = sum_d  M[i, mu, d, r] (x - t_mu)^d,      d, r = 0 .. k,
+
+    with ``M[i, mu, d, r] = B^{(d)}_{mu-k+r}(t_mu) / d!`` from :func:`bspline_local`. A spline
+    ``sum_j c_j B_j`` is therefore, on interval ``mu``, the polynomial with coefficients
+    ``a_d = sum_r M[mu, d, r] c_pad[mu + r]`` (``c_pad``: ``k`` zeros padded on each side) -- evaluating it
+    needs no division and no recursion per point. ``grid``: ``(in, G + 2k + 1)``; returns
+    ``(in, G + 2k, k + 1, k + 1)`` (all ``G + 2k`` intervals of the extended knot vector).
+    """
+    left = grid[:, :-1].T  # (G+2k, in): left ends of the intervals
+    values, _ = bspline_local(left, grid, k, k)  # k+1 tensors (G+2k, in, k+1)
+    factorial = 1.0
+    rows = []
+    for d, v in enumerate(values):
+        factorial *= max(d, 1)
+        rows.append(v / factorial)
+    return torch.stack(rows, dim=2).permute(1, 0, 2, 3)  # (in, G+2k, k+1 powers, k+1 bases)
 
 
 def fit_coefficients(x: Tensor, y: Tensor, grid: Tensor, k: int, ridge: float | None = None) -> Tensor:

@@ -5,8 +5,15 @@ Each edge ``(i -> o)`` of a :class:`KANLinear` carries a learnable 1-D function
     phi_oi(x) = w_b[o, i] * silu(x) + w_s[o, i] * sum_j c[o, i, j] * B_j(x)
 
 with cubic (``k = 3``) B-splines ``B_j`` on a grid of ``G`` intervals, and every output node sums its
-incoming edges: ``y_o = sum_i phi_oi(x_i)``. The forward pass builds the basis tensor once and does one
-dense contraction; there is no loop over edges.
+incoming edges: ``y_o = sum_i phi_oi(x_i)``.
+
+The forward pass uses local support: on each knot interval only ``k + 1`` B-splines are non-zero, so
+each edge's spline is kept as one polynomial per interval (:meth:`KANLinear.polynomial_table`, rebuilt
+from the coefficients on every call) and evaluated at the points' intervals by Horner's rule. Cost and
+memory do not grow with ``G``; there is no loop over edges and no ``(n, in, G + k)`` basis tensor.
+:meth:`KANLinear.forward_jet` evaluates ``phi``, ``phi'`` and ``phi''`` from the same gathered
+polynomials and applies the chain rule, for the forward derivative engine (:mod:`kanpde.jet`).
+The dense basis (:meth:`KANLinear.basis`) remains for least-squares fits (grid updates, refinement).
 """
 
 from __future__ import annotations
@@ -19,7 +26,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kanpde.models.bspline import adaptive_grid, bspline_basis, fit_coefficients, subdivide_grid, uniform_grid
+from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
+from kanpde.models.activations import activation_derivatives
+from kanpde.models.bspline import (
+    adaptive_grid,
+    bspline_basis,
+    fit_coefficients,
+    knot_interval,
+    power_basis,
+    subdivide_grid,
+    uniform_grid,
+)
 
 __all__ = ["KANLinear", "KAN"]
 
@@ -93,14 +110,136 @@ class KANLinear(nn.Module):
         """B-spline basis of the layer inputs: ``(n, in) -> (n, in, G + k)``."""
         return bspline_basis(x, self.grid, self.spline_order)
 
+    def _conversion(self) -> Tensor:
+        """The linear map from B-spline coefficients to per-interval polynomial coefficients.
+
+        ``(in, (k + 1) * (G + 2k + 1), G + k)``: row ``d * (G + 2k + 1) + mu`` of input ``i`` holds
+        ``M[i, mu, d, r]`` (:func:`~kanpde.models.bspline.power_basis`) at column ``j = mu - k + r`` for
+        the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last interval of every
+        power, ``mu = G + 2k``, is an all-zero row for points outside the knots. It depends only on the
+        knots, so it is kept between calls and rebuilt whenever ``grid`` is replaced or modified in
+        place (tensor identity, storage and version counter are checked); under ``torch.func``
+        transforms (wrapped tensors without storage) it is simply rebuilt.
+        """
+        grid, k = self.grid, self.spline_order
+        try:
+            key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
+        except (RuntimeError, NotImplementedError):
+            key = None
+        cached = getattr(self, "_conversion_cache", None)
+        if key is not None and cached is not None and cached[0] == key and cached[1] is grid:
+            return cached[2]
+        basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
+        n_in, n_int = basis.shape[:2]
+        n_coef = n_int - k  # G + k
+        blocks = []
+        for r in range(k + 1):  # B_{mu-k+r} lives in column mu - k + r, dropped where out of range
+            shifted = F.pad(basis[..., r].permute(0, 2, 1), (0, 1))  # (in, k+1, G+2k+1): + zero interval
+            band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
+            band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
+            blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
+        conversion = torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
+        if key is not None:
+            self._conversion_cache = (key, grid, conversion)
+        return conversion
+
+    def polynomial_table(self) -> Tensor:
+        """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
+
+        ``table[d, o, i, mu]`` is the coefficient of ``(x - t_mu)^d`` of edge ``i -> o`` on the knot
+        interval ``t_mu <= x < t_{mu+1}`` (:func:`~kanpde.models.bspline.power_basis`); the extra last
+        interval ``mu = G + 2k`` is all zero and serves points outside the knots.
+        Shape ``(k + 1, out, in, G + 2k + 1)`` (a strided view). One batched matrix product of the
+        cached :meth:`_conversion` with ``w_s * c``, so autograd reaches ``spline_weight`` and
+        ``spline_scaler``; its cost depends on ``G`` and the layer size but not on the number of points.
+        """
+        k = self.spline_order
+        coef = self.scaled_spline_weight.permute(1, 2, 0)  # (in, G+k, out)
+        table = torch.bmm(self._conversion(), coef)  # (in, (k+1)*(G+2k+1), out)
+        return table.view(self.in_features, k + 1, -1, self.out_features).permute(1, 3, 0, 2)
+
+    def local_spline(self, xt: Tensor, order: int = 0) -> list[Tensor]:
+        """Spline part of every edge and its derivatives at points-last inputs ``xt`` ``(in, n)``.
+
+        Returns ``[s, s', ..., s^(order)]``, each ``(out, in, n)``, with
+        ``s_oi(x_i) = w_s[o, i] * sum_j c[o, i, j] B_j(x_i)``, evaluated locally: the knot interval of
+        each input (``searchsorted``), the ``k + 1`` polynomial coefficients of that interval gathered
+        from :meth:`polynomial_table`, and Horner's rule in ``u = x - t_mu``,
+
+            s^(m) = m! * sum_{d >= m} binom(d, m) a_d u^(d-m).
+
+        The cost does not grow with ``G`` (``O(k * out * in * n)`` per derivative) and the largest
+        intermediates are the ``k + 1`` gathered ``(out, in, n)`` coefficients -- never ``(n, out, in, G + k)``.
+        Differentiable in ``xt`` and the parameters.
+        """
+        k, (n_in, n) = self.spline_order, xt.shape
+        mu = knot_interval(xt, self.grid)  # (in, n); G+2k outside the knots
+        knots = F.pad(self.grid, (0, 1))  # (in, G+2k+2): the zero interval gets a (dummy) left end
+        u = xt - knots.gather(1, mu)  # (in, n), broadcast over outputs below
+        table = self.polynomial_table()  # (k+1, out, in, G+2k+1)
+        index = mu.expand(self.out_features, n_in, n)
+        # One gather per power: their gradients scatter straight into the table, no stacking.
+        a = [torch.gather(t, 2, index) for t in table.unbind(0)]  # k+1 x (out, in, n); a[d]: power d
+        out = []
+        for m in range(order + 1):
+            if m > k:
+                out.append(torch.zeros_like(a[0]))
+                continue
+            acc = a[k]
+            for d in range(k - 1, m - 1, -1):  # acc = a_d + binom(d+1, m) / binom(d, m) * u * acc
+                acc = torch.addcmul(a[d], u, acc, value=(d + 1) / (d + 1 - m))
+            out.append(acc * math.factorial(m) if m > 1 else acc)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"KANLinear expects input of shape (n, {self.in_features}), got {tuple(x.shape)}")
-        n = x.shape[0]
-        base = F.linear(self.base_activation(x), self.base_weight)  # (n, out)
-        basis = self.basis(x).reshape(n, -1)  # (n, in*C)
-        spline = F.linear(basis, self.scaled_spline_weight.reshape(self.out_features, -1))  # (n, out)
-        return base + spline
+        return self._value(x.T).T
+
+    def _value(self, xt: Tensor) -> Tensor:
+        """``y = sum_i phi_oi(x_i)`` for points-last inputs: ``(in, n) -> (out, n)``."""
+        (spline,) = self.local_spline(xt, 0)  # (out, in, n)
+        return self.base_weight @ self.base_activation(xt) + spline.sum(1)
+
+    def forward_jet(self, jet: Jet, plan: DerivativePlan) -> Jet:
+        """The layer's outputs with their input derivatives listed in ``plan``, by the chain rule.
+
+        Every edge function ``phi_oi`` and its derivatives ``phi'_oi``, ``phi''_oi`` come from one local
+        spline evaluation (``(out, in, n)`` each, points last). With ``x`` the layer input:
+
+            y_o        = sum_i phi_oi(x_i)
+            dy_o/ds    = sum_i phi'_oi(x_i) dx_i/ds
+            d2y_o/dsdr = sum_i [phi''_oi(x_i) dx_i/ds dx_i/dr + phi'_oi(x_i) d2x_i/dsdr]
+
+        ``jet.first is None`` marks the network input (``dx_i/ds = delta_is``), where this reduces to
+        picking columns of ``phi'`` and the diagonal of ``phi''``. Returns value ``(out, n)``, first
+        ``(out, m, n)``, second ``(out, p, n)``.
+        """
+        xt = jet.value  # (in, n)
+        if xt.ndim != 2 or xt.shape[0] != self.in_features:
+            raise ValueError(f"KANLinear expects a jet of {self.in_features} inputs, got value of shape {tuple(xt.shape)}")
+        order = plan.order
+        if order == 0:
+            return Jet(self._value(xt))
+        acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
+        spline = self.local_spline(xt, order)  # order+1 x (out, in, n)
+        value = self.base_weight @ acts[0] + spline[0].sum(1)  # (out, n)
+        w_b = self.base_weight.unsqueeze(-1)  # (out, in, 1)
+        phi1 = torch.addcmul(spline[1], acts[1], w_b)  # (out, in, n)
+        if jet.first is None:
+            first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[:, list(plan.dirs)]  # (out, m, n)
+        else:
+            first = contract_inputs((phi1, jet.first))  # (out, m, n)
+        second = None
+        if plan.p:
+            phi2 = torch.addcmul(spline[2], acts[2], w_b)  # (out, in, n)
+            if jet.first is None:
+                second = input_second(plan, phi2)  # (out, p, n)
+            elif jet.second is None:
+                second = contract_inputs((phi2, pair_products(jet.first, plan)))
+            else:
+                second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
+        return Jet(value, first, second)
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""
@@ -223,6 +362,18 @@ class KAN(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    supports_jet = True
+
+    def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
+        """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer
+        (:meth:`KANLinear.forward_jet`). ``x``: ``(n, widths[0])``; returns a points-last
+        :class:`~kanpde.jet.Jet`: value ``(n_out, n)``, first ``(n_out, plan.m, n)``, second
+        ``(n_out, plan.p, n)`` (``None`` where not planned)."""
+        jet = Jet(x.T.contiguous())
+        for layer in self.layers:
+            jet = layer.forward_jet(jet, plan)
+        return jet
 
     @torch.no_grad()
     def update_grid(self, x: Tensor, margin: float = 0.0, only_outside: bool = False) -> None:

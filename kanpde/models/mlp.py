@@ -7,14 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kanpde.jet import DerivativePlan, Jet, elementwise_jet, linear_jet
+from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
+
 __all__ = ["MLP"]
-
-
-class Sin(nn.Module):
-    """``sin(x)``, the SIREN-style activation common in PINNs."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(x)
 
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU, "sin": Sin, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -58,3 +54,25 @@ class MLP(nn.Module):
         for linear in self.linears[:-1]:
             x = self.activation(linear(x))
         return self.linears[-1](x)
+
+    @property
+    def supports_jet(self) -> bool:
+        """Whether :meth:`forward_jet` can run: the activation has closed-form derivatives."""
+        return has_derivatives(self.activation)
+
+    def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
+        """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer.
+
+        ``x``: ``(n, widths[0])``. Returns a points-last :class:`kanpde.jet.Jet`: value ``(n_out, n)``,
+        first ``(n_out, plan.m, n)`` and second ``(n_out, plan.p, n)`` (``None`` where not planned).
+        Per layer ``z = W a + b`` maps derivatives by ``W`` (one matrix product for all directions);
+        ``a = f(z)`` by ``da = f'(z) dz`` and ``d2a = f''(z) dz_s dz_r + f'(z) d2z``.
+        """
+        jet = Jet(x.T)
+        for linear in self.linears[:-1]:
+            jet = linear_jet(jet, plan, linear.weight, linear.bias)
+            jet = elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
+        jet = linear_jet(jet, plan, self.linears[-1].weight, self.linears[-1].bias)
+        if plan.p and jet.second is None:  # a single linear layer: zero curvature
+            jet.second = jet.value.new_zeros(jet.value.shape[0], plan.p, jet.value.shape[1])
+        return jet
