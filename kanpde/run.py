@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 METRIC_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
+FINAL_TIME_KEYS = ("l2_final", "l2_rel_final", "linf_final")  # time-dependent problems only
 
 
 class ConfigError(ValueError):
@@ -247,6 +248,7 @@ def _train_and_evaluate(
     evaluation = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine, chunk_size=int(cfg.eval.chunk_size))
     label = type(model).__name__.lower()
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
+    metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
     metrics.update(
         n_params=evaluation.metrics["n_params"],
         train_seconds=seconds,
