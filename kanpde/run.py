@@ -245,7 +245,8 @@ def _train_and_evaluate(
         model, history, seconds, failure = exc.model, exc.history, exc.seconds, f"{name}: {exc}"
         if checkpoint:
             checkpoint(-1, model, history)
-    evaluation = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine, chunk_size=int(cfg.eval.chunk_size))
+    evaluation = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine,
+                          chunk_size=int(cfg.eval.chunk_size), max_points=int(cfg.eval.get("max_points", 250_000)))
     label = type(model).__name__.lower()
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
