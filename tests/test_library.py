@@ -280,3 +280,40 @@ def test_final_time_norms() -> None:
     assert ev.metrics["l2_final"] == pytest.approx(0.5 * math.sqrt(2), rel=1e-12)
     assert ev.metrics["l2_rel_final"] == pytest.approx(0.5, rel=1e-12)
     assert ev.metrics["linf_final"] == pytest.approx(0.5, rel=1e-12)
+
+
+# -- the worked example of the README, through the real command line ------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_user_problem_in_one_file_runs_through_the_cli(tmp_path: Path) -> None:
+    """`python -m kanpde problem=custom problem._target_=...` with the example's own conditions."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    module = "reaction_diffusion"
+    ex = importlib_module(EXAMPLES / f"{module}.py", module)
+    problem = ex.ReactionDiffusion(k=0.5)
+    batch = problem.sample(Sampler("sobol", seed=0), 64, 96)
+    terms = loss_terms(FunctionModule(problem.exact), problem, batch)
+    assert max(t.item() for t in terms.values()) <= 1e-24  # the example's exact solution is exact
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "kanpde", "problem=custom", f"problem._target_={module}.ReactionDiffusion",
+           "+problem.k=0.5", "debug=fast", "output.figures=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["problem"] == module and "l2_rel_final" in metrics and "l2_rel" in metrics["baseline"]
+    assert "l2_rel" in proc.stdout
+
+
+def importlib_module(path: Path, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
