@@ -70,6 +70,14 @@ def test_every_problem_runs_the_fast_preset(stem: str, tmp_path: Path) -> None:
     assert (tmp_path / "solution.h5").is_file() and (tmp_path / "metrics.json").is_file()
     if figures:
         assert (tmp_path / "solution.png").is_file()
+        assert (tmp_path / "final_time.png").is_file() == (stem == "burgers1d")
+    if stem == "laplace_lshape":
+        import h5py
+
+        with h5py.File(tmp_path / "solution.h5") as f:
+            mask = f["main/mask"][()]
+            u = f["main/fields/u/predicted"][()]
+        assert mask.shape == u.shape == (21, 21) and np.isnan(u[~mask]).all() and np.isfinite(u[mask]).all()
 
 
 def cfg_coords(stem: str) -> tuple[str, ...]:
