@@ -30,12 +30,6 @@ def make_cfg(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reference caches go under a temporary directory, never the user's cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 # -- every shipped problem composes and runs -----------------------------------------------------------------
 
 

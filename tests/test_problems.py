@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from conftest import CONF_DIR, F64, PROBLEMS_DIR, FunctionModule
+from conftest import CONF_DIR, F64, PROBLEMS_DIR, SMALL_PROBLEM_KWARGS, FunctionModule
 from kanpde import Box, Condition, Dirichlet, Initial, Neumann, Problem, Sampler, loss_terms, make_field
 from kanpde.problem import _split
 from kanpde.sampling import METHODS
@@ -50,7 +50,7 @@ def test_every_problem_module_has_its_yaml_and_vice_versa() -> None:
 
 @pytest.fixture(params=STEMS)
 def problem(request: pytest.FixtureRequest) -> Problem:
-    return problem_class(request.param)()
+    return problem_class(request.param)(**SMALL_PROBLEM_KWARGS.get(request.param, {}))
 
 
 def is_reference(problem: Problem) -> bool:
