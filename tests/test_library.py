@@ -15,7 +15,7 @@ from torch import Tensor
 
 from conftest import CONF_DIR, F64, FunctionModule
 from kanpde import (
-    Annulus, Box, Dirichlet, Disk, Initial, LShape, Neumann, Periodic, Polygon, Problem, Robin, Sampler,
+    Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
 )
 from kanpde.run import FINAL_TIME_KEYS, ConfigError, _build, run
