@@ -7,11 +7,11 @@ files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanp
 
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
 from kanpde.fields import AutogradField, Field, ForwardField, make_field
+from kanpde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
 from kanpde.jet import DerivativePlan, Jet
-from kanpde.geometry import Box
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.models import KAN, MLP, KANLinear
-from kanpde.problem import Batch, Condition, Dirichlet, Neumann, Problem
+from kanpde.problem import Batch, Condition, Dirichlet, Initial, Neumann, Periodic, Problem, Robin
 from kanpde.sampling import Sampler
 from kanpde.train import FitResult, History, Stage, TrainingDiverged, fit, loss_terms
 
@@ -28,11 +28,19 @@ __all__ = [
     "Jet",
     "make_field",
     "Box",
+    "Geometry",
+    "Disk",
+    "Annulus",
+    "Polygon",
+    "LShape",
     "Sampler",
     "Problem",
     "Condition",
     "Dirichlet",
     "Neumann",
+    "Robin",
+    "Periodic",
+    "Initial",
     "Batch",
     "Stage",
     "History",

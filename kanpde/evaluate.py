@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -114,6 +116,7 @@ class Evaluation:
     exact: np.ndarray
     grad_predicted: np.ndarray = field(repr=False)
     grad_exact: np.ndarray = field(repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: inside the domain (None: all)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -131,19 +134,30 @@ def evaluate(
     *,
     engine: str = "auto",
     chunk_size: int = 8192,
+    max_points: int = 250_000,
 ) -> Evaluation:
     """Errors of ``model`` against ``problem.exact`` on a uniform grid of ``n_per_axis`` points per axis.
 
     Values and gradients are computed in chunks of ``chunk_size`` points in the model's dtype/device
     (with ``engine`` ``"auto"``/``"forward"``: one forward pass per chunk and no autograd graph, so
-    memory stays bounded by the chunk) and returned as float64 NumPy arrays. ``metrics`` holds the norms of :func:`error_norms` and
-    ``n_params``.
+    memory stays bounded by the chunk) and returned as float64 NumPy arrays. ``metrics`` holds the norms
+    of :func:`error_norms` and ``n_params``. A scalar ``n_per_axis`` is lowered so the grid has at most
+    ``max_points`` points (e.g. 62 per axis in 3-D, 11 in 5-D). A domain other than a :class:`Box` is
+    evaluated on its bounding box's grid: norms use only the points inside (``mask``), and the returned
+    full-grid arrays are NaN outside. A time-dependent problem also gets ``l2_final``, ``l2_rel_final``,
+    ``linf_final`` on the final-time slice.
     """
     if not problem.has_exact:
         raise ValueError(f"problem {problem.name} has no exact solution to evaluate against")
     dtype, device = module_dtype_device(model)
-    axes, points = problem.geometry.grid(n_per_axis)
-    x = torch.from_numpy(points).to(dtype=dtype, device=device)
+    geo = problem.geometry
+    n_axis = n_per_axis
+    if np.isscalar(n_per_axis):  # cap the grid in higher dimensions: max_points in total
+        n_axis = max(2, min(int(n_per_axis), int(math.floor(max_points ** (1.0 / problem.dim) + 1e-9))))
+    axes, points = geo.grid(n_axis)
+    mask = None if getattr(geo, "is_box", False) else geo.contains(points, tol=1e-9)
+    inside = points if mask is None else points[mask]
+    x = torch.from_numpy(inside).to(dtype=dtype, device=device)
     pred, grad_pred, exact, grad_exact = [], [], [], []
     m, d = problem.n_outputs, problem.dim
     for chunk in x.split(chunk_size):
@@ -154,6 +168,35 @@ def evaluate(
         exact.append(problem.exact(xc).detach().reshape(-1, m).cpu())
         grad_exact.append(problem.exact_grad(xc).detach().reshape(-1, m, d).cpu())
     arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred, grad_exact)]
-    metrics = error_norms(arrays[0], arrays[1], arrays[2], arrays[3], trapezoid_weights(axes))
+    weights = trapezoid_weights(axes)
+    if mask is not None:
+        weights = weights[mask]
+    metrics = error_norms(arrays[0], arrays[1], arrays[2], arrays[3], weights)
+    if problem.is_time_dependent:
+        metrics.update(_final_time_norms(problem, axes, inside, arrays[0], arrays[1], weights))
+    if mask is not None:  # full-grid arrays, NaN outside the domain
+        full = []
+        for arr in arrays:
+            out = np.full((points.shape[0], *arr.shape[1:]), np.nan)
+            out[mask] = arr
+            full.append(out)
+        arrays = full
     metrics["n_params"] = int(sum(p.numel() for p in model.parameters()))
-    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3])
+    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask)
+
+
+def _final_time_norms(problem: Problem, axes, points, pred, exact, weights) -> dict[str, float]:
+    """``l2_final``, ``l2_rel_final``, ``linf_final`` on the slice ``t = t_final`` of the evaluation grid."""
+    k = problem.coords.index(problem.time_coord)
+    t_final = axes[k][-1]
+    sel = np.isclose(points[:, k], t_final)
+    w = weights[sel] / (axes[k][-1] - axes[k][-2]) * 2  # trapezoid end weight h/2 removed from the time axis
+    e = (pred[sel] - exact[sel]).reshape(int(sel.sum()), -1)
+    l2, u_l2 = lp_norm(e, w), lp_norm(exact[sel], w)
+    return {
+        "l2_final": l2,
+        "l2_rel_final": l2 / u_l2 if u_l2 > 0 else float("nan"),
+        "linf_final": float(np.abs(e).max()),
+    }
+
+

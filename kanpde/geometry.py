@@ -2,6 +2,14 @@
 
 A domain maps points of the unit cube (from a :class:`kanpde.sampling.Sampler`) to interior and boundary
 points, gives outward normals and measures, and builds uniform evaluation grids.
+
+Every domain follows the :class:`Geometry` interface: ``dim``, ``names`` (coordinate names),
+``pieces`` (boundary piece names), ``resolve_faces(on)``, ``measure(piece)``,
+``sample_interior(sampler, n)``, ``sample_boundary(piece, sampler, n) -> (x, normals)``,
+``bounding_box``, ``contains(x)``, ``sdf(x)`` (negative inside, zero on the boundary) and ``grid(n)``
+(the bounding box's grid; points outside are masked by ``contains`` when evaluating).
+:class:`Box` is exact on its grid; :class:`Disk`, :class:`Annulus`, :class:`Polygon` and :class:`LShape`
+sample their interior by rejection from the bounding box and their boundary uniformly in arc length.
 """
 
 from __future__ import annotations
@@ -10,10 +18,72 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Box"]
+__all__ = ["Geometry", "Box", "Disk", "Annulus", "Polygon", "LShape"]
 
 
-class Box:
+class Geometry:
+    """Interface and shared code of a domain: see the module docstring. Points are NumPy ``float64`` ``(n, d)``."""
+
+    names: tuple[str, ...]
+    is_box = False
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def measure(self, piece: str) -> float:
+        raise NotImplementedError
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points on a boundary piece, uniform in arc length, and their outward unit normals."""
+        raise NotImplementedError
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        """Signed distance to the boundary, ``(n,)``: negative inside, zero on the boundary."""
+        raise NotImplementedError
+
+    def contains(self, x: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+        """Boolean ``(n,)``: inside or on the boundary (within ``tol``)."""
+        return self.sdf(np.asarray(x, dtype=np.float64)) <= tol
+
+    def resolve_faces(self, on: str | Sequence[str]) -> tuple[str, ...]:
+        """Piece names of ``on`` (``"all"``, one name, or a list), checked against this domain."""
+        pieces = self.pieces if on == "all" else (on,) if isinstance(on, str) else tuple(on)
+        unknown = [p for p in pieces if p not in self.pieces]
+        if unknown or not pieces:
+            raise ValueError(
+                f"unknown boundary piece(s) {unknown or on!r}; {type(self).__name__} has pieces {self.pieces} or 'all'"
+            )
+        return pieces
+
+    def sample_interior(self, sampler, n: int) -> np.ndarray:
+        """``n`` interior points: sampler points of the bounding box that lie inside (rejection)."""
+        lo, hi = self.bounding_box
+        kept, total = [], 0
+        frac = max(self.volume / float(np.prod(hi - lo)), 1e-3)
+        while total < n:
+            m = int(np.ceil((n - total) / frac * 1.2)) + 8
+            pts = lo + sampler.unit(m, self.dim) * (hi - lo)
+            pts = pts[self.sdf(pts) < 0]
+            kept.append(pts)
+            total += pts.shape[0]
+        return np.concatenate(kept)[:n]
+
+    def grid(self, n_per_axis: int | Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The bounding box's uniform grid (see :meth:`Box.grid`); mask it with :meth:`contains`."""
+        lo, hi = self.bounding_box
+        return Box(lo, hi, self.names).grid(n_per_axis)
+
+
+class Box(Geometry):
     """The axis-aligned box ``[lo_0, hi_0] x ... x [lo_{d-1}, hi_{d-1}]`` in any dimension ``d``.
 
     ``names`` are the coordinate names (default ``x0, x1, ...``); the boundary faces are named
@@ -33,9 +103,53 @@ class Box:
         if len(self.names) != self.dim or len(set(self.names)) != self.dim:
             raise ValueError(f"Box needs {self.dim} distinct coordinate names, got {self.names}")
 
+    is_box = True
+
     @property
     def dim(self) -> int:
         return int(self.lo.size)
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        return self.faces
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo.copy(), self.hi.copy()
+
+    def measure(self, piece: str) -> float:
+        return self.face_measure(piece)
+
+    def sample_interior(self, sampler, n: int) -> np.ndarray:
+        return self.interior(sampler.unit(n, self.dim))
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = self.face_points(piece, sampler.unit(n, self.dim - 1))
+        return x, np.broadcast_to(self.normal(piece), (n, self.dim)).copy()
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        """Signed distance to the box's boundary (exact), ``(n,)``."""
+        c, h = (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
+        q = np.abs(np.asarray(x, dtype=np.float64) - c) - h
+        outside = np.linalg.norm(np.maximum(q, 0.0), axis=1)
+        return outside + np.minimum(q.max(axis=1), 0.0)
+
+    def periodic_points(self, pair: Sequence[str], unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matched points of two opposite faces ``(A, B)``: the same point set on both, ``(n, d)`` each.
+
+        Raises ``ValueError`` unless ``A`` and ``B`` are the lower and upper faces of one coordinate.
+        """
+        a, b = self.resolve_faces(tuple(pair))
+        (axis_a, upper_a), (axis_b, upper_b) = self._face_axis(a), self._face_axis(b)
+        if axis_a != axis_b or upper_a == upper_b:
+            raise ValueError(
+                f"periodic pair ({a!r}, {b!r}) does not match: it needs the two opposite faces of one coordinate, "
+                f"e.g. ('{self.names[axis_a]}-', '{self.names[axis_a]}+')"
+            )
+        xa = self.face_points(a, unit)
+        xb = xa.copy()
+        xb[:, axis_b] = self.hi[axis_b] if upper_b else self.lo[axis_b]
+        return xa, xb
 
     @property
     def faces(self) -> tuple[str, ...]:
@@ -96,3 +210,171 @@ class Box:
 
     def __repr__(self) -> str:
         return f"Box(lo={self.lo.tolist()}, hi={self.hi.tolist()}, names={self.names})"
+
+
+def _arc_unit(sampler, n: int) -> np.ndarray:
+    return sampler.unit(n, 1)[:, 0]
+
+
+class Disk(Geometry):
+    """The disk ``|x - center| <= radius`` in 2-D; one boundary piece, ``"circle"``."""
+
+    def __init__(self, center: Sequence[float] = (0.0, 0.0), radius: float = 1.0, names: Sequence[str] = ("x", "y")) -> None:
+        self.center = np.asarray(center, dtype=np.float64).reshape(2)
+        self.radius = float(radius)
+        if self.radius <= 0:
+            raise ValueError(f"Disk radius must be > 0, got {radius}")
+        self.names = tuple(names)
+
+    pieces = ("circle",)
+
+    @property
+    def volume(self) -> float:
+        return float(np.pi * self.radius**2)
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.center - self.radius, self.center + self.radius
+
+    def measure(self, piece: str) -> float:
+        self.resolve_faces(piece)
+        return 2 * np.pi * self.radius
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        self.resolve_faces(piece)
+        theta = 2 * np.pi * _arc_unit(sampler, n)
+        normals = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+        return self.center + self.radius * normals, normals
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
+
+    def __repr__(self) -> str:
+        return f"Disk(center={self.center.tolist()}, radius={self.radius}, names={self.names})"
+
+
+class Annulus(Geometry):
+    """``r_inner <= |x - center| <= r_outer`` in 2-D; pieces ``"outer"`` and ``"inner"`` (normals point out of the domain)."""
+
+    def __init__(self, center: Sequence[float] = (0.0, 0.0), r_inner: float = 0.5, r_outer: float = 1.0,
+                 names: Sequence[str] = ("x", "y")) -> None:
+        self.center = np.asarray(center, dtype=np.float64).reshape(2)
+        self.r_inner, self.r_outer = float(r_inner), float(r_outer)
+        if not 0 < self.r_inner < self.r_outer:
+            raise ValueError(f"Annulus needs 0 < r_inner < r_outer, got {r_inner}, {r_outer}")
+        self.names = tuple(names)
+
+    pieces = ("outer", "inner")
+
+    @property
+    def volume(self) -> float:
+        return float(np.pi * (self.r_outer**2 - self.r_inner**2))
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.center - self.r_outer, self.center + self.r_outer
+
+    def measure(self, piece: str) -> float:
+        self.resolve_faces(piece)
+        return 2 * np.pi * (self.r_outer if piece == "outer" else self.r_inner)
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        self.resolve_faces(piece)
+        theta = 2 * np.pi * _arc_unit(sampler, n)
+        radial = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+        r, sign = (self.r_outer, 1.0) if piece == "outer" else (self.r_inner, -1.0)
+        return self.center + r * radial, sign * radial
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        r = np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1)
+        return np.maximum(r - self.r_outer, self.r_inner - r)
+
+    def __repr__(self) -> str:
+        return f"Annulus(center={self.center.tolist()}, r_inner={self.r_inner}, r_outer={self.r_outer})"
+
+
+class Polygon(Geometry):
+    """A simple polygon in 2-D from its vertices (either orientation); edge ``i`` runs from vertex ``i`` to ``i + 1``.
+
+    Pieces are named ``edge_names`` (default ``"e0"``, ``"e1"``, ...); normals point outward.
+    """
+
+    def __init__(self, vertices: Sequence[Sequence[float]], names: Sequence[str] = ("x", "y"),
+                 edge_names: Sequence[str] | None = None) -> None:
+        v = np.asarray(vertices, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] < 3:
+            raise ValueError(f"Polygon needs at least 3 vertices (x, y), got shape {v.shape}")
+        area2 = float(np.sum(v[:, 0] * np.roll(v[:, 1], -1) - np.roll(v[:, 0], -1) * v[:, 1]))
+        if area2 == 0:
+            raise ValueError("Polygon has zero area")
+        self.vertices = v if area2 > 0 else v[::-1].copy()  # counter-clockwise
+        self.names = tuple(names)
+        n = self.vertices.shape[0]
+        self._pieces = tuple(edge_names) if edge_names is not None else tuple(f"e{i}" for i in range(n))
+        if len(self._pieces) != n or len(set(self._pieces)) != n:
+            raise ValueError(f"Polygon needs {n} distinct edge names, got {self._pieces}")
+        self._area = abs(area2) / 2
+
+    @property
+    def pieces(self) -> tuple[str, ...]:
+        return self._pieces
+
+    @property
+    def volume(self) -> float:
+        return self._area
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.vertices.min(axis=0), self.vertices.max(axis=0)
+
+    def _edge(self, piece: str) -> tuple[np.ndarray, np.ndarray]:
+        i = self.resolve_faces(piece) and self._pieces.index(piece)
+        return self.vertices[i], self.vertices[(i + 1) % len(self._pieces)]
+
+    def measure(self, piece: str) -> float:
+        a, b = self._edge(piece)
+        return float(np.linalg.norm(b - a))
+
+    def normal(self, piece: str) -> np.ndarray:
+        a, b = self._edge(piece)
+        d = (b - a) / np.linalg.norm(b - a)
+        return np.array([d[1], -d[0]])  # right of the direction of travel: outward for counter-clockwise
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self._edge(piece)
+        s = _arc_unit(sampler, n)[:, None]
+        return a + s * (b - a), np.broadcast_to(self.normal(piece), (n, 2)).copy()
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        a, b = self.vertices, np.roll(self.vertices, -1, axis=0)  # (m, 2) edge ends
+        ab = b - a
+        ap = x[:, None, :] - a[None]  # (n, m, 2)
+        s = np.clip((ap * ab).sum(-1) / (ab * ab).sum(-1), 0.0, 1.0)
+        dist = np.linalg.norm(ap - s[..., None] * ab, axis=-1).min(axis=1)
+        # even-odd rule: count edges crossed by the ray from x towards +x
+        ya, yb = a[None, :, 1], b[None, :, 1]
+        py, px = x[:, 1:2], x[:, 0:1]
+        crosses = (ya > py) != (yb > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xint = a[None, :, 0] + (py - ya) * ab[None, :, 0] / (yb - ya)
+        inside = (crosses & (px < xint)).sum(axis=1) % 2 == 1
+        return np.where(inside, -dist, dist)
+
+    def __repr__(self) -> str:
+        return f"Polygon(vertices={self.vertices.tolist()}, pieces={self._pieces})"
+
+
+class LShape(Polygon):
+    """The L-shaped domain ``[-1, 1]^2`` minus ``(0, 1] x [-1, 0)``: the re-entrant corner is the origin.
+
+    Edges (counter-clockwise): ``"bottom"`` (y = -1), ``"notch_x"`` (x = 0, y < 0), ``"notch_y"``
+    (y = 0, x > 0), ``"right"`` (x = 1), ``"top"`` (y = 1), ``"left"`` (x = -1).
+    """
+
+    def __init__(self, names: Sequence[str] = ("x", "y")) -> None:
+        super().__init__(
+            [(-1, -1), (0, -1), (0, 0), (1, 0), (1, 1), (-1, 1)],
+            names,
+            ("bottom", "notch_x", "notch_y", "right", "top", "left"),
+        )

@@ -10,6 +10,8 @@ Layout of ``solution.h5`` (``m`` outputs, grid ``n_0 x ... x n_{d-1}``)::
         fields/<output>/predicted    (n_0, ..., n_{d-1})
         fields/<output>/exact        (n_0, ..., n_{d-1})
         fields/<output>/error        predicted - exact
+        mask                         (n_0, ..., n_{d-1}) bool, only for non-box domains: grid points inside
+                                     (fields are NaN outside)
         history/<column>             (n_steps,)  stage, step, time, loss, pde, one per condition
         history attrs: stages (JSON list of per-stage summaries)
         metrics                      attrs: l2, l2_rel, h1_semi, h1, h1_rel, linf, mse, h1_mse, ...
@@ -109,6 +111,8 @@ def _write_result(group: h5py.Group, result: RunResult, coords: tuple[str, ...],
         g.create_dataset("predicted", data=pred[i])
         g.create_dataset("exact", data=exact[i])
         g.create_dataset("error", data=pred[i] - exact[i])
+    if ev.mask is not None:  # non-box domains: fields are NaN outside, mask says which grid points are inside
+        group.create_dataset("mask", data=ev.mask.reshape(ev.shape))
     hist = group.create_group("history")
     for name, values in result.history.arrays().items():
         hist.create_dataset(name, data=values)

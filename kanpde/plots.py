@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from kanpde.io import LoadedModel, LoadedRun, atomic_path, load_run
 
-__all__ = ["plot_fields", "plot_history", "plot_run"]
+__all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run"]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -53,10 +53,27 @@ def plot_fields(result: LoadedModel, coords: tuple[str, ...], path: str | os.Pat
                 fig.colorbar(mesh, ax=ax)
                 ax.set_xlabel(coords[0])
                 ax.set_ylabel(coords[1])
-                ax.set_aspect("equal")
+                if coords[-1] != "t":  # space-time maps (x across, t up) keep their own aspect
+                    ax.set_aspect("equal")
             ax.set_title(label)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_final_time(results: list[LoadedModel], coords: tuple[str, ...], path: str | os.PathLike) -> Path:
+    """Predicted and exact solution at the final time ``t`` (last grid slice) of a 1-D + time problem."""
+    path = Path(path)
+    fig = Figure(figsize=(7, 3.6 * len(results[0].fields)), layout="constrained")
+    x, t = results[0].axes[coords[0]], results[0].axes["t"]
+    for row, name in enumerate(results[0].fields):
+        ax = fig.add_subplot(len(results[0].fields), 1, row + 1)
+        ax.plot(x, results[0].fields[name]["exact"][:, -1], "k-", lw=2, label="reference")
+        for i, result in enumerate(results):
+            ax.plot(x, result.fields[name]["predicted"][:, -1], f"C{i}--", label=result.name)
+        ax.set_xlabel(coords[0])
+        ax.set_ylabel(f"{name}({coords[0]}, t={t[-1]:g})")
+        ax.legend()
     return _save(fig, path)
 
 
@@ -97,4 +114,6 @@ def plot_run(run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | No
         written.append(plot_fields(run.baseline, run.coords, out / "baseline_solution.png", f"{run.problem}: {run.baseline.name}"))
         results.append(run.baseline)
     written.append(plot_history(results, out / "history.png"))
+    if len(run.coords) == 2 and run.coords[-1] == "t":
+        written.append(plot_final_time(results, run.coords, out / "final_time.png"))
     return written

@@ -21,24 +21,36 @@ import torch
 from torch import Tensor
 
 from kanpde.fields import Field
-from kanpde.geometry import Box
+from kanpde.geometry import Box, Geometry
 from kanpde.sampling import Sampler
 
-__all__ = ["Condition", "Dirichlet", "Neumann", "Problem", "Batch", "BoundaryPoints"]
+__all__ = [
+    "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Problem", "Batch", "BoundaryPoints",
+]
 
 Target = float | Callable[[Tensor], Tensor]
-CONDITION_KINDS = ("dirichlet", "neumann")
+CONDITION_KINDS = ("dirichlet", "neumann", "robin", "periodic", "initial")
 
 
 @dataclass(frozen=True)
 class Condition:
     """A boundary condition declared as data.
 
-    ``kind``: ``"dirichlet"`` (``u = g``) or ``"neumann"`` (``du/dn = g`` with the outward normal);
-    ``on``: boundary pieces (face names or ``"all"``); ``value``: ``g`` as a constant or a function
+    ``kind``:
+
+    - ``"dirichlet"``: ``u = g``;
+    - ``"neumann"``: ``du/dn = g`` with the outward unit normal;
+    - ``"robin"``: ``a u + b du/dn = g``;
+    - ``"periodic"``: ``on`` is a pair of opposite faces ``(A, B)``; points come as matched pairs
+      ``x_a``, ``x_b`` and the residuals are ``u(x_a) - u(x_b)`` and, for every spec in
+      ``derivatives`` (e.g. ``("x",)``), ``d u(x_a) - d u(x_b)`` (``value`` is ignored);
+    - ``"initial"``: on the initial face (``"t-"``), ``u = g``, or ``d u = g`` for the derivative
+      spec ``derivatives[0]`` (e.g. ``"t"`` for ``u_t(x, t0) = g``).
+
+    ``on``: boundary pieces (names or ``"all"``); ``value``: ``g`` as a constant or a function
     ``x (n, d) -> (n,)``; ``component``: output name for multi-output problems; ``weight``: the factor
     of its mean squared residual in the loss; ``name``: label in the loss history (default from kind
-    and faces).
+    and pieces); ``a``, ``b``: Robin coefficients.
     """
 
     kind: str
@@ -47,19 +59,29 @@ class Condition:
     component: str | None = None
     weight: float = 1.0
     name: str | None = None
+    a: float = 1.0
+    b: float = 1.0
+    derivatives: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
             raise ValueError(f"unknown condition kind {self.kind!r}; valid: {list(CONDITION_KINDS)}")
         if not isinstance(self.on, str):
             object.__setattr__(self, "on", tuple(self.on))
+        object.__setattr__(self, "derivatives", (self.derivatives,) if isinstance(self.derivatives, str) else tuple(self.derivatives))
         if self.weight < 0:
             raise ValueError(f"condition weight must be >= 0, got {self.weight}")
+        if self.kind == "periodic" and (isinstance(self.on, str) or len(self.on) != 2):
+            raise ValueError(f"a periodic condition needs a pair of boundary pieces, got on={self.on!r}")
+        if self.kind == "initial" and len(self.derivatives) > 1:
+            raise ValueError(f"an initial condition fixes one derivative at a time, got {self.derivatives}")
 
     @property
     def label(self) -> str:
         on = self.on if isinstance(self.on, str) else "+".join(self.on)
-        return self.name or f"{self.kind}[{on}]"
+        extra = "" if not self.derivatives or self.kind == "periodic" else "_" + self.derivatives[0]
+        comp = f"{self.component}:" if self.component else ""
+        return self.name or f"{comp}{self.kind}{extra}[{on}]"
 
     def target(self, x: Tensor) -> Tensor:
         """``g(x)``: ``(n,)`` in the dtype/device of ``x``."""
@@ -71,10 +93,16 @@ class Condition:
         """The condition's residual at its boundary points, ``(n,)``."""
         if self.component is not None:
             u = u[self.component]
-        if self.kind == "dirichlet":
-            lhs = u.value
-        else:
+        if self.kind == "periodic":
+            n = points.x.shape[0] // 2  # first half on piece A, second half the matching points on B
+            values = [u.value] + [u.d(spec) for spec in self.derivatives]
+            return torch.cat([v[:n] - v[n:] for v in values])
+        if self.kind in ("dirichlet", "initial"):
+            lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
+        elif self.kind == "neumann":
             lhs = (u.grad() * points.normals).sum(dim=1)
+        else:
+            lhs = self.a * u.value + self.b * (u.grad() * points.normals).sum(dim=1)
         return lhs - self.target(points.x)
 
 
@@ -86,6 +114,23 @@ def Dirichlet(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) ->
 def Neumann(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> Condition:
     """``du/dn = value`` (outward normal) on the boundary pieces ``on``."""
     return Condition("neumann", on if isinstance(on, str) else tuple(on), value, **kwargs)
+
+
+def Robin(on: str | Sequence[str] = "all", a: float = 1.0, b: float = 1.0, value: Target = 0.0, **kwargs) -> Condition:
+    """``a u + b du/dn = value`` (outward normal) on the boundary pieces ``on``."""
+    return Condition("robin", on if isinstance(on, str) else tuple(on), value, a=float(a), b=float(b), **kwargs)
+
+
+def Periodic(pair: Sequence[str] = ("x-", "x+"), derivatives: str | Sequence[str] = (), **kwargs) -> Condition:
+    """``u(x_a) = u(x_b)`` (and each derivative in ``derivatives``) for matched points of two opposite faces."""
+    return Condition("periodic", tuple(pair), 0.0, derivatives=derivatives, **kwargs)
+
+
+def Initial(value: Target = 0.0, derivative: bool | str = False, on: str = "t-", **kwargs) -> Condition:
+    """``u(x, t0) = value`` on the initial face ``on``; ``derivative=True`` (or a spec like ``"t"``) fixes
+    ``u_t(x, t0) = value`` instead."""
+    spec = ("t",) if derivative is True else (derivative,) if derivative else ()
+    return Condition("initial", on, value, derivatives=spec, **kwargs)
 
 
 @dataclass
@@ -118,19 +163,25 @@ class Batch:
 
 
 class Problem:
-    """Base class of a PDE problem on a :class:`Box` domain.
+    """Base class of a PDE problem on a :class:`Box` or other :class:`kanpde.geometry.Geometry` domain.
 
     Subclasses set ``coords`` (coordinate names, also the derivative names of the :class:`Field`),
     optionally ``outputs`` (default ``("u",)``), call ``super().__init__(geometry, conditions)`` and
     implement :meth:`pde`; they may implement :meth:`exact` and :meth:`exact_grad`.
     The stem of the defining module is the problem's ``name`` (``problems/poisson2d.py`` -> ``poisson2d``).
+
+    A coordinate named ``time_coord`` (default ``"t"``) makes the problem time-dependent: its domain's
+    ``t-`` face is the initial face and :meth:`validate` requires an :func:`Initial` condition there.
+    Optional class attributes the test suite reads: ``residual_tol`` (max |PDE residual| of the exact
+    solution, default 1e-8), ``condition_tol`` (default 1e-12) and ``reference_solution = True`` for a
+    numerically computed solution (checked by finite differences instead of autograd).
     """
 
     coords: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("u",)
     time_coord: str | None = "t"  # excluded from Field.laplacian() when it is one of coords
 
-    def __init__(self, geometry: Box, conditions: Sequence[Condition]) -> None:
+    def __init__(self, geometry: Box | Geometry, conditions: Sequence[Condition]) -> None:
         self.geometry = geometry
         self.conditions = tuple(conditions)
         self.validate()
@@ -157,12 +208,40 @@ class Problem:
         labels = [c.label for c in self.conditions]
         if len(set(labels)) != len(labels):
             raise ValueError(f"{cls}: two conditions share a label in {labels}; give them distinct `name`s")
+        geo = self.geometry
         for cond in self.conditions:
-            self.geometry.resolve_faces(cond.on)
+            try:
+                geo.resolve_faces(cond.on)
+            except ValueError as exc:
+                raise ValueError(f"{cls}: condition {cond.label}: {exc}") from None
             if cond.component is not None and cond.component not in self.outputs:
                 raise ValueError(f"{cls}: condition {cond.label} names unknown output {cond.component!r}")
             if cond.component is None and self.n_outputs > 1:
                 raise ValueError(f"{cls}: condition {cond.label} must name a component of {self.outputs}")
+            for spec in cond.derivatives:
+                if any(c not in self.coords for c in ([spec] if spec in self.coords else list(spec))):
+                    raise ValueError(f"{cls}: condition {cond.label} differentiates by {spec!r}, not in coords {self.coords}")
+            if cond.kind == "periodic":
+                if not hasattr(geo, "periodic_points"):
+                    raise ValueError(f"{cls}: condition {cond.label}: periodic pairs need a Box domain")
+                geo.periodic_points(cond.on, np.zeros((0, geo.dim - 1)))  # raises for a mismatched pair
+        if self.is_time_dependent:
+            t = self.time_coord
+            initial = [c for c in self.conditions if c.kind == "initial"]
+            if not initial:
+                raise ValueError(
+                    f"{cls} is time-dependent (coordinate {t!r}) but has no initial condition; add Initial(value) on '{t}-'"
+                )
+            for cond in initial:
+                if cond.on != f"{t}-" and tuple(cond.on) != (f"{t}-",):
+                    raise ValueError(f"{cls}: initial condition {cond.label} must be on the initial face '{t}-', not {cond.on!r}")
+        elif any(c.kind == "initial" for c in self.conditions):
+            raise ValueError(f"{cls}: initial conditions need a time coordinate {self.time_coord!r} in coords {self.coords}")
+
+    @property
+    def is_time_dependent(self) -> bool:
+        """Whether the time coordinate (``time_coord``, default ``"t"``) is one of ``coords``."""
+        return self.time_coord is not None and self.time_coord in self.coords
 
     # -- what subclasses write -----------------------------------------------------------------------
     def pde(self, x: Tensor, u: Field) -> Tensor | Sequence[Tensor]:
@@ -192,18 +271,26 @@ class Problem:
         if n_interior < 1 or (self.conditions and n_boundary < len(self.conditions)):
             raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(self.conditions)}, got {n_interior}, {n_boundary}")
         geo = self.geometry
-        interior = torch.from_numpy(geo.interior(sampler.unit(n_interior, geo.dim)))
+        interior = torch.from_numpy(geo.sample_interior(sampler, n_interior))
         boundary = {}
         per_cond = _split(n_boundary, [1.0] * len(self.conditions))
         for cond, n_cond in zip(self.conditions, per_cond):
+            if cond.kind == "periodic":
+                xa, xb = geo.periodic_points(cond.on, sampler.unit(max(n_cond // 2, 1), geo.dim - 1))
+                na, nb = geo.normal(cond.on[0]), geo.normal(cond.on[1])
+                x = np.concatenate([xa, xb])
+                normals = np.concatenate([np.broadcast_to(na, xa.shape), np.broadcast_to(nb, xb.shape)])
+                boundary[cond.label] = BoundaryPoints(torch.from_numpy(x), torch.from_numpy(normals.copy()))
+                continue
             faces = geo.resolve_faces(cond.on)
-            counts = _split(n_cond, [geo.face_measure(f) for f in faces])
+            counts = _split(n_cond, [geo.measure(f) for f in faces])
             xs, ns = [], []
             for face, n_face in zip(faces, counts):
                 if n_face == 0:
                     continue
-                xs.append(geo.face_points(face, sampler.unit(n_face, geo.dim - 1)))
-                ns.append(np.broadcast_to(geo.normal(face), (n_face, geo.dim)))
+                x, normals = geo.sample_boundary(face, sampler, n_face)
+                xs.append(x)
+                ns.append(normals)
             boundary[cond.label] = BoundaryPoints(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ns)))
         return Batch(interior, boundary)
 

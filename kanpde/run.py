@@ -41,6 +41,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 METRIC_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
 # Top-level keys that do not change a run's results: left out of its run id.
 NON_RESULT_KEYS = ("hydra", "output", "force", "resume", "threads", "study")
+FINAL_TIME_KEYS = ("l2_final", "l2_rel_final", "linf_final")  # time-dependent problems only
 
 
 class ConfigError(ValueError):
@@ -316,9 +317,11 @@ def _train_and_evaluate(
         int(cfg.eval.n_per_axis),
         engine=cfg.get("engine", "auto"),
         chunk_size=int(cfg.eval.chunk_size),
+        max_points=int(cfg.eval.get("max_points", 250_000)),
     )
     label = type(model).__name__.lower()
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
+    metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
     metrics.update(
         n_params=evaluation.metrics["n_params"],
         train_seconds=seconds,
@@ -334,7 +337,14 @@ def _stage_evaluator(built: _Built, cfg: DictConfig) -> Callable[[int, nn.Module
     the history (``history.stages[i]["eval"]``): the grid-extension curves of the KAN paper."""
 
     def record(stage: int, model: nn.Module, history: History) -> None:
-        ev = evaluate(model, built.problem, int(cfg.eval.n_per_axis), engine=cfg.engine, chunk_size=int(cfg.eval.chunk_size))
+        ev = evaluate(
+            model,
+            built.problem,
+            int(cfg.eval.n_per_axis),
+            engine=cfg.get("engine", "auto"),
+            chunk_size=int(cfg.eval.chunk_size),
+            max_points=int(cfg.eval.get("max_points", 250_000)),
+        )
         history.stages[-1]["eval"] = {k: ev.metrics[k] for k in METRIC_KEYS}
 
     return record

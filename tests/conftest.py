@@ -33,6 +33,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"kanpde: {PACKAGE_DIR}", f"kanpde.conf: {CONF_DIR}", f"kanpde.problems: {PROBLEMS_DIR}"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Reference-solution caches (kanpde.reference.cache_dir) go under pytest's temporary directory."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
+# Constructor arguments that keep a shipped problem cheap in tests (the Allen–Cahn reference solver's
+# resolution; its accuracy at the shipped resolution is measured in tests/test_references.py).
+SMALL_PROBLEM_KWARGS = {"allencahn1d": {"n_modes": 256, "dt": 1e-3, "n_out": 101}}
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> Iterator[None]:
     """Every test starts from the same torch seed and must leave the default dtype alone."""

@@ -43,6 +43,7 @@ def target(group: str, option: str) -> str:
 PROBLEMS = [
     ["problem=custom", "problem._target_=kanpde.problems.poisson2d.Poisson2D"] if p == "custom" else [f"problem={p}"]
     for p in options("problem")
+    if p in ("poisson2d", "custom")  # the other shipped problems: tests/test_library.py
 ]
 BASELINES = [[f"model@baseline={m}"] for m in options("model")] + [["baseline=null"]]
 # Studies (experiments naming a `study`, e.g. paper_fig33) sweep architectures of their own, so they
