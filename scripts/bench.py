@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", nargs="*", choices=IMPLS, help="default: all (--quick: all but dense-autograd)")
     parser.add_argument("--repeats", type=int, default=10, help="at most this many timed steps per configuration")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timed steps per configuration (>= 3 steps)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before one configuration is given up")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                     "dtype": args.dtype, "warmup": 1, "repeats": args.repeats, "min_repeats": 3,
                     "budget_s": args.budget,
                 }
-                res = _run_config(cfg, timeout=900)
+                res = _run_config(cfg, timeout=args.timeout)
                 if isinstance(res, str):
                     print(f"  {impl} grid {g} n {n}: {res}")
                     if res.startswith("SKIP"):
