@@ -83,6 +83,28 @@ def test_allen_cahn_time_step_convergence() -> None:
     assert np.abs(a["u"] - b["u"]).max() <= 1e-6  # ETDRK4: fourth order in time
 
 
+def test_allen_cahn_dirichlet_variant_keeps_its_boundary_and_satisfies_the_pde() -> None:
+    """The sine-series variant (u(±1) = -1, DeepXDE's eps = 0.001) that scripts/check_references.py compares
+    with published data: boundary values exact, PDE residual by finite differences small, converged in n."""
+    ref = allen_cahn_etdrk4(n=256, dt=1e-3, t_final=0.5, n_out=501, eps=1e-3, boundary="dirichlet")
+    x, u, t = ref["x"], ref["u"], ref["t"]
+    assert x[0] == -1.0 and x[-1] == 1.0 and x.shape == (257,)
+    np.testing.assert_allclose(u[:, [0, -1]], -1.0, atol=0)
+    np.testing.assert_allclose(u[0], x**2 * np.cos(math.pi * x), atol=1e-12)
+    dt, h = t[1] - t[0], x[1] - x[0]
+    ut = (u[2:, 1:-1] - u[:-2, 1:-1]) / (2 * dt)
+    mid = u[1:-1, 1:-1]
+    uxx = (u[1:-1, 2:] - 2 * mid + u[1:-1, :-2]) / h**2
+    residual = ut - 1e-3 * uxx - 5 * (mid - mid**3)
+    assert np.abs(residual[50:]).max() <= 5e-3  # t >= 0.05: central differences in t and x
+    finer = allen_cahn_etdrk4(n=512, dt=1e-3, t_final=0.5, n_out=501, eps=1e-3, boundary="dirichlet")
+    # algebraic, not spectral, convergence in x: the odd extension of u0 + 1 has a jump in its second
+    # derivative at x = ±1 (u0''(±1) = pi^2 - 2); 256 -> 512 points changes it by 2.7e-6
+    assert np.abs(finer["u"][:, ::2] - u).max() <= 1e-5
+    with pytest.raises(ValueError, match="boundary must be"):
+        allen_cahn_etdrk4(n=16, dt=1e-3, t_final=0.01, n_out=2, boundary="neumann")
+
+
 def test_fourier_eval_interpolates_a_trigonometric_polynomial_exactly() -> None:
     x = -1 + 2 * np.arange(16) / 16
     f = np.sin(math.pi * x) + 0.5 * np.cos(3 * math.pi * x)
