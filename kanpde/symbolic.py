@@ -285,19 +285,23 @@ def fit_edge(
     x: np.ndarray | Tensor,
     y: np.ndarray | Tensor,
     lib: Sequence[str] | None = None,
-    tie: float = 1e-4,
+    tie: float = 1e-6,
+    tie_rel: float = 0.1,
     **kwargs: object,
 ) -> tuple[EdgeFit, list[EdgeFit]]:
     """Fit every function of ``lib`` (default: the whole library but ``"0"``) to one edge's samples.
 
     Returns ``(choice, fits)``: ``fits`` sorted by R^2 (best first) and ``choice`` the simplest function
-    (lowest :attr:`SymbolicFunction.complexity`, then highest R^2) whose R^2 is within ``tie`` of the best.
+    (lowest :attr:`SymbolicFunction.complexity`, then highest R^2) among the near-ties of the best,
+    ``1 - R^2 <= (1 + tie_rel) (1 - R^2_best) + tie`` and ``R^2 >= (1 - tie_rel) R^2_best``. Near-ties matter because families nest: ``(a x + b)^2``
+    with a large ``b`` comes arbitrarily close to a line, ``sin(a x + b)`` with a small ``a`` too, and
+    such a fit is always a little better than ``x`` on samples of a trained, not exactly linear, spline.
     ``kwargs`` go to :func:`fit_function`.
     """
     names = [n for n in (lib or LIBRARY_NAMES) if n != "0"]
     fits = sorted((fit_function(x, y, n, **kwargs) for n in names), key=lambda f: -f.r2)
     best = fits[0].r2
-    near = [f for f in fits if f.r2 >= best - tie]
+    near = [f for f in fits if 1.0 - f.r2 <= (1.0 + tie_rel) * (1.0 - best) + tie and f.r2 >= (1.0 - tie_rel) * best]
     choice = min(near, key=lambda f: (LIBRARY[library_index(f.name)].complexity, -f.r2))
     return choice, fits
 
@@ -460,18 +464,21 @@ def auto_symbolic(
     x: Tensor,
     lib: Sequence[str] | None = None,
     r2_threshold: float = 0.99,
-    tie: float = 1e-4,
+    tie: float = 1e-6,
+    tie_rel: float = 0.1,
     zero_tol: float = 1e-3,
+    layers: Sequence[int] | None = None,
     **fit_kwargs: object,
 ) -> tuple[SymbolicKAN, list[dict[str, object]]]:
     """Snap every spline edge of ``model`` to its best library function, layer by layer.
 
     The samples ``x`` ``(n, widths[0])`` are fed through the network; each edge's inputs and spline values
-    are fitted by :func:`fit_edge` (``lib``: names to try, default all; ``tie``: R^2 tolerance within which
-    the simplest wins). An edge whose values vary by less than ``zero_tol`` times the largest edge spread of
+    are fitted by :func:`fit_edge` (``lib``: names to try, default all; ``tie``, ``tie_rel``: the near-ties
+    among which the simplest wins). An edge whose values vary by less than ``zero_tol`` times the largest edge spread of
     its layer (standard deviation) becomes ``"0"`` (the constant ``d``). An edge whose best R^2 is below
     ``r2_threshold`` stays a spline. Later layers are fitted on the inputs produced by the already snapped
-    earlier layers. Returns the :class:`SymbolicKAN` and one record per edge
+    earlier layers. ``layers``: snap only these layers (default all), so a schedule can snap the first
+    layer, retrain, then snap the next (the others keep their splines). Returns the :class:`SymbolicKAN` and one record per edge
     (``layer, out, in, name, a, b, c, d, r2, fixed``).
     """
     sym = to_symbolic(model)
@@ -484,13 +491,13 @@ def auto_symbolic(
         scale = float(spread.max()) if spread.numel() else 0.0
         for o in range(layer.out_features):
             for i in range(layer.in_features):
-                if layer.symbolic_mask[o, i] > 0:
+                if layer.symbolic_mask[o, i] > 0 or (layers is not None and l not in layers):
                     continue
                 xi, yi = xt[i], edges[o, i]
                 if float(spread[o, i]) <= zero_tol * scale:
                     choice = EdgeFit("0", 1.0, 0.0, 0.0, float(yi.mean()), 1.0)
                 else:
-                    choice, _ = fit_edge(xi, yi, lib, tie, **fit_kwargs)
+                    choice, _ = fit_edge(xi, yi, lib, tie, tie_rel, **fit_kwargs)
                 fixed = choice.r2 >= r2_threshold
                 if fixed:
                     fix_symbolic(sym, l, o, i, choice)

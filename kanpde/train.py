@@ -273,11 +273,11 @@ def fit(
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
+        model, changes = _interpret(model, stage, batch)  # before the grid follows the (new) layer inputs
         if stage.update_grid is not False and hasattr(model, "update_grid"):
             model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
             model = model.refine(stage.grid_size, batch.all_points())
-        model, changes = _interpret(model, stage, batch)
         grid = getattr(model, "grid_size", None)
         description = f"stage {index + 1}/{len(stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
         log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
