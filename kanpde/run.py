@@ -382,7 +382,9 @@ def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
 
 def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Path) -> None:
     """The KAN's activation plot on fresh interior and boundary points (nothing for other models)."""
-    if not hasattr(model, "layers") or not hasattr(model, "widths"):
+    from kanpde.models.kan import KAN
+
+    if not isinstance(model, KAN):
         return
     from kanpde.plots import plot_activations
     from kanpde.sampling import Sampler
@@ -393,12 +395,17 @@ def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Pat
 
 
 def _before_interpret_plotter(built: _Built, cfg: DictConfig, output_dir: Path) -> Callable[[int, nn.Module, History], None]:
+    """Plots the network at the end of the stage before the first stage that prunes, and before the first
+    that snaps (``activations_before_prune.png``, ``activations_before_symbolic.png``)."""
+    first = {}
+    for i, st in enumerate(built.stages):
+        for kind, on in (("prune", st.prune is not False), ("symbolic", bool(st.symbolic))):
+            if on and kind not in first:
+                first[kind] = i
+
     def plot(stage: int, model: nn.Module, history: History) -> None:
-        if stage < 0 or stage + 1 >= len(built.stages):
-            return
-        nxt = built.stages[stage + 1]
-        for kind, on in (("symbolic", nxt.symbolic), ("prune", nxt.prune is not False)):
-            if on:
+        for kind, index in first.items():
+            if stage >= 0 and stage + 1 == index:
                 _activation_plot(built, cfg, model, output_dir / f"activations_before_{kind}.png")
 
     return plot

@@ -546,7 +546,7 @@ def formula_text(model: SymbolicKAN, coords: Sequence[str], simplify: bool = Tru
     return "\n".join(str(e) for e in formula(model, coords, simplify)) + "\n"
 
 
-def polish_affine(model: SymbolicKAN, problem: object, batch: object, pde_weight: float = 0.01, max_nfev: int = 2000) -> tuple[float, float]:
+def polish_affine(model: SymbolicKAN, problem: object, batch: object, pde_weight: float = 0.01, max_nfev: int = 300) -> tuple[float, float]:
     """Levenberg–Marquardt on the affine parameters ``(a, b, c, d)`` of the symbolic edges, on the PDE loss.
 
     The loss ``pde_weight * mean r_pde^2 + sum_c w_c * mean r_c^2`` is the squared norm of the stacked

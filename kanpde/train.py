@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from kanpde.evaluate import module_dtype_device
 from kanpde.fields import make_field, probe_plan, resolve_engine
 from kanpde.jet import DerivativePlan
+from kanpde.models.kan import KAN
 from kanpde.problem import Batch, BoundaryPoints, Problem
 from kanpde.prune import prune, sparsity_penalty
 from kanpde.sampling import Sampler
@@ -212,7 +213,7 @@ def _interpret(
     """A stage's pruning and symbolic snapping (KANs only), before its optimizer is built; returns the
     (possibly new) model and what changed, for the stage summary."""
     changes: dict[str, object] = {}
-    if not hasattr(model, "layers") or not hasattr(model, "widths"):
+    if not isinstance(model, KAN):  # an MLP runs the same schedule without these steps
         return model, changes
     if stage.prune is not False:
         threshold = 1e-2 if stage.prune is True else float(stage.prune)
@@ -299,7 +300,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms = loss_terms(model, problem, batch, engine, plans)
             loss = weighted_loss(terms, problem, pde_weight)
-            if stage.sparsify:
+            if stage.sparsify and isinstance(model, KAN):
                 terms["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0)))
                 loss = loss + float(stage.sparsify.get("lambda", 1e-3)) * terms["sparsity"]
             if not recorded:  # the first evaluation of a step: the parameters it starts from
@@ -332,7 +333,7 @@ def fit(
                 progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
         final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine, plans).items()}
         final_loss = weighted_loss(final, problem, pde_weight)
-        if stage.sparsify:
+        if stage.sparsify and isinstance(model, KAN):
             with torch.no_grad():
                 final["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0))).item()
             final_loss += float(stage.sparsify.get("lambda", 1e-3)) * final["sparsity"]
