@@ -516,8 +516,11 @@ def auto_symbolic(
 def formula(model: SymbolicKAN, coords: Sequence[str], simplify: bool = True) -> list[sympy.Expr]:
     """The network's outputs as SymPy expressions in the symbols ``coords`` (one per output).
 
-    Every edge must be symbolic (``ValueError`` otherwise). Floats keep full double precision.
-    ``simplify``: :func:`sympy.simplify` each output (constants collected, ``d`` terms summed).
+    Every edge must be symbolic (``ValueError`` otherwise). Floats keep full double precision; the
+    constants ``d`` of all edges sum into one. ``simplify``: expand products and powers (:func:`sympy.expand`:
+    ``c (a y + b)^2`` becomes ``c a^2 y^2 + 2 c a b y + c b^2``, also inside function arguments) -- cheap and
+    exact. :func:`sympy.simplify` is not applied: on some snapped networks (nested ``Abs``, ``sqrt``) it ran
+    for minutes; call it on the result if wanted.
     """
     if not isinstance(model, SymbolicKAN) or not model.fully_symbolic:
         raise ValueError("formula needs a SymbolicKAN whose every edge is symbolic (auto_symbolic found no fit for some)")
@@ -537,7 +540,7 @@ def formula(model: SymbolicKAN, coords: Sequence[str], simplify: bool = True) ->
             out.append(total)
         nodes = out
     if simplify:
-        nodes = [sympy.simplify(sympy.expand(e, deep=False)) for e in nodes]
+        nodes = [sympy.expand(e) for e in nodes]
     return nodes
 
 

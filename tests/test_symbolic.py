@@ -163,7 +163,7 @@ def _regress(model: KAN, x: torch.Tensor, y: torch.Tensor, steps: int, lam: floa
 def test_sparsification_reduces_the_number_of_significant_edges() -> None:
     """f(x, y) = sin(pi x) + y^2 needs 2 of the 8 edges of a [2, 4, 1] KAN (plus an output edge or two).
     Trained from the same initialisation with and without the regulariser (same steps): fewer edges with
-    a mean |phi| above 1e-2 with it (measured: 12 -> 5 of 12 edges)."""
+    a mean |phi| above 1e-2 with it (measured: 12 -> 3 of 12 edges)."""
     x = torch.rand(256, 2, dtype=F64) * 2 - 1
     y = _toy_target(x)
     torch.manual_seed(3)
