@@ -102,8 +102,15 @@ def formula_error(stem: str, text: str, n: int = 101) -> float:
     return max(errors) if len(errors) == exact.shape[1] else float("inf")
 
 
+def _rounded(expr: object) -> str:
+    """The expression with every float shown to 4 significant digits (display only)."""
+    import sympy
+
+    return str(expr.xreplace({f: sympy.Float(f, 4) for f in expr.atoms(sympy.Float)}))
+
+
 def table(out: Path, header: str) -> str:
-    rows = [header, "", "| problem | recovered | max error of the formula | l2_rel of the snapped model | formula (rounded to 4 digits) | time [s] |",
+    rows = [header, "", "| problem | recovered | max error of the formula | l2_rel of the snapped model | formula (floats to 4 digits, cut at 200 characters) | time [s] |",
             "|---|---|---|---|---|---|"]
     import sympy
 
@@ -124,8 +131,8 @@ def table(out: Path, header: str) -> str:
         except Exception as exc:  # a formula SymPy cannot evaluate is a failure of the pipeline, reported
             err = float("nan")
             print(f"{stem}: formula not evaluable: {exc}", file=sys.stderr)
-        short = "; ".join(str(sympy.sympify(l).evalf(4)) for l in text.splitlines() if l.strip())
-        short = short.replace("|", "\\|")
+        short = "; ".join(_rounded(sympy.sympify(l)) for l in text.splitlines() if l.strip())
+        short = (short if len(short) <= 200 else short[:200] + " …").replace("|", "\\|")
         ok = "yes" if err <= TOL else "no"
         rows.append(f"| {stem} | {ok} | {err:.1e} | {metrics['l2_rel']:.1e} | `{short}` | {seconds:.0f} |")
     return "\n".join(rows) + "\n"

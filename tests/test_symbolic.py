@@ -325,7 +325,7 @@ def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
         cfg = compose(config_name="config", overrides=[
             "problem=poisson2d", "debug=fast", "baseline=null", "output.activations=true", "model.widths=[2,3,1]",
             "trainer.stages=[{optimizer: adam, steps: 5}, {optimizer: lbfgs, steps: 1, prune: 0.05},"
-            " {optimizer: lbfgs, steps: 1, symbolic: {r2_threshold: 0.0, lib: [x, x^2, sin]}},"
+            " {optimizer: lbfgs, steps: 1, symbolic: {r2_threshold: 0.0, lib: ['x', 'x^2', 'sin']}},"
             " {optimizer: lbfgs, steps: 1, symbolic: {layers: [], polish: true}}]",
         ])
     metrics = run(cfg, tmp_path)
