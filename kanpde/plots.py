@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from kanpde.io import LoadedModel, LoadedRun, atomic_path, load_run
 
-__all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run"]
+__all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run", "plot_activations"]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -96,6 +96,80 @@ def plot_history(results: list[LoadedModel], path: str | os.PathLike) -> Path:
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_activations(
+    model: object,
+    x: object,
+    path: str | os.PathLike,
+    coords: tuple[str, ...] | None = None,
+    outputs: tuple[str, ...] | None = None,
+    beta: float = 3.0,
+) -> Path:
+    """The KAN drawn as in Liu et al. (2024): nodes in rows (inputs at the bottom), every edge's function
+    ``phi_oi`` plotted over the inputs it received when the network was fed ``x`` ``(n, widths[0])``, with
+    opacity ``tanh(beta * A_oi)``, ``A_oi`` the edge's mean ``|phi|`` (:func:`kanpde.prune.edge_scores`).
+    Symbolic edges of a :class:`~kanpde.symbolic.SymbolicKAN` are titled with their function and drawn in red.
+    """
+    import torch
+
+    from kanpde.prune import edge_activations
+
+    path = Path(path)
+    with torch.no_grad():
+        layers = [(h.detach().cpu().double().numpy(), e.detach().cpu().double().numpy())
+                  for h, e in edge_activations(model, x)]
+    widths = list(model.widths)
+    n_layers = len(layers)
+    fig = Figure(figsize=(max(4.0, 1.6 * max(w_in * w_out for w_in, w_out in zip(widths, widths[1:]))), 2.6 * n_layers),
+                 layout=None)
+    main = fig.add_axes((0, 0, 1, 1))
+    main.set_xlim(0, 1)
+    main.set_ylim(0, 1)
+    main.axis("off")
+    row = 1.0 / (n_layers + 0.5)
+    node_y = [0.25 * row + l * row for l in range(n_layers + 1)]
+
+    def node_x(l: int, i: int) -> float:
+        return (i + 0.5) / widths[l]
+
+    for l in range(n_layers + 1):
+        names = (coords if l == 0 else outputs if l == n_layers else None) or ()
+        for i in range(widths[l]):
+            main.plot(node_x(l, i), node_y[l], "ko", ms=6)
+            if i < len(names):
+                main.annotate(names[i], (node_x(l, i), node_y[l]), textcoords="offset points",
+                              xytext=(0, -14 if l == 0 else 8), ha="center", fontsize=10)
+    from kanpde.symbolic import LIBRARY
+
+    for l, (h, edges) in enumerate(layers):
+        n_out, n_in = edges.shape[:2]
+        score = np.abs(edges).mean(-1)  # (out, in)
+        n_edges = n_out * n_in
+        box_w = min(0.8 / n_edges, 0.18)
+        box_h = 0.45 * row
+        lay = model.layers[l]
+        mask = getattr(lay, "symbolic_mask", None)
+        for i in range(n_in):
+            order = np.argsort(h[:, i])
+            for o in range(n_out):
+                alpha = float(np.tanh(beta * score[o, i]))
+                k = i * n_out + o
+                cx = (k + 0.5) / n_edges
+                bottom = node_y[l] + 0.27 * row
+                symbolic = mask is not None and float(mask[o, i]) > 0
+                color = "tab:red" if symbolic else "k"
+                main.plot([node_x(l, i), cx], [node_y[l], bottom], color=color, alpha=alpha, lw=1)
+                main.plot([cx, node_x(l + 1, o)], [bottom + box_h, node_y[l + 1]], color=color, alpha=alpha, lw=1)
+                ax = fig.add_axes((cx - box_w / 2, bottom, box_w, box_h))
+                ax.plot(h[order, i], edges[o, i, order], color=color, alpha=max(alpha, 0.05), lw=1.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_alpha(max(alpha, 0.05))
+                if symbolic:
+                    ax.set_title(LIBRARY[int(lay.symbolic_index[o, i])].name, fontsize=8, color="tab:red", pad=2)
     return _save(fig, path)
 
 

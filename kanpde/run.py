@@ -135,10 +135,12 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             raise ConfigError(f"{where}: {opt._target_!r} is not a torch.optim.Optimizer")
         factory = _instantiate(OmegaConf.merge(opt, {"_partial_": True}), f"{where}.optimizer")
-        extra = set(node) - {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid"}
+        extra = set(node) - {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid",
+                             "sparsify", "prune", "symbolic"}
         if extra:
             raise ConfigError(f"{where}: unknown stage key(s) {sorted(extra)}")
         kwargs = {k: node[k] for k in node if k != "optimizer"}
+        kwargs.update({k: OmegaConf.to_container(v) for k, v in kwargs.items() if isinstance(v, DictConfig)})
         try:
             stages.append(Stage(optimizer=factory, **kwargs))
         except (TypeError, ValueError) as exc:
@@ -321,6 +323,11 @@ def _train_and_evaluate(
     )
     label = type(model).__name__.lower()
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
+    if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
+        from kanpde.symbolic import formula_text
+
+        metrics["formula"] = formula_text(model, built.problem.coords).strip()
+        log.info("%s formula: %s", name, metrics["formula"])
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
     metrics.update(
         n_params=evaluation.metrics["n_params"],
@@ -373,6 +380,37 @@ def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
+def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Path) -> None:
+    """The KAN's activation plot on fresh interior and boundary points (nothing for other models)."""
+    from kanpde.models.kan import KAN
+
+    if not isinstance(model, KAN):
+        return
+    from kanpde.plots import plot_activations
+    from kanpde.sampling import Sampler
+
+    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+    batch = built.problem.sample(Sampler(seed=int(cfg.seed)), 1024, 256).to(dtype, device)
+    plot_activations(model, batch.all_points(), path, built.problem.coords, built.problem.outputs)
+
+
+def _before_interpret_plotter(built: _Built, cfg: DictConfig, output_dir: Path) -> Callable[[int, nn.Module, History], None]:
+    """Plots the network at the end of the stage before the first stage that prunes, and before the first
+    that snaps (``activations_before_prune.png``, ``activations_before_symbolic.png``)."""
+    first = {}
+    for i, st in enumerate(built.stages):
+        for kind, on in (("prune", st.prune is not False), ("symbolic", bool(st.symbolic))):
+            if on and kind not in first:
+                first[kind] = i
+
+    def plot(stage: int, model: nn.Module, history: History) -> None:
+        for kind, index in first.items():
+            if stage >= 0 and stage + 1 == index:
+                _activation_plot(built, cfg, model, output_dir / f"activations_before_{kind}.png")
+
+    return plot
+
+
 def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
     def call(*args: Any) -> None:
         for cb in callbacks:
@@ -420,7 +458,10 @@ def run(
     def hook(name: str) -> Callable[[int, nn.Module, History], None] | None:
         return None if on_stage_end is None else lambda *args: on_stage_end(name, *args)
 
-    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress, rid, hook("model"))
+    main_hook = hook("model")
+    if cfg.output.get("activations", False):  # the network before each stage that prunes or snaps it
+        main_hook = _chain(main_hook, _before_interpret_plotter(built, cfg, output_dir))
+    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress, rid, main_hook)
     baseline, base_failure = None, None
     if built.baseline_cfg is not None and failure is None:
         baseline, base_failure = _train_and_evaluate(
@@ -435,6 +476,11 @@ def run(
     path = save_run(output_dir / "solution.h5", built.problem.name, coords, outputs, main, baseline, config_yaml)
     write_xdmf(path)
     write_json(output_dir / "metrics.json", metrics)
+    if "formula" in main.metrics:  # one SymPy-parsable line per output, in the problem's coordinate names
+        with atomic_path(output_dir / "formula.txt") as tmp:
+            tmp.write_text(main.metrics["formula"] + "\n")
+    if cfg.output.get("activations", False):
+        _activation_plot(built, cfg, main.model, output_dir / "activations.png")
     if cfg.output.figures:
         from kanpde.plots import plot_run  # matplotlib only when figures are asked for
 

@@ -22,7 +22,9 @@ from torch import Tensor, nn
 from kanpde.evaluate import module_dtype_device
 from kanpde.fields import make_field, probe_plan, resolve_engine
 from kanpde.jet import DerivativePlan
+from kanpde.models.kan import KAN
 from kanpde.problem import Batch, BoundaryPoints, Problem
+from kanpde.prune import prune, sparsity_penalty
 from kanpde.sampling import Sampler
 
 __all__ = [
@@ -55,6 +57,15 @@ class Stage:
     the layers whose inputs have left their grid range. Re-fitting a trained spline onto moved knots
     keeps its values only roughly and its second derivatives worse, which costs PDE accuracy, so the
     default moves knots only where the data demands it; grid extension onto subdivided knots is exact.
+
+    Interpretability (KAN only, :mod:`kanpde.prune`, :mod:`kanpde.symbolic`): ``sparsify``
+    ``{"lambda": 1e-3, "mu": 1.0}`` adds ``lambda * (sum L1 + mu * entropy)`` of the edge activations on
+    the interior points to the loss (history column ``sparsity``, unweighted); ``prune``: ``True`` (threshold
+    1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
+    ``True`` or keyword arguments of :func:`kanpde.symbolic.auto_symbolic` snaps the edges to library
+    functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
+    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.symbolic.polish_affine`),
+    and ``layers: []`` snaps nothing (a polish-only stage).
     """
 
     optimizer: OptimizerFactory
@@ -64,6 +75,9 @@ class Stage:
     n_boundary: int | None = None
     resample: bool = False
     update_grid: bool | None = None
+    sparsify: dict[str, float] | None = None
+    prune: bool | float = False
+    symbolic: bool | dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -76,6 +90,10 @@ class Stage:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"stage {key} must be a positive integer, got {value!r}")
+        if self.sparsify is not None and (not isinstance(self.sparsify, dict) or set(self.sparsify) - {"lambda", "mu"}):
+            raise ValueError(f"stage sparsify must be {{lambda: ..., mu: ...}}, got {self.sparsify!r}")
+        if not isinstance(self.prune, bool) and (not isinstance(self.prune, (int, float)) or self.prune < 0):
+            raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {self.prune!r}")
 
     @property
     def optimizer_name(self) -> str:
@@ -98,8 +116,8 @@ class History:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The step records as columns: ``{name: (n_steps,) float64 array}``."""
-        names = list(self.steps[0]) if self.steps else []
-        return {n: np.array([rec[n] for rec in self.steps], dtype=np.float64) for n in names}
+        names = list(dict.fromkeys(n for rec in self.steps for n in rec))  # stages may add terms (sparsity)
+        return {n: np.array([rec.get(n, np.nan) for rec in self.steps], dtype=np.float64) for n in names}
 
 
 @dataclass
@@ -189,6 +207,31 @@ def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float)
     return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
 
 
+def _interpret(
+    model: nn.Module, stage: Stage, batch: Batch, problem: Problem, pde_weight: float
+) -> tuple[nn.Module, dict[str, object]]:
+    """A stage's pruning and symbolic snapping (KANs only), before its optimizer is built; returns the
+    (possibly new) model and what changed, for the stage summary."""
+    changes: dict[str, object] = {}
+    if not isinstance(model, KAN):  # an MLP runs the same schedule without these steps
+        return model, changes
+    if stage.prune is not False:
+        threshold = 1e-2 if stage.prune is True else float(stage.prune)
+        model = prune(model, batch.interior, threshold)
+        changes["widths"] = model.widths
+    if stage.symbolic:
+        from kanpde.symbolic import auto_symbolic, polish_affine  # sympy only when snapping
+
+        options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
+        polish = options.pop("polish", False)
+        if options.get("layers", None) != []:
+            model, records = auto_symbolic(model, batch.all_points(), **options)
+            changes["symbolic"] = records
+        if polish:
+            changes["polish"] = polish_affine(model, problem, batch, pde_weight)
+    return model, changes
+
+
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -239,6 +282,7 @@ def fit(
             batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
+        model, changes = _interpret(model, stage, batch, problem, pde_weight)  # before the grid follows the new inputs
         if stage.update_grid is not False and hasattr(model, "update_grid"):
             model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
         if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
@@ -256,6 +300,9 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms = loss_terms(model, problem, batch, engine, plans)
             loss = weighted_loss(terms, problem, pde_weight)
+            if stage.sparsify and isinstance(model, KAN):
+                terms["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0)))
+                loss = loss + float(stage.sparsify.get("lambda", 1e-3)) * terms["sparsity"]
             if not recorded:  # the first evaluation of a step: the parameters it starts from
                 recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
             if torch.isfinite(loss):
@@ -286,6 +333,10 @@ def fit(
                 progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
         final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine, plans).items()}
         final_loss = weighted_loss(final, problem, pde_weight)
+        if stage.sparsify and isinstance(model, KAN):
+            with torch.no_grad():
+                final["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0))).item()
+            final_loss += float(stage.sparsify.get("lambda", 1e-3)) * final["sparsity"]
         if not math.isfinite(final_loss):
             model.load_state_dict(last_good)
             raise TrainingDiverged(
@@ -307,6 +358,7 @@ def fit(
                 "seconds": time.perf_counter() - stage_start,
                 "loss": final_loss,
                 **final,
+                **changes,
             }
         )
         log.info("%s done: loss %.3e (pde %.3e) in %.1f s", description, final_loss, final["pde"], history.stages[-1]["seconds"])
