@@ -252,7 +252,10 @@ class LevenbergMarquardt(torch.optim.Optimizer):
     ``mu`` (a step whose tries all fail up to ``damping_max`` leaves the parameters unchanged);
     ``scaling``: ``"marquardt"`` or ``"identity"``; ``dtype``: precision of the normal equations and the
     solve (float64 by default, whatever the model's dtype); ``chunk_size``: points per Jacobian chunk,
-    read by :func:`kanpde.fit` when it builds the system.
+    read by :func:`kanpde.fit` when it builds the system; ``tolerance_change``: the step is *converged*
+    once ``patience`` consecutive steps lowered the loss by less than this fraction (or none could
+    lower it with ``mu`` at ``damping_max``); later steps then only call the closure (no Jacobian), so a
+    stage's ``steps`` is an upper bound. ``0`` (the default) never stops early.
     """
 
     def __init__(
@@ -265,6 +268,8 @@ class LevenbergMarquardt(torch.optim.Optimizer):
         max_tries: int = 10,
         chunk_size: int = 1024,
         dtype: torch.dtype | str = torch.float64,
+        tolerance_change: float = 0.0,
+        patience: int = 3,
     ) -> None:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) and hasattr(torch, dtype) else dtype
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -278,7 +283,9 @@ class LevenbergMarquardt(torch.optim.Optimizer):
             )
         if scaling not in SCALINGS:
             raise ValueError(f"LevenbergMarquardt scaling must be one of {list(SCALINGS)}, got {scaling!r}")
-        for name, value in (("max_tries", max_tries), ("chunk_size", chunk_size)):
+        if isinstance(tolerance_change, bool) or not isinstance(tolerance_change, (int, float)) or not 0 <= tolerance_change < 1:
+            raise ValueError(f"LevenbergMarquardt tolerance_change must be in [0, 1), got {tolerance_change!r}")
+        for name, value in (("max_tries", max_tries), ("chunk_size", chunk_size), ("patience", patience)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LevenbergMarquardt {name} must be a positive integer, got {value!r}")
         defaults = {"damping": float(damping)}
@@ -289,6 +296,8 @@ class LevenbergMarquardt(torch.optim.Optimizer):
         self.mu: float | None = None  # set on the first step from ``damping``
         self.nu = 2.0
         self._diag: Tensor | None = None
+        self.tolerance_change, self.patience = float(tolerance_change), patience
+        self.converged, self._small = False, 0
         self.last: dict[str, float] = {}
 
     def attach(self, system: LeastSquares) -> LevenbergMarquardt:
@@ -333,6 +342,8 @@ class LevenbergMarquardt(torch.optim.Optimizer):
                 loss = closure()
             if not torch.isfinite(torch.as_tensor(loss)).all():
                 return loss
+        if self.converged:
+            return loss
         if self.system is None:
             raise RuntimeError("LevenbergMarquardt needs its least-squares system: call attach(system) before step")
         A, g, f0 = self.system.normal_equations()
@@ -360,6 +371,10 @@ class LevenbergMarquardt(torch.optim.Optimizer):
                     break
                 self.mu = min(self.mu * self.nu, self.damping_max)
                 self.nu *= 2.0
+        small = not accepted or (f0 - f1) < self.tolerance_change * f0
+        self._small = self._small + 1 if small else 0
+        stuck = not accepted and self.mu >= self.damping_max
+        self.converged = stuck or (self.tolerance_change > 0 and self._small >= self.patience)
         self.last = {"loss": f0, "new_loss": f1 if accepted else f0, "damping": self.mu, "tries": float(tries),
                      "accepted": float(accepted)}
         return loss

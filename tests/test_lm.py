@@ -66,6 +66,24 @@ def test_rejected_steps_leave_parameters_and_raise_damping() -> None:
     assert opt.last["accepted"] == 0.0 and opt.last["tries"] == 4.0 and opt.mu == pytest.approx(1e-3 * 2 * 4 * 8 * 16)
 
 
+def test_converged_steps_skip_the_jacobian() -> None:
+    """With tolerance_change, once steps stop helping the optimizer stops computing Jacobians."""
+
+    class Counting(FunctionLeastSquares):
+        calls = 0
+
+        def normal_equations(self):
+            Counting.calls += 1
+            return super().normal_equations()
+
+    p = torch.tensor([0.3, 2.0], dtype=F64, requires_grad=True)
+    opt = LevenbergMarquardt([p], tolerance_change=1e-3, patience=2).attach(Counting(lambda q: q - torch.tensor([1.0, -1.0], dtype=F64), [p]))
+    for _ in range(30):
+        opt.step()
+    assert opt.converged and Counting.calls < 30
+    assert torch.allclose(p.detach(), torch.tensor([1.0, -1.0], dtype=F64), atol=1e-10, rtol=0)
+
+
 def _batch(problem, n_interior: int = 40, n_boundary: int = 24):
     return problem.sample(Sampler(method="sobol", seed=0), n_interior, n_boundary)
 
@@ -183,6 +201,7 @@ LM_ERRORS = [
     ("trainer.optimizers.lm.max_tries=0", r"max_tries must be a positive integer, got 0"),
     ("trainer.optimizers.lm.chunk_size=0", r"chunk_size must be a positive integer"),
     ("trainer.optimizers.lm.dtype=int32", r"dtype must be a floating dtype"),
+    ("trainer.optimizers.lm.tolerance_change=1.5", r"tolerance_change must be in \[0, 1\), got 1.5"),
     ("+trainer.optimizers.lm.dampnig=1", r"trainer.stages\[0\].optimizer: .*dampnig"),
 ]
 
