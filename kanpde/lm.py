@@ -23,8 +23,10 @@ Memory: the Jacobian is never stored whole. :class:`PinnLeastSquares` builds it 
 ``chunk_size`` points and accumulates ``J^T J`` (``P x P``) and ``J^T r``, so memory is
 ``O(P^2 + chunk_size * P)`` and independent of the number of points: in float64 ``8 P^2`` bytes for
 ``J^T J`` plus the same again for the damped copy and its Cholesky factor, i.e. about ``24 P^2`` bytes
-(P = 20,000 parameters: 9.6 GB; P = 30,000: 21.6 GB, the largest that fits 24 GiB with room for the
-chunk), with any number of points. Time grows like ``N P^2`` (the products) plus ``P^3 / 3`` per solve.
+(P = 20,000 parameters: 9.6 GB; P = 30,000: 21.6 GB, about the largest that fits 24 GiB, leaving
+room for one chunk of rows and their per-point intermediates -- lower ``chunk_size`` for wide
+layers), with any number of points. Time grows like ``N P^2`` (the products) plus ``P^3 / 3`` per
+solve. The least-squares fallback (a failed Cholesky) needs more working memory than the factorisation.
 
 Per-point Jacobians come from ``torch.func``: ``vmap`` over points of ``jacrev`` of one point's residual
 through :func:`torch.func.functional_call` of the model, evaluated by the forward derivative engine
@@ -356,7 +358,10 @@ class LevenbergMarquardt(torch.optim.Optimizer):
         accepted, tries, f1 = False, 0, f0
         while tries < self.max_tries and not accepted:
             tries += 1
-            h = self._solve(A + self.mu * torch.diag(D), -g)
+            M = A.clone()  # A + mu D without a dense diag(D): three P x P arrays in all (A, M, its factor)
+            M.diagonal().add_(self.mu * D)
+            h = self._solve(M, -g)
+            del M
             predicted = 0.5 * float(h @ (self.mu * D * h - g))  # L(0) - L(h) for F = ||r||^2 / 2
             self._add(h)
             f1 = self.system.value()
