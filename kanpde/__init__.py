@@ -8,8 +8,10 @@ files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanp
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
 from kanpde.fields import AutogradField, Field, ForwardField, make_field
 from kanpde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
+from kanpde.hard import HardDirichlet
 from kanpde.jet import DerivativePlan, Jet
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
+from kanpde.lm import LevenbergMarquardt
 from kanpde.models import KAN, MLP, KANLinear
 from kanpde.problem import Batch, Condition, Dirichlet, Initial, Neumann, Periodic, Problem, Robin
 from kanpde.sampling import Sampler
@@ -56,5 +58,7 @@ __all__ = [
     "load_run",
     "LoadedRun",
     "RunResult",
+    "LevenbergMarquardt",
+    "HardDirichlet",
     "__version__",
 ]

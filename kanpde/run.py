@@ -28,6 +28,7 @@ from torch import nn
 
 from kanpde.evaluate import evaluate
 from kanpde.fields import ENGINE_CHOICES, supports_forward
+from kanpde.hard import HardDirichlet, soft_problem
 from kanpde.io import RunResult, atomic_path, save_run, write_json
 from kanpde.problem import Problem
 from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
@@ -60,6 +61,7 @@ class _Built:
     stages: list[Stage]
     dtype: torch.dtype
     device: torch.device
+    fit_problem: Problem | None = None  # the problem trained on: without the conditions hard_bc enforces
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -135,6 +137,10 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
             raise ConfigError(f"{where}: {opt._target_!r} is not a torch.optim.Optimizer")
         factory = _instantiate(OmegaConf.merge(opt, {"_partial_": True}), f"{where}.optimizer")
+        try:  # the optimizer's own argument checks (a negative lr, a bad LM damping) before any training
+            factory([nn.Parameter(torch.zeros(1))])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.optimizer: {exc}") from None
         extra = set(node) - {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid",
                              "sparsify", "prune", "symbolic"}
         if extra:
@@ -170,6 +176,12 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
         raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
     if not problem.has_exact:
         raise ConfigError(f"problem {problem.name} has no exact solution to evaluate against")
+    fit_problem = problem
+    if cfg.get("hard_bc", False):
+        try:
+            fit_problem = soft_problem(problem)
+        except ValueError as exc:
+            raise ConfigError(f"hard_bc=true: {exc}") from None
     baseline_cfg = cfg.get("baseline")
     if baseline_cfg is not None and not isinstance(baseline_cfg, DictConfig):
         raise ConfigError(
@@ -194,7 +206,7 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
     if int(cfg.eval.n_per_axis) < 2:
         raise ConfigError(f"eval.n_per_axis must be >= 2, got {cfg.eval.n_per_axis}")
     _check_output_dir(output_dir)
-    return _Built(problem, model_cfg, baseline_cfg, stages, DTYPES[cfg.dtype], device)
+    return _Built(problem, model_cfg, baseline_cfg, stages, DTYPES[cfg.dtype], device, fit_problem)
 
 
 def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
@@ -280,6 +292,8 @@ def _train_and_evaluate(
 ) -> tuple[RunResult, str | None]:
     torch.manual_seed(int(cfg.seed))
     model = _make_model(node, name, built.dtype, built.device)
+    if cfg.get("hard_bc", False):  # u = g + D N: the Dirichlet data hold exactly, their loss terms are gone
+        model = HardDirichlet.around(model, OmegaConf.to_container(cfg.problem, resolve=True))
     sampler = _instantiate(cfg.sampler, "sampler")
     prefix = "" if name == "model" else f"{name}_"
     path = output_dir / f"{prefix}checkpoint.pt"
@@ -295,7 +309,7 @@ def _train_and_evaluate(
     try:
         result = fit(
             model,
-            built.problem,
+            built.fit_problem or built.problem,
             built.stages,
             sampler=sampler,
             n_interior=int(cfg.trainer.n_interior),
@@ -321,7 +335,7 @@ def _train_and_evaluate(
         chunk_size=int(cfg.eval.chunk_size),
         max_points=int(cfg.eval.get("max_points", 250_000)),
     )
-    label = type(model).__name__.lower()
+    label = type(getattr(model, "net", model)).__name__.lower()  # a HardDirichlet wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
         from kanpde.symbolic import formula_text
@@ -372,7 +386,7 @@ def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
     """The metrics.json entry of a model: its metrics, final widths and grid size (null without a grid),
     and with ``eval.every_stage`` the per-stage evaluations."""
     out = dict(result.metrics)
-    out["widths"] = list(getattr(result.model, "config", {}).get("widths", []))
+    out["widths"] = list(getattr(result.model, "widths", None) or getattr(result.model, "config", {}).get("widths", []))
     grid = getattr(result.model, "grid_size", None)
     out["grid_size"] = None if grid is None else int(grid)
     if cfg.eval.get("every_stage", False):

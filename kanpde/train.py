@@ -1,4 +1,4 @@
-"""Staged training: one closure loop for Adam, L-BFGS and any other ``torch.optim`` optimizer.
+"""Staged training: one closure loop for Adam, L-BFGS, Levenberg–Marquardt and any other ``torch.optim`` optimizer.
 
     loss = pde_weight * mean |r_pde|^2 + sum_c weight_c * mean |r_c|^2
 
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from kanpde.evaluate import module_dtype_device
 from kanpde.fields import make_field, probe_plan, resolve_engine
 from kanpde.jet import DerivativePlan
+from kanpde.lm import LevenbergMarquardt, PinnLeastSquares
 from kanpde.models.kan import KAN
 from kanpde.problem import Batch, BoundaryPoints, Problem
 from kanpde.prune import prune, sparsity_penalty
@@ -294,6 +295,8 @@ def fit(
             progress(ProgressEvent("stage", index, len(stages), 0, stage.steps, description=description))
         optimizer = stage.optimizer(model.parameters())
         plans = derivative_plans(model, problem, batch, engine)
+        if isinstance(optimizer, LevenbergMarquardt):  # second order: it needs the residuals, not only the loss
+            optimizer.attach(PinnLeastSquares(model, problem, batch, pde_weight, engine, plans, optimizer.chunk_size))
         recorded: dict[str, float] = {}
 
         def closure() -> Tensor:
