@@ -310,13 +310,27 @@ def fit(
                 recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
             if torch.isfinite(loss):
                 loss.backward()
+            else:
+                nonfinite.append(loss.item())
             return loss
 
         last_good = _snapshot(model)
+        nonfinite: list[float] = []  # non-finite losses met inside the current step (e.g. in a line search)
         for step in range(stage.steps):
             recorded.clear()
+            nonfinite.clear()
             before = _snapshot(model)
-            optimizer.step(closure)
+            try:
+                optimizer.step(closure)
+            except (IndexError, RuntimeError) as exc:
+                # torch's strong-Wolfe line search can fail on a non-finite trial loss (an IndexError in
+                # its bracketing) -- that is a divergence like any other; anything else is a real error
+                if not nonfinite:
+                    raise
+                log.debug("optimizer step failed after a non-finite loss: %r", exc)
+                if math.isfinite(recorded.get("loss", math.nan)):
+                    last_good = before  # the step started from finite parameters
+                recorded["loss"] = nonfinite[0]
             if not math.isfinite(recorded["loss"]):
                 model.load_state_dict(last_good)
                 seconds = time.perf_counter() - start

@@ -182,6 +182,57 @@ def test_nan_producing_model(problem: Poisson2D) -> None:
     assert info.value.model.p.item() == 0.5
 
 
+class CrashingLineSearch(torch.optim.SGD):
+    """Evaluates the closure at its start, then at a trial point with NaN parameters, and fails there
+    with an IndexError -- what torch's strong-Wolfe line search does on a non-finite trial loss."""
+
+    def __init__(self, params, crash_at: int) -> None:
+        super().__init__(params, lr=1e-3)
+        self.crash_at, self.count, self.starts = crash_at, 0, []
+
+    @torch.no_grad()
+    def step(self, closure):
+        self.starts.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        with torch.enable_grad():
+            loss = closure()
+        super().step()
+        self.count += 1
+        if self.count == self.crash_at:
+            for g in self.param_groups:
+                for p in g["params"]:
+                    p.fill_(float("nan"))
+            with torch.enable_grad():
+                closure()
+            raise IndexError("list index out of range")
+        return loss
+
+
+def test_optimizer_failing_on_a_non_finite_trial_loss_is_a_divergence(problem: Poisson2D) -> None:
+    optimizers = []
+
+    def factory(params):
+        optimizers.append(CrashingLineSearch(params, 3))
+        return optimizers[-1]
+
+    model = MLP([2, 6, 1], dtype=F64)
+    with pytest.raises(TrainingDiverged, match="non-finite loss") as info:
+        fit(model, problem, [Stage(factory, 5)], **POINTS)
+    opt, exc = optimizers[0], info.value
+    assert len(exc.history.steps) == 2  # steps 1 and 2 finished; step 3 started finite and failed
+    restored = list(exc.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(restored, opt.starts[2]))  # where the failed step started
+
+
+def test_optimizer_errors_without_a_non_finite_loss_propagate(problem: Poisson2D) -> None:
+    class Broken(torch.optim.SGD):
+        def step(self, closure):
+            closure()
+            raise IndexError("a genuine bug")
+
+    with pytest.raises(IndexError, match="genuine bug"):
+        fit(MLP([2, 6, 1], dtype=F64), problem, [Stage(lambda p: Broken(p, lr=1e-3), 2)], **POINTS)
+
+
 # -- stage and fit arguments ----------------------------------------------------------------------------------
 
 
