@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,18 @@ def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def replace_marked_section(path: str | os.PathLike, start: str, end: str, text: str) -> None:
+    """Replace everything between the marker lines ``start`` and ``end`` of a text file (a README's
+    generated table) by ``text``, atomically. Raises ``ValueError`` when a marker is missing."""
+    path = Path(path)
+    src = path.read_text()
+    if start not in src or end not in src:
+        raise ValueError(f"{path} has no {start} ... {end} markers")
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}{end}", src, flags=re.S)
+    with atomic_path(path) as tmp:
+        tmp.write_text(new)
 
 
 def _json_default(obj: object) -> object:

@@ -26,7 +26,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
-from kanpde.evaluate import evaluate
+from kanpde.evaluate import Evaluation, evaluate
 from kanpde.fields import ENGINE_CHOICES, supports_forward
 from kanpde.hard import HardDirichlet, soft_problem
 from kanpde.io import RunResult, atomic_path, save_run, write_json
@@ -327,14 +327,7 @@ def _train_and_evaluate(
         model, history, seconds, failure = exc.model, exc.history, exc.seconds, f"{name}: {exc}"
         if checkpoint:
             checkpoint(-1, model, history)
-    evaluation = evaluate(
-        model,
-        built.problem,
-        int(cfg.eval.n_per_axis),
-        engine=cfg.get("engine", "auto"),
-        chunk_size=int(cfg.eval.chunk_size),
-        max_points=int(cfg.eval.get("max_points", 250_000)),
-    )
+    evaluation = _evaluate(model, built, cfg)
     label = type(getattr(model, "net", model)).__name__.lower()  # a HardDirichlet wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
@@ -353,19 +346,24 @@ def _train_and_evaluate(
     return RunResult(label, model, history, evaluation, metrics), failure
 
 
+def _evaluate(model: nn.Module, built: _Built, cfg: DictConfig) -> Evaluation:
+    """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``cfg.eval``)."""
+    return evaluate(
+        model,
+        built.problem,
+        int(cfg.eval.n_per_axis),
+        engine=cfg.get("engine", "auto"),
+        chunk_size=int(cfg.eval.chunk_size),
+        max_points=int(cfg.eval.get("max_points", 250_000)),
+    )
+
+
 def _stage_evaluator(built: _Built, cfg: DictConfig) -> Callable[[int, nn.Module, History], None]:
     """Adds the evaluation metrics of the model at the end of each stage to that stage's summary in
     the history (``history.stages[i]["eval"]``): the grid-extension curves of the KAN paper."""
 
     def record(stage: int, model: nn.Module, history: History) -> None:
-        ev = evaluate(
-            model,
-            built.problem,
-            int(cfg.eval.n_per_axis),
-            engine=cfg.get("engine", "auto"),
-            chunk_size=int(cfg.eval.chunk_size),
-            max_points=int(cfg.eval.get("max_points", 250_000)),
-        )
+        ev = _evaluate(model, built, cfg)
         history.stages[-1]["eval"] = {k: ev.metrics[k] for k in METRIC_KEYS}
 
     return record

@@ -17,13 +17,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from kanpde.io import replace_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("poisson2d_quick", "poisson2d_precise")
@@ -98,13 +99,10 @@ def table(out: Path, settings: dict) -> str:
 
 
 def write_readme(readme: Path, text: str) -> None:
-    src = readme.read_text()
-    if START not in src or END not in src:
-        raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{text}{END}", src, flags=re.S)
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, readme)
+    try:
+        replace_marked_section(readme, START, END, text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:

@@ -15,11 +15,12 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kanpde.io import replace_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = sorted(p.stem for p in (ROOT / "conf" / "problem").glob("*.yaml") if p.stem != "custom")
@@ -71,13 +72,10 @@ def table(out: Path, header: str) -> str:
 
 
 def write_readme(readme: Path, text: str) -> None:
-    src = readme.read_text()
-    if START not in src or END not in src:
-        raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{text}{END}", src, flags=re.S)
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, readme)
+    try:
+        replace_marked_section(readme, START, END, text)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:
