@@ -182,25 +182,14 @@ def test_nan_producing_model(problem: Poisson2D) -> None:
     assert info.value.model.p.item() == 0.5
 
 
-class CrashingLineSearch(torch.optim.SGD):
-    """Evaluates the closure at its start, then at a trial point with NaN parameters, and fails there
-    with an IndexError -- what torch's strong-Wolfe line search does on a non-finite trial loss."""
-
-    def __init__(self, params, crash_at: int) -> None:
-        super().__init__(params, lr=1e-3)
-        self.crash_at, self.count, self.starts = crash_at, 0, []
+class CrashingLineSearch(PoisonSGD):
+    """Poisons its parameters at step ``poison_at``, evaluates the closure there (a NaN trial point) and
+    fails with an IndexError -- what torch's strong-Wolfe line search does on a non-finite trial loss."""
 
     @torch.no_grad()
     def step(self, closure):
-        self.starts.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
-        with torch.enable_grad():
-            loss = closure()
-        super().step()
-        self.count += 1
-        if self.count == self.crash_at:
-            for g in self.param_groups:
-                for p in g["params"]:
-                    p.fill_(float("nan"))
+        loss = super().step(closure)
+        if self.count == self.poison_at:
             with torch.enable_grad():
                 closure()
             raise IndexError("list index out of range")
