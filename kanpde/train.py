@@ -233,6 +233,26 @@ def _interpret(
     return model, changes
 
 
+@dataclass
+class _Sparsity:
+    """A stage's sparsification term (KANs only): ``weight * penalty()``, the penalty
+    (:func:`kanpde.prune.sparsity_penalty`) of the model's edge activations on the interior points."""
+
+    model: KAN
+    points: Tensor
+    weight: float
+    mu: float
+
+    @classmethod
+    def of(cls, stage: Stage, model: nn.Module, batch: Batch) -> _Sparsity | None:
+        if not stage.sparsify or not isinstance(model, KAN):
+            return None
+        return cls(model, batch.interior, float(stage.sparsify.get("lambda", 1e-3)), float(stage.sparsify.get("mu", 1.0)))
+
+    def __call__(self) -> Tensor:
+        return sparsity_penalty(self.model, self.points, self.mu)
+
+
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -298,14 +318,15 @@ def fit(
         if isinstance(optimizer, LevenbergMarquardt):  # second order: it needs the residuals, not only the loss
             optimizer.attach(PinnLeastSquares(model, problem, batch, pde_weight, engine, plans, optimizer.chunk_size))
         recorded: dict[str, float] = {}
+        sparsify = _Sparsity.of(stage, model, batch)
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
             terms = loss_terms(model, problem, batch, engine, plans)
             loss = weighted_loss(terms, problem, pde_weight)
-            if stage.sparsify and isinstance(model, KAN):
-                terms["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0)))
-                loss = loss + float(stage.sparsify.get("lambda", 1e-3)) * terms["sparsity"]
+            if sparsify:
+                terms["sparsity"] = sparsify()
+                loss = loss + sparsify.weight * terms["sparsity"]
             if not recorded:  # the first evaluation of a step: the parameters it starts from
                 recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
             if torch.isfinite(loss):
@@ -350,10 +371,10 @@ def fit(
                 progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
         final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine, plans).items()}
         final_loss = weighted_loss(final, problem, pde_weight)
-        if stage.sparsify and isinstance(model, KAN):
+        if sparsify:
             with torch.no_grad():
-                final["sparsity"] = sparsity_penalty(model, batch.interior, float(stage.sparsify.get("mu", 1.0))).item()
-            final_loss += float(stage.sparsify.get("lambda", 1e-3)) * final["sparsity"]
+                final["sparsity"] = sparsify().item()
+            final_loss += sparsify.weight * final["sparsity"]
         if not math.isfinite(final_loss):
             model.load_state_dict(last_good)
             raise TrainingDiverged(
