@@ -26,7 +26,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
-from kanpde.evaluate import Evaluation, evaluate
+from kanpde.evaluate import Evaluation, evaluate, module_dtype_device
 from kanpde.fields import ENGINE_CHOICES, supports_forward
 from kanpde.hard import HardDirichlet, soft_problem
 from kanpde.io import RunResult, atomic_path, save_run, write_json
@@ -61,7 +61,7 @@ class _Built:
     stages: list[Stage]
     dtype: torch.dtype
     device: torch.device
-    fit_problem: Problem | None = None  # the problem trained on: without the conditions hard_bc enforces
+    fit_problem: Problem  # the problem trained on: without the conditions hard_bc enforces
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -309,7 +309,7 @@ def _train_and_evaluate(
     try:
         result = fit(
             model,
-            built.fit_problem or built.problem,
+            built.fit_problem,
             built.stages,
             sampler=sampler,
             n_interior=int(cfg.trainer.n_interior),
@@ -401,7 +401,7 @@ def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Pat
     from kanpde.plots import plot_activations
     from kanpde.sampling import Sampler
 
-    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
+    dtype, device = module_dtype_device(model)
     batch = built.problem.sample(Sampler(seed=int(cfg.seed)), 1024, 256).to(dtype, device)
     plot_activations(model, batch.all_points(), path, built.problem.coords, built.problem.outputs)
 
