@@ -32,7 +32,6 @@ the wrapper enforces, so their loss terms disappear from training.
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +41,7 @@ from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
 from kanpde.geometry import Annulus, Disk
+from kanpde.io import import_object
 from kanpde.jet import DerivativePlan, Jet
 from kanpde.problem import Condition, Problem
 
@@ -88,18 +88,13 @@ def soft_problem(problem: Problem) -> Problem:
     return soft
 
 
-def _import(path: str) -> Any:
-    module, _, name = path.replace(":", ".").rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def _build_problem(spec: Mapping[str, Any]) -> Problem:
     spec = dict(spec)
-    return _import(spec.pop("_target_"))(**spec)
+    return import_object(spec.pop("_target_"))(**spec)
 
 
 def _build_net(spec: Mapping[str, Any], dtype: torch.dtype | None, device: torch.device | str | None) -> nn.Module:
-    cls = _import(spec["class"])
+    cls = import_object(spec["class"])
     kwargs = dict(spec.get("config", {}))
     if {"dtype", "device"} <= set(inspect.signature(cls).parameters):
         kwargs.update(dtype=dtype, device=device)
@@ -122,23 +117,23 @@ class HardDirichlet(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
-        self.config = {"net": {"class": str(net["class"]), "config": dict(net.get("config", {}))}, "problem": dict(problem)}
-        self.net = _build_net(self.config["net"], dtype, device)
-        self.problem = _build_problem(self.config["problem"])
-        self.hard = hard_conditions(self.problem)
+        spec = {"class": str(net["class"]), "config": dict(net.get("config", {}))}
+        self._setup(_build_net(spec, dtype, device), spec, problem)
 
     @classmethod
     def around(cls, net: nn.Module, problem: Mapping[str, Any]) -> HardDirichlet:
         """Wrap an existing network (its parameters are kept, not copied)."""
-        spec = {"class": f"{type(net).__module__}.{type(net).__qualname__}", "config": getattr(net, "config", {})}
+        spec = {"class": f"{type(net).__module__}.{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
         wrapper = cls.__new__(cls)
-        nn.Module.__init__(wrapper)
-        wrapper.config = {"net": {"class": spec["class"], "config": dict(spec["config"])}, "problem": dict(problem)}
-        wrapper.net = net
-        wrapper.problem = _build_problem(wrapper.config["problem"])
-        wrapper.hard = hard_conditions(wrapper.problem)
+        wrapper._setup(net, spec, problem)
         return wrapper
+
+    def _setup(self, net: nn.Module, spec: dict[str, Any], problem: Mapping[str, Any]) -> None:
+        nn.Module.__init__(self)
+        self.config = {"net": spec, "problem": dict(problem)}
+        self.net = net
+        self.problem = _build_problem(self.config["problem"])
+        self.hard = hard_conditions(self.problem)
 
     # -- the lift: D and g ---------------------------------------------------------------------------
     def _factor(self, piece: str, x: Tensor) -> Tensor:

@@ -106,6 +106,16 @@ class RunResult:
     metrics: dict[str, object]
 
 
+def import_object(path: str) -> object:
+    """The object named by ``path``: ``"module:Qual.Name"`` (how :func:`save_run` records classes) or a
+    dotted ``"module.Name"`` (a Hydra ``_target_``)."""
+    module_name, _, qualname = path.partition(":") if ":" in path else path.rpartition(".")
+    obj: object = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _class_path(model: nn.Module) -> str:
     cls = type(model)
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -203,10 +213,7 @@ class LoadedRun:
 
 
 def _read_model(group: h5py.Group, map_location: str | torch.device) -> nn.Module:
-    module_name, _, qualname = str(group.attrs["class"]).partition(":")
-    obj: object = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = import_object(str(group.attrs["class"]))
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ValueError(f"saved model class {group.attrs['class']!r} is not a torch.nn.Module")
     state = {k: torch.from_numpy(np.asarray(v[()])) for k, v in group["state"].items()}
