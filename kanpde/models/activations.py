@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Sin", "activation_derivatives", "has_derivatives"]
+__all__ = ["Sin", "activation_derivatives", "activation_third", "has_derivatives"]
 
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -47,6 +47,29 @@ def activation_derivatives(module: nn.Module, z: Tensor, order: int = 2) -> tupl
         return f0, None, None
     f1, f2 = rule(module, z, f0, order)
     return f0, f1, (f2 if order >= 2 else None)
+
+
+def activation_third(module: nn.Module, z: Tensor, f0: Tensor, f1: Tensor, f2: Tensor) -> Tensor | None:
+    """The third derivative of an activation at ``z`` given ``f``, ``f'``, ``f''`` there (the fused KAN
+    kernel's gradient with respect to the layer inputs needs it), or ``None`` without a formula here."""
+    kind = type(module)
+    if kind is nn.Tanh:  # f' = 1 - t^2, f'' = -2 t f'  ->  f''' = -2 (f'^2 + t f'')
+        return -2.0 * (f1 * f1 + f0 * f2)
+    if kind is nn.SiLU:  # with q = s (1 - s): f''' = q [(1 - 2 s)(3 + z - 2 z s) - 2 z q]
+        s = torch.sigmoid(z)
+        q = s * (1.0 - s)
+        return q * ((1.0 - 2.0 * s) * (3.0 + z - 2.0 * z * s) - 2.0 * z * q)
+    if kind is Sin:
+        return -f1
+    if kind is nn.Identity:
+        return torch.zeros_like(z)
+    if kind is nn.GELU and module.approximate == "none":  # f'' = phi (2 - z^2)  ->  f''' = phi z (z^2 - 4)
+        return _INV_SQRT_2PI * torch.exp(-0.5 * z * z) * z * (z * z - 4.0)
+    if kind is nn.Softplus:
+        beta, threshold = float(module.beta), float(module.threshold)
+        s = torch.sigmoid(z * beta)
+        return torch.where(z * beta > threshold, torch.zeros_like(s), beta * beta * s * (1.0 - s) * (1.0 - 2.0 * s))
+    return None
 
 
 Rule = tuple[Tensor, Tensor | None]

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
-from kanpde.models.activations import activation_derivatives
+from kanpde.models.activations import activation_derivatives, activation_third
+from kanpde.models.spline_kernel import fused_available, spline_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -223,6 +224,10 @@ class KANLinear(nn.Module):
         if xt.ndim != 2 or xt.shape[0] != self.in_features:
             raise ValueError(f"KANLinear expects a jet of {self.in_features} inputs, got value of shape {tuple(xt.shape)}")
         order = plan.order
+        if fused_available(xt, jet.first, jet.second, self.spline_weight):
+            fused = self._fused_jet(jet, plan)
+            if fused is not None:
+                return fused
         if order == 0:
             return Jet(self._value(xt))
         acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
@@ -244,6 +249,27 @@ class KANLinear(nn.Module):
             else:
                 second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
         return Jet(value, first, second)
+
+    def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
+        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models.spline_kernel.spline_jet`):
+        the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
+        base activation has no third-derivative formula (the kernel's input gradient needs it)."""
+        xt = jet.value
+        with torch.no_grad():
+            a0, a1, a2 = activation_derivatives(self.base_activation, xt, 2)
+            a3 = activation_third(self.base_activation, xt, a0, a1, a2)
+        if a3 is None:
+            return None
+        k = self.spline_order
+        coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
+        table = torch.bmm(coef, self._conversion().transpose(1, 2))  # (in, out, (k+1)*(G+2k+1))
+        table = table.view(self.in_features, self.out_features, k + 1, -1).permute(0, 3, 1, 2).contiguous()
+        first_in = jet.first if plan.m else None
+        second_in = jet.second if plan.p else None
+        value, first, second = spline_jet(
+            xt, table, self.base_weight, (a0, a1, a2, a3), self.grid, first_in, second_in, plan.dirs, plan.pairs
+        )
+        return Jet(value, first if plan.m else None, second if plan.p else None)
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""

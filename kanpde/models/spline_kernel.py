@@ -1,0 +1,350 @@
+"""A fused CPU kernel for the forward derivative engine's KAN layer (numba).
+
+:meth:`kanpde.KANLinear.forward_jet` in plain torch evaluates every edge's spline and its derivatives
+as ``(out, in, n)`` tensors and contracts them with the input jet: some thirty elementwise passes
+forward and more for their autograd backward, each a full sweep over memory. This module does the
+same arithmetic point by point in compiled loops (numba), with a hand-written backward, so every
+``(out, in, n)`` intermediate stays in registers:
+
+    forward   y0[o, n]    = sum_i s_oi(x_in)
+              y1[o, s, n] = sum_i s'_oi(x_in) F[i, s, n]
+              y2[o, q, n] = sum_i s''_oi(x_in) F[i, a_q, n] F[i, b_q, n] + s'_oi(x_in) S[i, q, n]
+
+with ``s_oi`` the spline part of edge ``i -> o`` (``w_s * sum_j c_j B_j``, from the layer's piecewise
+polynomial table), ``F``/``S`` the input jet's first/second derivatives (``F`` the identity on the
+plan's directions for the network input, ``S`` zero when absent) and ``(a_q, b_q)`` the plan's pairs.
+The base branch ``w_b * silu`` is a matrix product per order and stays in torch.
+
+The backward returns the gradients with respect to the polynomial table (per-thread partial sums, no
+atomics; torch then maps them onto the spline coefficients), the inputs ``x`` and the input jet.
+It is first-order only (``once_differentiable``): the forward engine never differentiates its own
+outputs twice -- derivatives of order > 2 go through the autograd engine, which does not use this kernel.
+
+Used only where it applies: CPU tensors of float32/float64, numba importable, no ``torch.func``
+transform active (per-point Jacobians, :mod:`kanpde.lm`, go through the pure-tensor path), and not
+switched off with ``KANPDE_KERNEL=torch``. Kernels are compiled on first use and cached on disk.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:  # numba is a dependency, but the torch path must keep working without it
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+__all__ = ["fused_available", "spline_jet"]
+
+
+def fused_available(*tensors: Tensor | None) -> bool:
+    """Whether :func:`spline_jet` can run on these tensors (see the module docstring)."""
+    if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch":
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:  # inside vmap / grad / jacrev
+        return False
+    for t in tensors:
+        if t is not None and (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)):
+            return False
+    return True
+
+
+_BLOCK = 256  # points per inner block: every per-block scratch row stays in L1
+
+
+if numba is not None:
+
+    @njit(cache=True, inline="always")
+    def _interval(grid, buckets, scale, i, xv):
+        """Knot interval ``mu`` with ``t_mu <= xv < t_{mu+1}``; ``K - 1`` (the table's zero interval)
+        outside ``[t_0, t_{K-1})`` and for NaN.
+
+        ``buckets[i, b]`` is the interval holding the left end of the ``b``-th of ``L`` equal buckets
+        over the knot range (``scale[i] = L / (t_{K-1} - t_0)``): the point's bucket gives its interval
+        up to the few knots inside that bucket, found by stepping. With ``L`` a few times ``K`` this is
+        one or two comparisons even on adaptive (non-uniform) knots -- a binary search would be a chain
+        of dependent loads per point.
+        """
+        n_knots = grid.shape[1]
+        if not (xv >= grid[i, 0] and xv < grid[i, n_knots - 1]):
+            return n_knots - 1
+        b = min(int((xv - grid[i, 0]) * scale[i]), buckets.shape[1] - 1)
+        mu = buckets[i, b]
+        while mu > 0 and grid[i, mu] > xv:  # round-off at a bucket edge
+            mu -= 1
+        while grid[i, mu + 1] <= xv:
+            mu += 1
+        return mu
+
+    @njit(cache=True, inline="always")
+    def _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
+        """Interval, local coordinate, ``dx_i/ds`` and pair products of input ``i`` at a block of points."""
+        last = grid.shape[1] - 1
+        for jj in range(nb):
+            xv = x[i, j0 + jj]
+            mi = _interval(grid, buckets, scale, i, xv)
+            mu[jj] = mi
+            u[jj] = xv - grid[i, mi] if mi < last else 0.0
+            for s in range(m):
+                f[s, jj] = F[i, s, j0 + jj] if per_point else (1.0 if dirs[s] == i else 0.0)
+            for q in range(p):
+                pp[q, jj] = f[pa[q], jj] * f[pb[q], jj]
+
+
+def _make_kernels(
+    k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], network_input: bool, has_s: bool, need_x: bool
+):
+    """Forward and backward kernels for one layer configuration. Everything that shapes the loops is a
+    compile-time constant (numba freezes closure variables): the spline order ``k1 - 1``, the numbers
+    ``m``/``p`` of directions/pairs and the pairs themselves, whether the input jet is the network
+    input (identity first derivatives), whether it has second derivatives and whether the gradient
+    with respect to the layer inputs is wanted. The inner loops then
+    unroll into straight-line code per point; each configuration compiles once and is cached on disk."""
+    k = k1 - 1
+    pa = np.array([a for a, _ in pairs] or [0], dtype=np.int64)
+    pb = np.array([b for _, b in pairs] or [0], dtype=np.int64)
+    per_point = not network_input
+    mf, pf = max(m, 1), max(p, 1)
+
+    @njit(parallel=True, cache=True)
+    def forward(x, grid, buckets, scale, tab, wb, a0, a1, a2, F, dirs, S, y0, y1, y2, n_chunks):  # pragma: no cover
+        n_in, n = x.shape
+        n_out = tab.shape[2]
+        chunk = (n + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            mu = np.empty(_BLOCK, dtype=np.int64)
+            u = np.empty(_BLOCK, dtype=x.dtype)
+            f = np.empty((mf, _BLOCK), dtype=x.dtype)
+            pp = np.empty((pf, _BLOCK), dtype=x.dtype)
+            end = min(n, (c + 1) * chunk)
+            for j0 in range(c * chunk, end, _BLOCK):
+                nb = min(_BLOCK, end - j0)
+                for o in range(n_out):
+                    for jj in range(nb):
+                        y0[o, j0 + jj] = 0.0
+                        for s in range(m):
+                            y1[o, s, j0 + jj] = 0.0
+                        for q in range(p):
+                            y2[o, q, j0 + jj] = 0.0
+                for i in range(n_in):
+                    _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    for o in range(n_out):
+                        w = wb[o, i]
+                        for jj in range(nb):
+                            j, mi, ui = j0 + jj, mu[jj], u[jj]
+                            v = tab[i, mi, o, k]
+                            d1 = 0.0
+                            d2 = 0.0
+                            for d in range(k - 1, -1, -1):  # simultaneous Horner: s, s', s''
+                                d2 = d2 * ui + 2.0 * d1
+                                d1 = d1 * ui + v
+                                v = v * ui + tab[i, mi, o, d]
+                            y0[o, j] += v + w * a0[i, j]  # the edge: phi = w_b act + spline
+                            if m > 0:
+                                d1 += w * a1[i, j]
+                                for s in range(m):
+                                    y1[o, s, j] += d1 * f[s, jj]
+                            if p > 0:
+                                d2 += w * a2[i, j]
+                                for q in range(p):
+                                    t = d2 * pp[q, jj]
+                                    if has_s:
+                                        t += d1 * S[i, q, j]
+                                    y2[o, q, j] += t
+
+    @njit(parallel=True, cache=True)
+    def backward(
+        x, grid, buckets, scale, tab, wb, a0, a1, a2, a3, F, dirs, S, g0, g1, g2, gtab, gwb, gx, gF, gS, n_chunks,
+    ):  # pragma: no cover - compiled
+        n_in, n = x.shape
+        n_out = tab.shape[2]
+        chunk = (n + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            mu = np.empty(_BLOCK, dtype=np.int64)
+            u = np.empty(_BLOCK, dtype=x.dtype)
+            f = np.empty((mf, _BLOCK), dtype=x.dtype)
+            pp = np.empty((pf, _BLOCK), dtype=x.dtype)
+            end = min(n, (c + 1) * chunk)
+            for j0 in range(c * chunk, end, _BLOCK):
+                nb = min(_BLOCK, end - j0)
+                for i in range(n_in):
+                    _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    for jj in range(nb):
+                        j = j0 + jj
+                        if need_x:
+                            gx[i, j] = 0.0
+                        if per_point:
+                            for s in range(m):
+                                gF[i, s, j] = 0.0
+                        if has_s:
+                            for q in range(p):
+                                gS[i, q, j] = 0.0
+                    for o in range(n_out):
+                        w = wb[o, i]
+                        gw = 0.0
+                        for jj in range(nb):
+                            j, mi, ui = j0 + jj, mu[jj], u[jj]
+                            # c0, c1, c2: gradients of the loss w.r.t. phi, phi', phi'' of edge i -> o
+                            c0 = g0[o, j]
+                            c1 = 0.0
+                            c2 = 0.0
+                            for s in range(m):
+                                c1 += g1[o, s, j] * f[s, jj]
+                            for q in range(p):
+                                c2 += g2[o, q, j] * pp[q, jj]
+                                if has_s:
+                                    c1 += g2[o, q, j] * S[i, q, j]
+                            v = tab[i, mi, o, k]
+                            s1 = 0.0
+                            s2 = 0.0
+                            s3 = 0.0
+                            for d in range(k - 1, -1, -1):
+                                s3 = s3 * ui + 3.0 * s2
+                                s2 = s2 * ui + 2.0 * s1
+                                s1 = s1 * ui + v
+                                v = v * ui + tab[i, mi, o, d]
+                            # d s^(r) / d a_d = d!/(d-r)! u^(d-r): c0 u^d + c1 d u^(d-1) + c2 d(d-1) u^(d-2)
+                            w0, w1, w2 = 1.0, 0.0, 0.0
+                            for d in range(k1):
+                                gtab[c, i, mi, o, d] += c0 * w0 + c1 * w1 + c2 * w2
+                                w2 = w2 * ui + 2.0 * w1
+                                w1 = w1 * ui + w0
+                                w0 = w0 * ui
+                            if need_x:  # phi^(r+1) = s^(r+1) + w_b act^(r+1)
+                                gx[i, j] += c0 * (s1 + w * a1[i, j]) + c1 * (s2 + w * a2[i, j]) + c2 * (s3 + w * a3[i, j])
+                            gw += c0 * a0[i, j]
+                            if m > 0:
+                                gw += c1 * a1[i, j]
+                                phi1 = s1 + w * a1[i, j]
+                                if per_point:
+                                    for s in range(m):
+                                        gF[i, s, j] += g1[o, s, j] * phi1
+                                if has_s:
+                                    for q in range(p):
+                                        gS[i, q, j] += g2[o, q, j] * phi1
+                            if p > 0:
+                                gw += c2 * a2[i, j]
+                                if per_point:
+                                    phi2 = s2 + w * a2[i, j]
+                                    for q in range(p):
+                                        t = g2[o, q, j] * phi2
+                                        gF[i, pa[q], j] += t * f[pb[q], jj]
+                                        gF[i, pb[q], j] += t * f[pa[q], jj]
+                        gwb[c, o, i] += gw
+
+    return forward, backward
+
+
+_KERNELS: dict[tuple, tuple] = {}
+
+
+def _kernels(*config) -> tuple:
+    """The (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`), built once."""
+    if config not in _KERNELS:
+        _KERNELS[config] = _make_kernels(*config)
+    return _KERNELS[config]
+
+
+def _blocks(n: int) -> int:
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(threads)
+    return max(1, min(threads, n))
+
+
+def _search_tables(grid: Tensor) -> tuple[Tensor, Tensor]:
+    """Bucket tables for :func:`_interval`: ``4 (K - 1)`` equal buckets over each input's knot range,
+    the interval holding each bucket's left end ``(in, L)`` and ``L / (t_{K-1} - t_0)`` ``(in,)``."""
+    n_buckets = 4 * (grid.shape[1] - 1)
+    lo, hi = grid[:, :1], grid[:, -1:]
+    frac = torch.arange(n_buckets, dtype=grid.dtype) / n_buckets
+    edges = lo + (hi - lo) * frac  # (in, L)
+    buckets = (torch.searchsorted(grid.contiguous(), edges.contiguous(), right=True) - 1).clamp(0, grid.shape[1] - 2)
+    return buckets, (n_buckets / (hi - lo)).reshape(-1)
+
+
+def _np(t: Tensor | None, ndim: int, dtype: torch.dtype) -> np.ndarray:
+    """A C-contiguous numpy view of ``t`` (or an empty array of ``ndim`` dimensions for ``None``)."""
+    if t is None:
+        return np.empty((0,) * ndim, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    return t.detach().contiguous().numpy()  # int64 tensors (bucket tables) pass through as they are
+
+
+class _SplineJet(torch.autograd.Function):
+    """Inputs with gradients: ``xt``, ``table``, ``wb``, ``first``, ``second``; ``acts`` (the base
+    activation and its first three derivatives at ``xt``) and ``grid`` are constants of the call."""
+
+    @staticmethod
+    def forward(ctx, xt, table, wb, first, second, acts, grid, dirs, pairs):
+        (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
+        m, p = len(dirs), len(pairs)
+        config = (table.shape[3], m, p, tuple(pairs), first is None, second is not None, xt.requires_grad)
+        y0 = torch.empty(n_out, n, dtype=dtype)
+        y1 = torch.empty(n_out, m, n, dtype=dtype)
+        y2 = torch.empty(n_out, p, n, dtype=dtype)
+        buckets, scale = _search_tables(grid)
+        ins = (xt, grid, buckets, scale, table, wb, *acts[:3])
+        dirs_arr = np.asarray(dirs, dtype=np.int64)
+        args = tuple(_np(t, t.ndim, dtype) for t in ins) + (_np(first, 3, dtype), dirs_arr, _np(second, 3, dtype))
+        _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
+        ctx.save_for_backward(xt, table, wb, first, second, *acts, grid)
+        ctx.meta = (config, dirs_arr, buckets, scale)
+        return y0, y1, y2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g0, g1, g2):
+        xt, table, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
+        config, dirs_arr, buckets, scale = ctx.meta
+        m, p, need_x = config[1], config[2], config[6]
+        dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
+        g0 = torch.zeros(n_out, n, dtype=dtype) if g0 is None else g0
+        g1 = torch.zeros(n_out, m, n, dtype=dtype) if g1 is None else g1
+        g2 = torch.zeros(n_out, p, n, dtype=dtype) if g2 is None else g2
+        blocks = _blocks(n)
+        gtab = torch.zeros((blocks, *table.shape), dtype=dtype)
+        gwb = torch.zeros((blocks, *wb.shape), dtype=dtype)
+        gx = torch.empty(n_in, n, dtype=dtype) if need_x else None
+        gF = torch.empty(n_in, m, n, dtype=dtype) if first is not None else None
+        gS = torch.empty(n_in, p, n, dtype=dtype) if second is not None else None
+        ins = (xt, grid, buckets, scale, table, wb, a0, a1, a2, a3)
+        _kernels(*config)[1](
+            *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), dirs_arr, _np(second, 3, dtype),
+            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
+            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), blocks,
+        )
+        return (
+            gx, gtab.sum(0), gwb.sum(0), gF if ctx.needs_input_grad[3] else None,
+            gS if ctx.needs_input_grad[4] else None, None, None, None, None,
+        )
+
+
+def spline_jet(
+    xt: Tensor,
+    table: Tensor,
+    base_weight: Tensor,
+    acts: tuple[Tensor, Tensor, Tensor, Tensor],
+    grid: Tensor,
+    first: Tensor | None,
+    second: Tensor | None,
+    dirs: tuple[int, ...],
+    pairs: tuple[tuple[int, int], ...],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A KAN layer's output jet, fused (see the module docstring).
+
+    ``xt`` ``(in, n)`` layer inputs; ``table`` ``(in, K, out, k + 1)`` each edge's spline as
+    polynomial coefficients per knot interval (powers of ``x - t_mu``; the last interval, all zero,
+    serves points outside the knots); ``base_weight`` ``(out, in)``; ``acts`` the base activation and
+    its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their dependence on
+    ``xt`` is part of the kernel's gradient); ``grid`` ``(in, K)`` knots; ``first`` ``(in, m, n)`` or
+    ``None`` (the network input: identity on the columns ``dirs``); ``second`` ``(in, p, n)`` or
+    ``None`` (zero); ``pairs``: the plan's pairs (positions into ``dirs``).
+    Returns value ``(out, n)``, first ``(out, m, n)`` and second ``(out, p, n)`` derivatives,
+    differentiable in ``xt``, ``table``, ``base_weight``, ``first`` and ``second``.
+    """
+    acts = tuple(a.detach() for a in acts)
+    return _SplineJet.apply(xt, table, base_weight, first, second, acts, grid.detach(), tuple(dirs), tuple(pairs))
