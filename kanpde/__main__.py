@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from kanpde.run import ConfigError, RunFailed, format_table, run
+from kanpde.runtime import tune_malloc
 from kanpde.train import ProgressEvent
 
 
@@ -80,6 +81,7 @@ def cli() -> None:
     if problem:
         print(f"kanpde: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    tune_malloc()  # keep freed tensor memory for reuse (kanpde.runtime); a process-wide choice of the app
     main()
 
 

@@ -151,6 +151,10 @@ def _max_rss_mb() -> float:
 def worker(cfg: dict) -> dict:
     import torch
 
+    from kanpde.runtime import tune_malloc
+
+    if cfg.get("tune_malloc", True):
+        tune_malloc()  # as the command line does; the same for every implementation
     torch.set_num_threads(cfg["threads"])
     dtype = getattr(torch, cfg["dtype"])
     device = cfg["device"]
@@ -297,9 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", type=int, nargs="*", help="override the grid sizes")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the interior point counts")
     parser.add_argument("--impls", nargs="*", choices=IMPLS, help="default: all (--quick: all but dense-autograd)")
-    parser.add_argument("--repeats", type=int, default=10, help="at most this many timed steps per configuration")
+    parser.add_argument("--repeats", type=int, default=30, help="at most this many timed steps per configuration")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds of timed steps per configuration (>= 3 steps)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before one configuration is given up")
+    parser.add_argument("--no-tune-malloc", dest="tune_malloc", action="store_false",
+                        help="leave glibc's allocator at its defaults (by default every run, of every implementation, "
+                        "applies kanpde.runtime.tune_malloc as the command line does)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -320,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kanpde benchmark: torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, device {args.device}, dtype {args.dtype}")
     print(f"threads: torch.set_num_threads({args.threads}) and OMP/MKL_NUM_THREADS={args.threads} in every run; "
-          f"each configuration in a fresh process: 1 warm-up step, then the median of up to {args.repeats} steps "
+          f"each configuration in a fresh process: 2 warm-up steps, then the median of up to {args.repeats} steps "
           f"(at least 3, about {args.budget:.0f} s)")
+    print("allocator: " + ("glibc mmap/trim thresholds raised in every run (kanpde.runtime.tune_malloc, as the CLI does)"
+                           if args.tune_malloc else "glibc defaults (--no-tune-malloc)"))
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device)) if torch.cuda.is_available() else 'not available'}")
     print("peak memory: " + ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda")
@@ -338,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 cfg = {
                     "impl": impl, "grid": g, "n_interior": n, "threads": args.threads, "device": args.device,
-                    "dtype": args.dtype, "warmup": 1, "repeats": args.repeats, "min_repeats": 3,
-                    "budget_s": args.budget,
+                    "dtype": args.dtype, "warmup": 2, "repeats": args.repeats, "min_repeats": 3,
+                    "budget_s": args.budget, "tune_malloc": args.tune_malloc,
                 }
                 res = _run_config(cfg, timeout=args.timeout)
                 if isinstance(res, str):

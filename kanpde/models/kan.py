@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
-from kanpde.models.activations import activation_derivatives, activation_third
-from kanpde.models.spline_kernel import fused_available, spline_jet
+from kanpde.models.activations import activation_derivatives
+from kanpde.models.spline_kernel import activation_jet, fused_available, spline_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -255,10 +255,8 @@ class KANLinear(nn.Module):
         the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
         base activation has no third-derivative formula (the kernel's input gradient needs it)."""
         xt = jet.value
-        with torch.no_grad():
-            a0, a1, a2 = activation_derivatives(self.base_activation, xt, 2)
-            a3 = activation_third(self.base_activation, xt, a0, a1, a2)
-        if a3 is None:
+        acts = activation_jet(self.base_activation, xt)
+        if acts is None:
             return None
         k = self.spline_order
         coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
@@ -267,7 +265,7 @@ class KANLinear(nn.Module):
         first_in = jet.first if plan.m else None
         second_in = jet.second if plan.p else None
         value, first, second = spline_jet(
-            xt, table, self.base_weight, (a0, a1, a2, a3), self.grid, first_in, second_in, plan.dirs, plan.pairs
+            xt, table, self.base_weight, acts, self.grid, first_in, second_in, plan.dirs, plan.pairs
         )
         return Jet(value, first if plan.m else None, second if plan.p else None)
 

@@ -27,11 +27,14 @@ switched off with ``KANPDE_KERNEL=torch``. Kernels are compiled on first use and
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from kanpde.models.activations import activation_derivatives, activation_third
 
 try:  # numba is a dependency, but the torch path must keep working without it
     import numba
@@ -39,7 +42,7 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["fused_available", "spline_jet"]
+__all__ = ["activation_jet", "fused_available", "spline_jet"]
 
 
 def fused_available(*tensors: Tensor | None) -> bool:
@@ -82,18 +85,70 @@ if numba is not None:
         return mu
 
     @njit(cache=True, inline="always")
-    def _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
-        """Interval, local coordinate, ``dx_i/ds`` and pair products of input ``i`` at a block of points."""
+    def _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
+        """Interval and local coordinate of input ``i`` at a block of points and, for a per-point input
+        jet, ``dx_i/ds`` and the pair products."""
         last = grid.shape[1] - 1
         for jj in range(nb):
             xv = x[i, j0 + jj]
             mi = _interval(grid, buckets, scale, i, xv)
             mu[jj] = mi
             u[jj] = xv - grid[i, mi] if mi < last else 0.0
-            for s in range(m):
-                f[s, jj] = F[i, s, j0 + jj] if per_point else (1.0 if dirs[s] == i else 0.0)
-            for q in range(p):
-                pp[q, jj] = f[pa[q], jj] * f[pb[q], jj]
+            if per_point:
+                for s in range(m):
+                    f[s, jj] = F[i, s, j0 + jj]
+                for q in range(p):
+                    pp[q, jj] = f[pa[q], jj] * f[pb[q], jj]
+
+
+    @njit(cache=True)
+    def _search_tables(grid):  # pragma: no cover - compiled
+        """Bucket tables for :func:`_interval`: ``4 (K - 1)`` equal buckets over each input's knot range;
+        the interval holding each bucket's left end ``(in, L)`` and ``L / (t_{K-1} - t_0)`` ``(in,)``."""
+        n_in, n_knots = grid.shape
+        n_buckets = 4 * (n_knots - 1)
+        buckets = np.empty((n_in, n_buckets), dtype=np.int64)
+        scale = np.empty(n_in, dtype=grid.dtype)
+        for i in range(n_in):
+            lo, hi = grid[i, 0], grid[i, n_knots - 1]
+            scale[i] = n_buckets / (hi - lo)
+            mu = 0
+            for b in range(n_buckets):
+                edge = lo + (hi - lo) * (b / n_buckets)
+                while mu < n_knots - 2 and grid[i, mu + 1] <= edge:
+                    mu += 1
+                buckets[i, b] = mu
+        return buckets, scale
+
+
+    @njit(parallel=True, cache=True)
+    def _silu_jet(z, a0, a1, a2, a3):  # pragma: no cover - compiled
+        """silu and its first three derivatives, elementwise over flat arrays (one pass, no temporaries)."""
+        for j in prange(z.shape[0]):
+            x = z[j]
+            s = 1.0 / (1.0 + math.exp(-x))
+            q = s * (1.0 - s)
+            a0[j] = x * s
+            a1[j] = s + x * q
+            a2[j] = q * (2.0 + x * (1.0 - 2.0 * s))
+            a3[j] = q * ((1.0 - 2.0 * s) * (3.0 + x - 2.0 * x * s) - 2.0 * x * q)
+
+
+def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """The base activation and its first three derivatives at ``xt``, without a graph (the kernel's
+    backward applies them itself); ``None`` for an activation without a third-derivative formula.
+    ``silu`` (the default) takes one compiled pass; the others go through the torch formulas of
+    :mod:`kanpde.models.activations`."""
+    with torch.no_grad():
+        if type(module) is torch.nn.SiLU and numba is not None and xt.device.type == "cpu":
+            z = xt.detach().contiguous()
+            acts = tuple(torch.empty_like(z) for _ in range(4))
+            _blocks(z.numel())  # the thread count
+            _silu_jet(z.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
+            return acts
+        a0, a1, a2 = activation_derivatives(module, xt, 2)
+        a3 = activation_third(module, xt, a0, a1, a2)
+    return None if a3 is None else (a0, a1, a2, a3)
 
 
 def _make_kernels(
@@ -112,7 +167,7 @@ def _make_kernels(
     mf, pf = max(m, 1), max(p, 1)
 
     @njit(parallel=True, cache=True)
-    def forward(x, grid, buckets, scale, tab, wb, a0, a1, a2, F, dirs, S, y0, y1, y2, n_chunks):  # pragma: no cover
+    def forward(grid, buckets, scale, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks):  # pragma: no cover
         n_in, n = x.shape
         n_out = tab.shape[2]
         chunk = (n + n_chunks - 1) // n_chunks
@@ -132,7 +187,8 @@ def _make_kernels(
                         for q in range(p):
                             y2[o, q, j0 + jj] = 0.0
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    si, qi = sel[i, 0], sel[i, 1]
                     for o in range(n_out):
                         w = wb[o, i]
                         for jj in range(nb):
@@ -147,19 +203,25 @@ def _make_kernels(
                             y0[o, j] += v + w * a0[i, j]  # the edge: phi = w_b act + spline
                             if m > 0:
                                 d1 += w * a1[i, j]
-                                for s in range(m):
-                                    y1[o, s, j] += d1 * f[s, jj]
+                                if per_point:
+                                    for s in range(m):
+                                        y1[o, s, j] += d1 * f[s, jj]
+                                elif si >= 0:  # network input: dx_i/ds = 1 for s = si only
+                                    y1[o, si, j] += d1
                             if p > 0:
                                 d2 += w * a2[i, j]
-                                for q in range(p):
-                                    t = d2 * pp[q, jj]
-                                    if has_s:
-                                        t += d1 * S[i, q, j]
-                                    y2[o, q, j] += t
+                                if per_point:
+                                    for q in range(p):
+                                        t = d2 * pp[q, jj]
+                                        if has_s:
+                                            t += d1 * S[i, q, j]
+                                        y2[o, q, j] += t
+                                elif qi >= 0:  # network input: only the pure pair (si, si) sees input i
+                                    y2[o, qi, j] += d2
 
     @njit(parallel=True, cache=True)
     def backward(
-        x, grid, buckets, scale, tab, wb, a0, a1, a2, a3, F, dirs, S, g0, g1, g2, gtab, gwb, gx, gF, gS, n_chunks,
+        grid, buckets, scale, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, n_chunks,
     ):  # pragma: no cover - compiled
         n_in, n = x.shape
         n_out = tab.shape[2]
@@ -173,7 +235,8 @@ def _make_kernels(
             for j0 in range(c * chunk, end, _BLOCK):
                 nb = min(_BLOCK, end - j0)
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, F, dirs, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    si, qi = sel[i, 0], sel[i, 1]
                     for jj in range(nb):
                         j = j0 + jj
                         if need_x:
@@ -193,12 +256,18 @@ def _make_kernels(
                             c0 = g0[o, j]
                             c1 = 0.0
                             c2 = 0.0
-                            for s in range(m):
-                                c1 += g1[o, s, j] * f[s, jj]
-                            for q in range(p):
-                                c2 += g2[o, q, j] * pp[q, jj]
-                                if has_s:
-                                    c1 += g2[o, q, j] * S[i, q, j]
+                            if per_point:
+                                for s in range(m):
+                                    c1 += g1[o, s, j] * f[s, jj]
+                                for q in range(p):
+                                    c2 += g2[o, q, j] * pp[q, jj]
+                                    if has_s:
+                                        c1 += g2[o, q, j] * S[i, q, j]
+                            else:
+                                if m > 0 and si >= 0:
+                                    c1 = g1[o, si, j]
+                                if p > 0 and qi >= 0:
+                                    c2 = g2[o, qi, j]
                             v = tab[i, mi, o, k]
                             s1 = 0.0
                             s2 = 0.0
@@ -256,22 +325,27 @@ def _blocks(n: int) -> int:
     return max(1, min(threads, n))
 
 
-def _search_tables(grid: Tensor) -> tuple[Tensor, Tensor]:
-    """Bucket tables for :func:`_interval`: ``4 (K - 1)`` equal buckets over each input's knot range,
-    the interval holding each bucket's left end ``(in, L)`` and ``L / (t_{K-1} - t_0)`` ``(in,)``."""
-    n_buckets = 4 * (grid.shape[1] - 1)
-    lo, hi = grid[:, :1], grid[:, -1:]
-    frac = torch.arange(n_buckets, dtype=grid.dtype) / n_buckets
-    edges = lo + (hi - lo) * frac  # (in, L)
-    buckets = (torch.searchsorted(grid.contiguous(), edges.contiguous(), right=True) - 1).clamp(0, grid.shape[1] - 2)
-    return buckets, (n_buckets / (hi - lo)).reshape(-1)
+def _input_selection(n_in: int, dirs: tuple[int, ...], pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """For the network input (``dx_i/dx_s = delta``): ``(in, 2)`` with, per input column ``i``, its position
+    ``s`` among the plan's directions and the position of the pair ``(s, s)`` among its pairs (-1: none)."""
+    sel = np.full((n_in, 2), -1, dtype=np.int64)
+    for s, col in enumerate(dirs):
+        if col < n_in:
+            sel[col, 0] = s
+            if (s, s) in pairs:
+                sel[col, 1] = pairs.index((s, s))
+    return sel
 
 
 def _np(t: Tensor | None, ndim: int, dtype: torch.dtype) -> np.ndarray:
-    """A C-contiguous numpy view of ``t`` (or an empty array of ``ndim`` dimensions for ``None``)."""
+    """A C-contiguous numpy view of ``t`` (an empty array of ``ndim`` dimensions for ``None``)."""
     if t is None:
-        return np.empty((0,) * ndim, dtype=np.float64 if dtype == torch.float64 else np.float32)
-    return t.detach().contiguous().numpy()  # int64 tensors (bucket tables) pass through as they are
+        return _EMPTY[(ndim, dtype)]
+    t = t.detach()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
+
+
+_EMPTY = {(d, dt): np.empty((0,) * d, dtype=npt) for d in (2, 3) for dt, npt in ((torch.float64, np.float64), (torch.float32, np.float32))}
 
 
 class _SplineJet(torch.autograd.Function):
@@ -286,20 +360,21 @@ class _SplineJet(torch.autograd.Function):
         y0 = torch.empty(n_out, n, dtype=dtype)
         y1 = torch.empty(n_out, m, n, dtype=dtype)
         y2 = torch.empty(n_out, p, n, dtype=dtype)
-        buckets, scale = _search_tables(grid)
-        ins = (xt, grid, buckets, scale, table, wb, *acts[:3])
-        dirs_arr = np.asarray(dirs, dtype=np.int64)
-        args = tuple(_np(t, t.ndim, dtype) for t in ins) + (_np(first, 3, dtype), dirs_arr, _np(second, 3, dtype))
+        grid_np = _np(grid, 2, dtype)
+        buckets, scale = _search_tables(grid_np)
+        ins = (xt, table, wb, *acts[:3])
+        sel = _input_selection(n_in, dirs, pairs)
+        args = (grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
         _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
         ctx.save_for_backward(xt, table, wb, first, second, *acts, grid)
-        ctx.meta = (config, dirs_arr, buckets, scale)
+        ctx.meta = (config, sel, grid_np, buckets, scale)
         return y0, y1, y2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
         xt, table, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
-        config, dirs_arr, buckets, scale = ctx.meta
+        config, sel, grid_np, buckets, scale = ctx.meta
         m, p, need_x = config[1], config[2], config[6]
         dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
         g0 = torch.zeros(n_out, n, dtype=dtype) if g0 is None else g0
@@ -311,9 +386,9 @@ class _SplineJet(torch.autograd.Function):
         gx = torch.empty(n_in, n, dtype=dtype) if need_x else None
         gF = torch.empty(n_in, m, n, dtype=dtype) if first is not None else None
         gS = torch.empty(n_in, p, n, dtype=dtype) if second is not None else None
-        ins = (xt, grid, buckets, scale, table, wb, a0, a1, a2, a3)
+        ins = (xt, table, wb, a0, a1, a2, a3)
         _kernels(*config)[1](
-            *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), dirs_arr, _np(second, 3, dtype),
+            grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype),
             _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
             gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), blocks,
         )
