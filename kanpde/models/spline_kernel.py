@@ -237,16 +237,6 @@ def _make_kernels(
                 for i in range(n_in):
                     _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
                     si, qi = sel[i, 0], sel[i, 1]
-                    for jj in range(nb):
-                        j = j0 + jj
-                        if need_x:
-                            gx[i, j] = 0.0
-                        if per_point:
-                            for s in range(m):
-                                gF[i, s, j] = 0.0
-                        if has_s:
-                            for q in range(p):
-                                gS[i, q, j] = 0.0
                     for o in range(n_out):
                         w = wb[o, i]
                         gw = 0.0
@@ -285,17 +275,18 @@ def _make_kernels(
                                 w1 = w1 * ui + w0
                                 w0 = w0 * ui
                             if need_x:  # phi^(r+1) = s^(r+1) + w_b act^(r+1)
-                                gx[i, j] += c0 * (s1 + w * a1[i, j]) + c1 * (s2 + w * a2[i, j]) + c2 * (s3 + w * a3[i, j])
+                                gxo = c0 * (s1 + w * a1[i, j]) + c1 * (s2 + w * a2[i, j]) + c2 * (s3 + w * a3[i, j])
+                                gx[i, j] = gxo + (gx[i, j] if o > 0 else 0.0)
                             gw += c0 * a0[i, j]
                             if m > 0:
                                 gw += c1 * a1[i, j]
                                 phi1 = s1 + w * a1[i, j]
                                 if per_point:
                                     for s in range(m):
-                                        gF[i, s, j] += g1[o, s, j] * phi1
+                                        gF[i, s, j] = g1[o, s, j] * phi1 + (gF[i, s, j] if o > 0 else 0.0)
                                 if has_s:
                                     for q in range(p):
-                                        gS[i, q, j] += g2[o, q, j] * phi1
+                                        gS[i, q, j] = g2[o, q, j] * phi1 + (gS[i, q, j] if o > 0 else 0.0)
                             if p > 0:
                                 gw += c2 * a2[i, j]
                                 if per_point:
