@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
-from kanpde.models.spline_kernel import activation_jet, fused_available, spline_jet
+from kanpde.models.kernels import activation_jet, fused_available, spline_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -250,22 +250,29 @@ class KANLinear(nn.Module):
                 second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
         return Jet(value, first, second)
 
+    @torch.no_grad()
+    def _kernel_table(self, conversion: Tensor) -> Tensor:
+        """:meth:`polynomial_table` in the fused kernel's layout ``(in, G + 2k + 1, out, k + 1)``, without a
+        graph: the kernel's backward maps its gradient through ``conversion`` itself."""
+        k = self.spline_order
+        coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
+        table = torch.bmm(coef, conversion.transpose(1, 2))  # (in, out, (k+1)*(G+2k+1))
+        return table.view(self.in_features, self.out_features, k + 1, -1).permute(0, 3, 1, 2).contiguous()
+
     def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
-        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models.spline_kernel.spline_jet`):
+        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models.kernels.spline_jet`):
         the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
         base activation has no third-derivative formula (the kernel's input gradient needs it)."""
         xt = jet.value
         acts = activation_jet(self.base_activation, xt)
         if acts is None:
             return None
-        k = self.spline_order
-        coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
-        table = torch.bmm(coef, self._conversion().transpose(1, 2))  # (in, out, (k+1)*(G+2k+1))
-        table = table.view(self.in_features, self.out_features, k + 1, -1).permute(0, 3, 1, 2).contiguous()
         first_in = jet.first if plan.m else None
         second_in = jet.second if plan.p else None
+        conversion = self._conversion()
         value, first, second = spline_jet(
-            xt, table, self.base_weight, acts, self.grid, first_in, second_in, plan.dirs, plan.pairs
+            xt, self.spline_weight, self.spline_scaler, self._kernel_table(conversion), conversion, self.base_weight,
+            acts, self.grid, first_in, second_in, plan.dirs, plan.pairs,
         )
         return Jet(value, first if plan.m else None, second if plan.p else None)
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from kanpde.jet import DerivativePlan, Jet, elementwise_jet, linear_jet
 from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
+from kanpde.models.kernels import activation_jet, elementwise_jet_fused, fused_available
 
 __all__ = ["MLP"]
 
@@ -69,9 +70,15 @@ class MLP(nn.Module):
         ``a = f(z)`` by ``da = f'(z) dz`` and ``d2a = f''(z) dz_s dz_r + f'(z) d2z``.
         """
         jet = Jet(x.T)
+        fused = plan.m > 0 and fused_available(x, self.linears[0].weight)
         for linear in self.linears[:-1]:
             jet = linear_jet(jet, plan, linear.weight, linear.bias)
-            jet = elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
+            acts = activation_jet(self.activation, jet.value) if fused else None
+            if acts is not None:  # the fused CPU kernel (kanpde.models.kernels): one pass each way
+                jet = Jet(*elementwise_jet_fused(jet.value, jet.first, jet.second, acts, plan.pairs))
+                jet.second = jet.second if plan.p else None
+            else:
+                jet = elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
         jet = linear_jet(jet, plan, self.linears[-1].weight, self.linears[-1].bias)
         if plan.p and jet.second is None:  # a single linear layer: zero curvature
             jet.second = jet.value.new_zeros(jet.value.shape[0], plan.p, jet.value.shape[1])

@@ -42,7 +42,7 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["activation_jet", "fused_available", "spline_jet"]
+__all__ = ["activation_jet", "elementwise_jet_fused", "fused_available", "spline_jet"]
 
 
 def fused_available(*tensors: Tensor | None) -> bool:
@@ -134,12 +134,30 @@ if numba is not None:
             a3[j] = q * ((1.0 - 2.0 * s) * (3.0 + x - 2.0 * x * s) - 2.0 * x * q)
 
 
+    @njit(parallel=True, cache=True)
+    def _tanh_jet(t, a1, a2, a3):  # pragma: no cover - compiled
+        """tanh's derivatives from ``t = tanh(z)``: ``1 - t^2``, ``-2 t f'``, ``-2 (f'^2 + t f'')``."""
+        for j in prange(t.shape[0]):
+            v = t[j]
+            d1 = 1.0 - v * v
+            d2 = -2.0 * v * d1
+            a1[j] = d1
+            a2[j] = d2
+            a3[j] = -2.0 * (d1 * d1 + v * d2)
+
+
 def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """The base activation and its first three derivatives at ``xt``, without a graph (the kernel's
     backward applies them itself); ``None`` for an activation without a third-derivative formula.
-    ``silu`` (the default) takes one compiled pass; the others go through the torch formulas of
-    :mod:`kanpde.models.activations`."""
+    ``silu`` (the KAN default) takes one compiled pass, ``tanh`` (the MLP default) one after torch's
+    ``tanh``; the others go through the torch formulas of :mod:`kanpde.models.activations`."""
     with torch.no_grad():
+        if type(module) is torch.nn.Tanh and numba is not None and xt.device.type == "cpu":
+            t = torch.tanh(xt).contiguous()
+            acts = (t, *(torch.empty_like(t) for _ in range(3)))
+            _blocks(t.numel())
+            _tanh_jet(t.view(-1).numpy(), *(a.view(-1).numpy() for a in acts[1:]))
+            return acts
         if type(module) is torch.nn.SiLU and numba is not None and xt.device.type == "cpu":
             z = xt.detach().contiguous()
             acts = tuple(torch.empty_like(z) for _ in range(4))
@@ -340,11 +358,14 @@ _EMPTY = {(d, dt): np.empty((0,) * d, dtype=npt) for d in (2, 3) for dt, npt in 
 
 
 class _SplineJet(torch.autograd.Function):
-    """Inputs with gradients: ``xt``, ``table``, ``wb``, ``first``, ``second``; ``acts`` (the base
-    activation and its first three derivatives at ``xt``) and ``grid`` are constants of the call."""
+    """Inputs with gradients: ``xt``, the spline coefficients ``sw`` and scales ``sc``, ``wb``, ``first``,
+    ``second``. Constants of the call: the polynomial ``table`` of ``sc * sw`` (computed by the layer
+    and reused while the parameters are unchanged), the ``conversion`` from coefficients to ``table``
+    (the backward maps the table's gradient through it), ``acts`` (the base activation and its first
+    three derivatives at ``xt``) and ``grid``."""
 
     @staticmethod
-    def forward(ctx, xt, table, wb, first, second, acts, grid, dirs, pairs):
+    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid, dirs, pairs):
         (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
         m, p = len(dirs), len(pairs)
         config = (table.shape[3], m, p, tuple(pairs), first is None, second is not None, xt.requires_grad)
@@ -357,14 +378,14 @@ class _SplineJet(torch.autograd.Function):
         sel = _input_selection(n_in, dirs, pairs)
         args = (grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
         _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
-        ctx.save_for_backward(xt, table, wb, first, second, *acts, grid)
+        ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts, grid)
         ctx.meta = (config, sel, grid_np, buckets, scale)
         return y0, y1, y2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
-        xt, table, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
+        xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
         config, sel, grid_np, buckets, scale = ctx.meta
         m, p, need_x = config[1], config[2], config[6]
         dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
@@ -383,15 +404,22 @@ class _SplineJet(torch.autograd.Function):
             _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
             gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), blocks,
         )
+        # table[i, mu, o, d] = sum_c conversion[i, d K + mu, c] coef[i, o, c] with coef = (sc * sw) transposed
+        n_coef_rows = table.shape[1] * table.shape[3]
+        gtab = gtab.sum(0).permute(0, 2, 3, 1).reshape(n_in, n_out, n_coef_rows)  # (in, out, (k+1) K)
+        gcoef = torch.bmm(gtab, conversion).transpose(0, 1)  # (out, in, G+k)
         return (
-            gx, gtab.sum(0), gwb.sum(0), gF if ctx.needs_input_grad[3] else None,
-            gS if ctx.needs_input_grad[4] else None, None, None, None, None,
+            gx, gcoef * sc.unsqueeze(-1), (gcoef * sw).sum(-1), gwb.sum(0), gF if ctx.needs_input_grad[4] else None,
+            gS if ctx.needs_input_grad[5] else None, None, None, None, None, None, None,
         )
 
 
 def spline_jet(
     xt: Tensor,
+    spline_weight: Tensor,
+    spline_scaler: Tensor,
     table: Tensor,
+    conversion: Tensor,
     base_weight: Tensor,
     acts: tuple[Tensor, Tensor, Tensor, Tensor],
     grid: Tensor,
@@ -402,15 +430,124 @@ def spline_jet(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A KAN layer's output jet, fused (see the module docstring).
 
-    ``xt`` ``(in, n)`` layer inputs; ``table`` ``(in, K, out, k + 1)`` each edge's spline as
+    ``xt`` ``(in, n)`` layer inputs; ``spline_weight`` ``(out, in, C)`` and ``spline_scaler`` ``(out, in)``
+    the layer's ``c`` and ``w_s``; ``table`` ``(in, K, out, k + 1)`` every edge's spline ``w_s c`` as
     polynomial coefficients per knot interval (powers of ``x - t_mu``; the last interval, all zero,
-    serves points outside the knots); ``base_weight`` ``(out, in)``; ``acts`` the base activation and
-    its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their dependence on
-    ``xt`` is part of the kernel's gradient); ``grid`` ``(in, K)`` knots; ``first`` ``(in, m, n)`` or
-    ``None`` (the network input: identity on the columns ``dirs``); ``second`` ``(in, p, n)`` or
-    ``None`` (zero); ``pairs``: the plan's pairs (positions into ``dirs``).
+    serves points outside the knots), equal to ``conversion`` ``(in, (k + 1) K, C)`` applied to
+    ``w_s c`` (:meth:`kanpde.KANLinear._conversion`); ``base_weight`` ``(out, in)``; ``acts`` the base
+    activation and its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their
+    dependence on ``xt`` is part of the kernel's gradient); ``grid`` ``(in, K)`` knots; ``first``
+    ``(in, m, n)`` or ``None`` (the network input: identity on the columns ``dirs``); ``second``
+    ``(in, p, n)`` or ``None`` (zero); ``pairs``: the plan's pairs (positions into ``dirs``).
     Returns value ``(out, n)``, first ``(out, m, n)`` and second ``(out, p, n)`` derivatives,
-    differentiable in ``xt``, ``table``, ``base_weight``, ``first`` and ``second``.
+    differentiable in ``xt``, ``spline_weight``, ``spline_scaler``, ``base_weight``, ``first`` and
+    ``second``.
     """
     acts = tuple(a.detach() for a in acts)
-    return _SplineJet.apply(xt, table, base_weight, first, second, acts, grid.detach(), tuple(dirs), tuple(pairs))
+    return _SplineJet.apply(
+        xt, spline_weight, spline_scaler, base_weight, first, second, table.detach(), conversion.detach(), acts,
+        grid.detach(), tuple(dirs), tuple(pairs),
+    )
+
+
+# -- elementwise activations of an MLP layer ------------------------------------------------------------
+
+
+def _make_elementwise_kernels(m: int, p: int, pairs: tuple[tuple[int, int], ...], has_s: bool):
+    """Forward and backward of ``a = f(z)`` on a jet, for one plan (compile-time constants as above)."""
+    pa = np.array([a for a, _ in pairs] or [0], dtype=np.int64)
+    pb = np.array([b for _, b in pairs] or [0], dtype=np.int64)
+
+    @njit(parallel=True, cache=True)
+    def forward(f1, f2, Z1, Z2, y1, y2):  # pragma: no cover - compiled
+        w, n = f1.shape
+        for r in prange(w):
+            for j in range(n):
+                d1, d2 = f1[r, j], f2[r, j]
+                for s in range(m):
+                    y1[r, s, j] = d1 * Z1[r, s, j]
+                for q in range(p):
+                    t = d2 * Z1[r, pa[q], j] * Z1[r, pb[q], j]
+                    if has_s:
+                        t += d1 * Z2[r, q, j]
+                    y2[r, q, j] = t
+
+    @njit(parallel=True, cache=True)
+    def backward(f1, f2, f3, Z1, Z2, g0, g1, g2, gz, gZ1, gZ2):  # pragma: no cover - compiled
+        w, n = f1.shape
+        for r in prange(w):
+            for j in range(n):
+                d1, d2, d3 = f1[r, j], f2[r, j], f3[r, j]
+                acc = g0[r, j] * d1
+                for s in range(m):
+                    acc += g1[r, s, j] * Z1[r, s, j] * d2
+                    gZ1[r, s, j] = g1[r, s, j] * d1
+                for q in range(p):
+                    a, b = pa[q], pb[q]
+                    acc += g2[r, q, j] * d3 * Z1[r, a, j] * Z1[r, b, j]
+                    if has_s:
+                        acc += g2[r, q, j] * d2 * Z2[r, q, j]
+                        gZ2[r, q, j] = g2[r, q, j] * d1
+                    t = g2[r, q, j] * d2
+                    gZ1[r, a, j] += t * Z1[r, b, j]
+                    gZ1[r, b, j] += t * Z1[r, a, j]
+                gz[r, j] = acc
+
+    return forward, backward
+
+
+def _elementwise_kernels(*config) -> tuple:
+    key = ("elementwise", *config)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_elementwise_kernels(*config)
+    return _KERNELS[key]
+
+
+class _ElementwiseJet(torch.autograd.Function):
+    """``a = f(z)`` on a jet: inputs with gradients ``z``, ``Z1``, ``Z2``; ``acts`` (``f .. f'''`` at ``z``)
+    constants of the call (their dependence on ``z`` is in the backward)."""
+
+    @staticmethod
+    def forward(ctx, z, Z1, Z2, acts, pairs):
+        (w, n), dtype = z.shape, z.dtype
+        m, p = Z1.shape[1], len(pairs)
+        config = (m, p, tuple(pairs), Z2 is not None)
+        y1 = torch.empty(w, m, n, dtype=dtype)
+        y2 = torch.empty(w, p, n, dtype=dtype)
+        _blocks(w)
+        f0, f1, f2, f3 = acts
+        _elementwise_kernels(*config)[0](
+            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype), y1.numpy(), y2.numpy()
+        )
+        ctx.save_for_backward(Z1, Z2, f1, f2, f3)
+        ctx.config = config
+        return f0.clone(), y1, y2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g0, g1, g2):
+        Z1, Z2, f1, f2, f3 = ctx.saved_tensors
+        m, p, _, has_s = ctx.config
+        (w, n), dtype = f1.shape, f1.dtype
+        g0 = torch.zeros(w, n, dtype=dtype) if g0 is None else g0
+        g1 = torch.zeros(w, m, n, dtype=dtype) if g1 is None else g1
+        g2 = torch.zeros(w, p, n, dtype=dtype) if g2 is None else g2
+        gz, gZ1 = torch.empty(w, n, dtype=dtype), torch.empty(w, m, n, dtype=dtype)
+        gZ2 = torch.empty(w, p, n, dtype=dtype) if has_s else None
+        _blocks(w)
+        _elementwise_kernels(*ctx.config)[1](
+            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(f3, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype),
+            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype), gz.numpy(), gZ1.numpy(), _np(gZ2, 3, dtype),
+        )
+        return gz, gZ1, gZ2, None, None
+
+
+def elementwise_jet_fused(
+    z: Tensor, first: Tensor, second: Tensor | None, acts: tuple[Tensor, Tensor, Tensor, Tensor], pairs
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`kanpde.jet.elementwise_jet` in one compiled pass each way: ``a = f(z)`` with
+    ``da_s = f'(z) dz_s`` and ``d2a_q = f''(z) dz_a dz_b + f'(z) d2z_q`` for the plan's pairs ``q = (a, b)``.
+    ``z`` ``(w, n)``, ``first`` ``(w, m, n)`` (``m >= 1``), ``second`` ``(w, p, n)`` or ``None`` (zero);
+    ``acts`` ``f, f', f'', f'''`` at ``z``. Returns the value, first and second derivatives."""
+    acts = tuple(a.detach() for a in acts)
+    return _ElementwiseJet.apply(z, first, second, acts, tuple(pairs))
