@@ -169,14 +169,11 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
     return None if a3 is None else (a0, a1, a2, a3)
 
 
-def _make_kernels(
-    k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], network_input: bool, has_s: bool, need_x: bool
-):
+def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], network_input: bool, has_s: bool):
     """Forward and backward kernels for one layer configuration. Everything that shapes the loops is a
     compile-time constant (numba freezes closure variables): the spline order ``k1 - 1``, the numbers
     ``m``/``p`` of directions/pairs and the pairs themselves, whether the input jet is the network
-    input (identity first derivatives), whether it has second derivatives and whether the gradient
-    with respect to the layer inputs is wanted. The inner loops then
+    input (identity first derivatives) and whether it has second derivatives. The inner loops then
     unroll into straight-line code per point; each configuration compiles once and is cached on disk."""
     k = k1 - 1
     pa = np.array([a for a, _ in pairs] or [0], dtype=np.int64)
@@ -239,7 +236,7 @@ def _make_kernels(
 
     @njit(parallel=True, cache=True)
     def backward(
-        grid, buckets, scale, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, n_chunks,
+        grid, buckets, scale, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, need_x, n_chunks,
     ):  # pragma: no cover - compiled
         n_in, n = x.shape
         n_out = tab.shape[2]
@@ -368,7 +365,7 @@ class _SplineJet(torch.autograd.Function):
     def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid, dirs, pairs):
         (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
         m, p = len(dirs), len(pairs)
-        config = (table.shape[3], m, p, tuple(pairs), first is None, second is not None, xt.requires_grad)
+        config = (table.shape[3], m, p, tuple(pairs), first is None, second is not None)
         y0 = torch.empty(n_out, n, dtype=dtype)
         y1 = torch.empty(n_out, m, n, dtype=dtype)
         y2 = torch.empty(n_out, p, n, dtype=dtype)
@@ -379,15 +376,15 @@ class _SplineJet(torch.autograd.Function):
         args = (grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
         _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
         ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts, grid)
-        ctx.meta = (config, sel, grid_np, buckets, scale)
+        ctx.meta = (config, sel, grid_np, buckets, scale, xt.requires_grad)
         return y0, y1, y2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
         xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
-        config, sel, grid_np, buckets, scale = ctx.meta
-        m, p, need_x = config[1], config[2], config[6]
+        config, sel, grid_np, buckets, scale, need_x = ctx.meta
+        m, p = config[1], config[2]
         dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
         g0 = torch.zeros(n_out, n, dtype=dtype) if g0 is None else g0
         g1 = torch.zeros(n_out, m, n, dtype=dtype) if g1 is None else g1
@@ -402,7 +399,7 @@ class _SplineJet(torch.autograd.Function):
         _kernels(*config)[1](
             grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype),
             _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
-            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), blocks,
+            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), need_x, blocks,
         )
         # table[i, mu, o, d] = sum_c conversion[i, d K + mu, c] coef[i, o, c] with coef = (sc * sw) transposed
         n_coef_rows = table.shape[1] * table.shape[3]
