@@ -27,7 +27,6 @@ switched off with ``KANPDE_KERNEL=torch``. Kernels are compiled on first use and
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -85,15 +84,22 @@ if numba is not None:
         return mu
 
     @njit(cache=True, inline="always")
-    def _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
-        """Interval and local coordinate of input ``i`` at a block of points and, for a per-point input
-        jet, ``dx_i/ds`` and the pair products."""
+    def _setup(x, grid, buckets, scale, MU, U, search, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
+        """Interval and local coordinate of input ``i`` at a block of points -- found (``search``, the
+        forward pass, which keeps them in ``MU``/``U``) or read back (the backward pass) -- and, for a
+        per-point input jet, ``dx_i/ds`` and the pair products."""
         last = grid.shape[1] - 1
         for jj in range(nb):
-            xv = x[i, j0 + jj]
-            mi = _interval(grid, buckets, scale, i, xv)
-            mu[jj] = mi
-            u[jj] = xv - grid[i, mi] if mi < last else 0.0
+            if search:
+                xv = x[i, j0 + jj]
+                mi = _interval(grid, buckets, scale, i, xv)
+                mu[jj] = mi
+                u[jj] = xv - grid[i, mi] if mi < last else 0.0
+                MU[i, j0 + jj] = mi
+                U[i, j0 + jj] = u[jj]
+            else:
+                mu[jj] = MU[i, j0 + jj]
+                u[jj] = U[i, j0 + jj]
             if per_point:
                 for s in range(m):
                     f[s, jj] = F[i, s, j0 + jj]
@@ -122,11 +128,12 @@ if numba is not None:
 
 
     @njit(parallel=True, cache=True)
-    def _silu_jet(z, a0, a1, a2, a3):  # pragma: no cover - compiled
-        """silu and its first three derivatives, elementwise over flat arrays (one pass, no temporaries)."""
+    def _silu_jet(z, sig, a0, a1, a2, a3):  # pragma: no cover - compiled
+        """silu and its first three derivatives from ``z`` and ``sigmoid(z)``, elementwise over flat arrays
+        (one pass, no temporaries; the exponentials come vectorised from torch's sigmoid)."""
         for j in prange(z.shape[0]):
             x = z[j]
-            s = 1.0 / (1.0 + math.exp(-x))
+            s = sig[j]
             q = s * (1.0 - s)
             a0[j] = x * s
             a1[j] = s + x * q
@@ -160,9 +167,10 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
             return acts
         if type(module) is torch.nn.SiLU and numba is not None and xt.device.type == "cpu":
             z = xt.detach().contiguous()
+            sig = torch.sigmoid(z)
             acts = tuple(torch.empty_like(z) for _ in range(4))
             _blocks(z.numel())  # the thread count
-            _silu_jet(z.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
+            _silu_jet(z.view(-1).numpy(), sig.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
             return acts
         a0, a1, a2 = activation_derivatives(module, xt, 2)
         a3 = activation_third(module, xt, a0, a1, a2)
@@ -182,7 +190,7 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
     mf, pf = max(m, 1), max(p, 1)
 
     @njit(parallel=True, cache=True)
-    def forward(grid, buckets, scale, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks):  # pragma: no cover
+    def forward(grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks):  # pragma: no cover
         n_in, n = x.shape
         n_out = tab.shape[2]
         chunk = (n + n_chunks - 1) // n_chunks
@@ -202,7 +210,7 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
                         for q in range(p):
                             y2[o, q, j0 + jj] = 0.0
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    _setup(x, grid, buckets, scale, MU, U, True, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
                     si, qi = sel[i, 0], sel[i, 1]
                     for o in range(n_out):
                         w = wb[o, i]
@@ -236,7 +244,7 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
 
     @njit(parallel=True, cache=True)
     def backward(
-        grid, buckets, scale, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, need_x, n_chunks,
+        grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, need_x, n_chunks,
     ):  # pragma: no cover - compiled
         n_in, n = x.shape
         n_out = tab.shape[2]
@@ -250,7 +258,7 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
             for j0 in range(c * chunk, end, _BLOCK):
                 nb = min(_BLOCK, end - j0)
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    _setup(x, grid, buckets, scale, MU, U, False, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
                     si, qi = sel[i, 0], sel[i, 1]
                     for o in range(n_out):
                         w = wb[o, i]
@@ -373,17 +381,19 @@ class _SplineJet(torch.autograd.Function):
         buckets, scale = _search_tables(grid_np)
         ins = (xt, table, wb, *acts[:3])
         sel = _input_selection(n_in, dirs, pairs)
-        args = (grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
+        mu = np.empty((n_in, n), dtype=np.int64)  # each point's knot interval and local coordinate,
+        u = np.empty((n_in, n), dtype=grid_np.dtype)  # found by the forward kernel, reused by the backward
+        args = (grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
         _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
         ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts, grid)
-        ctx.meta = (config, sel, grid_np, buckets, scale, xt.requires_grad)
+        ctx.meta = (config, sel, grid_np, buckets, scale, mu, u, xt.requires_grad)
         return y0, y1, y2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
         xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
-        config, sel, grid_np, buckets, scale, need_x = ctx.meta
+        config, sel, grid_np, buckets, scale, mu, u, need_x = ctx.meta
         m, p = config[1], config[2]
         dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
         g0 = torch.zeros(n_out, n, dtype=dtype) if g0 is None else g0
@@ -397,8 +407,8 @@ class _SplineJet(torch.autograd.Function):
         gS = torch.empty(n_in, p, n, dtype=dtype) if second is not None else None
         ins = (xt, table, wb, a0, a1, a2, a3)
         _kernels(*config)[1](
-            grid_np, buckets, scale, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype),
-            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
+            grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel,
+            _np(second, 3, dtype), _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
             gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), need_x, blocks,
         )
         # table[i, mu, o, d] = sum_c conversion[i, d K + mu, c] coef[i, o, c] with coef = (sc * sw) transposed
