@@ -181,3 +181,17 @@ def test_tune_malloc_is_harmless() -> None:
     applied = tune_malloc()
     assert isinstance(applied, bool)
     torch.ones(2**22, dtype=D).sum()  # large allocations still work afterwards
+
+
+def test_without_numba_the_tensor_path_runs(monkeypatch) -> None:
+    """numba is a dependency, but a missing or broken install must only cost speed."""
+    torch.manual_seed(7)
+    model = _perturbed(KAN([2, 4, 1], grid_size=5, noise_scale=1.0, dtype=D))
+    x = torch.rand(50, 2, dtype=D)
+    plan = DerivativePlan.of([(0, 0), (1, 1)])
+    with_kernel = _jet_and_grads(model, x, plan, "auto", monkeypatch)
+    monkeypatch.setattr(kernels, "numba", None)
+    assert not kernels.fused_available(x)
+    without = _jet_and_grads(model, x, plan, "auto", monkeypatch)
+    for a, b in zip(with_kernel, without):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11 * b.abs().max().item())
