@@ -1,28 +1,36 @@
-"""A fused CPU kernel for the forward derivative engine's KAN layer (numba).
+"""Fused CPU kernels for the forward derivative engine (numba).
 
 :meth:`kanpde.KANLinear.forward_jet` in plain torch evaluates every edge's spline and its derivatives
 as ``(out, in, n)`` tensors and contracts them with the input jet: some thirty elementwise passes
-forward and more for their autograd backward, each a full sweep over memory. This module does the
-same arithmetic point by point in compiled loops (numba), with a hand-written backward, so every
-``(out, in, n)`` intermediate stays in registers:
+forward and more for their autograd backward, each a full sweep over memory. :func:`spline_jet` does
+the same arithmetic point by point in compiled loops, with a hand-written backward, so every
+``(out, in, n)`` intermediate stays in registers. For a layer ``y_o = sum_i phi_oi(x_i)`` with edges
+``phi_oi = w_b[o, i] act(x_i) + s_oi(x_i)``:
 
-    forward   y0[o, n]    = sum_i s_oi(x_in)
-              y1[o, s, n] = sum_i s'_oi(x_in) F[i, s, n]
-              y2[o, q, n] = sum_i s''_oi(x_in) F[i, a_q, n] F[i, b_q, n] + s'_oi(x_in) S[i, q, n]
+    y0[o, n]    = sum_i phi_oi(x_in)
+    y1[o, s, n] = sum_i phi'_oi(x_in) F[i, s, n]
+    y2[o, q, n] = sum_i phi''_oi(x_in) F[i, a_q, n] F[i, b_q, n] + phi'_oi(x_in) S[i, q, n]
 
-with ``s_oi`` the spline part of edge ``i -> o`` (``w_s * sum_j c_j B_j``, from the layer's piecewise
-polynomial table), ``F``/``S`` the input jet's first/second derivatives (``F`` the identity on the
-plan's directions for the network input, ``S`` zero when absent) and ``(a_q, b_q)`` the plan's pairs.
-The base branch ``w_b * silu`` is a matrix product per order and stays in torch.
+with ``s_oi = w_s * sum_j c_j B_j`` evaluated from the layer's piecewise polynomial table (simultaneous
+Horner steps give the spline and its first two derivatives, and the third in the backward), ``F`` and
+``S`` the input jet's first and second derivatives (``F`` the identity on the plan's directions for the
+network input, ``S`` zero when absent) and ``(a_q, b_q)`` the plan's pairs. Each point's knot interval
+comes from a bucket table (one or two comparisons, adaptive knots included); the forward keeps it for
+the backward.
 
-The backward returns the gradients with respect to the polynomial table (per-thread partial sums, no
-atomics; torch then maps them onto the spline coefficients), the inputs ``x`` and the input jet.
-It is first-order only (``once_differentiable``): the forward engine never differentiates its own
-outputs twice -- derivatives of order > 2 go through the autograd engine, which does not use this kernel.
+The backward returns the gradients with respect to the inputs ``x`` (through the spline and the base
+activation, whose derivatives up to the third are given), the input jet, ``w_b`` and the polynomial
+table; the table's gradient (per-thread partial sums, no atomics) is mapped onto ``c`` and ``w_s``
+through the same coefficient-to-polynomial map. :func:`elementwise_jet_fused` does the same for an MLP's
+activation ``a = f(z)`` on a jet.
 
-Used only where it applies: CPU tensors of float32/float64, numba importable, no ``torch.func``
-transform active (per-point Jacobians, :mod:`kanpde.lm`, go through the pure-tensor path), and not
-switched off with ``KANPDE_KERNEL=torch``. Kernels are compiled on first use and cached on disk.
+The backward passes are first-order only (``once_differentiable``): the forward engine never
+differentiates its own outputs twice -- derivatives of order > 2 go through the autograd engine, which
+does not use these kernels. They are used only where they apply (:func:`fused_available`): CPU tensors
+of float32/float64, numba importable, no ``torch.func`` transform active (per-point Jacobians,
+:mod:`kanpde.lm`, go through the pure-tensor path), and not switched off with ``KANPDE_KERNEL=torch``.
+Loops are specialised per layer configuration, compiled on first use and cached on disk; they run on
+``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations
