@@ -35,7 +35,9 @@ Loops are specialised per layer configuration, compiled on first use and cached 
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -50,6 +52,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
 __all__ = ["activation_jet", "elementwise_jet_fused", "fused_available", "spline_jet"]
+
+_log = logging.getLogger(__name__)
 
 
 def fused_available(*tensors: Tensor | None) -> bool:
@@ -334,10 +338,30 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
 _KERNELS: dict[tuple, tuple] = {}
 
 
+def _logged(kernel, what: str):
+    """``kernel`` whose first call says, in the log, when it had to be compiled (not found in the cache):
+    the first run after installing spends tens of seconds there, and a stage that takes that long for
+    no visible reason would look like a hang."""
+    state = {"first": True}
+
+    def call(*args):
+        if not state["first"]:
+            return kernel(*args)
+        state["first"] = False
+        start = time.perf_counter()
+        result = kernel(*args)
+        if sum(kernel.stats.cache_misses.values()):
+            _log.info("compiled the %s kernel in %.1f s (kept in numba's cache for later runs)", what, time.perf_counter() - start)
+        return result
+
+    return call
+
+
 def _kernels(*config) -> tuple:
     """The (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`), built once."""
     if config not in _KERNELS:
-        _KERNELS[config] = _make_kernels(*config)
+        forward, backward = _make_kernels(*config)
+        _KERNELS[config] = (_logged(forward, f"KAN layer forward {config}"), _logged(backward, f"KAN layer backward {config}"))
     return _KERNELS[config]
 
 
@@ -514,7 +538,8 @@ def _make_elementwise_kernels(m: int, p: int, pairs: tuple[tuple[int, int], ...]
 def _elementwise_kernels(*config) -> tuple:
     key = ("elementwise", *config)
     if key not in _KERNELS:
-        _KERNELS[key] = _make_elementwise_kernels(*config)
+        forward, backward = _make_elementwise_kernels(*config)
+        _KERNELS[key] = (_logged(forward, f"activation forward {config}"), _logged(backward, f"activation backward {config}"))
     return _KERNELS[key]
 
 
