@@ -318,8 +318,11 @@ def probe_plan(
     time_coord: str | None = "t",
 ) -> DerivativePlan:
     """The derivatives ``residual(field)`` asks for, found by running it once on a :class:`ForwardField`
-    over the points ``x`` (a few suffice) and recording the requests. Gradients are off during the probe."""
-    with torch.no_grad():
+    over the points ``x`` (a few suffice) and recording the requests. Gradients are off during the probe,
+    and so are the compiled CPU kernels (the plans the probe passes through are never used again)."""
+    from kanpde.models.kernels import disabled
+
+    with torch.no_grad(), disabled():
         field = ForwardField(model, x, coords, outputs, time_coord)
         residual(field)
     return DerivativePlan.of(field.requested)

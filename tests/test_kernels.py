@@ -195,3 +195,14 @@ def test_without_numba_the_tensor_path_runs(monkeypatch) -> None:
     without = _jet_and_grads(model, x, plan, "auto", monkeypatch)
     for a, b in zip(with_kernel, without):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11 * b.abs().max().item())
+
+
+def test_disabled_block_uses_the_tensor_path(monkeypatch) -> None:
+    monkeypatch.setenv("KANPDE_KERNEL", "auto")
+    x = torch.rand(4, 2, dtype=D)
+    with kernels.disabled():
+        assert not kernels.fused_available(x)
+        with kernels.disabled():
+            assert not kernels.fused_available(x)
+        assert not kernels.fused_available(x)
+    assert kernels.fused_available(x)

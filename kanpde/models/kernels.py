@@ -35,9 +35,12 @@ Loops are specialised per layer configuration, compiled on first use and cached 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -51,14 +54,30 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["activation_jet", "elementwise_jet_fused", "fused_available", "spline_jet"]
+__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "spline_jet"]
 
 _log = logging.getLogger(__name__)
 
 
+_DISABLED = threading.local()
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within this block (in this thread) the forward engine takes the tensor path: for one-off
+    evaluations, such as probing which derivatives a residual asks for, where compiling a kernel for
+    a configuration never used again would cost more than it saves."""
+    depth = getattr(_DISABLED, "depth", 0)
+    _DISABLED.depth = depth + 1
+    try:
+        yield
+    finally:
+        _DISABLED.depth = depth
+
+
 def fused_available(*tensors: Tensor | None) -> bool:
     """Whether :func:`spline_jet` can run on these tensors (see the module docstring)."""
-    if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch":
+    if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch" or getattr(_DISABLED, "depth", 0):
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None:  # inside vmap / grad / jacrev
         return False
