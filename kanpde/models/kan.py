@@ -157,10 +157,13 @@ class KANLinear(nn.Module):
         k = self.spline_order
         coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
         conversion = self._conversion().transpose(1, 2)  # (in, G+k, (k+1)*(G+2k+1))
-        # One 2-D product per input rather than one bmm: under torch.func.vmap (per-point Jacobians,
-        # kanpde.lm) the backward of mm folds the points into its rows, while bmm's copies the
-        # conversion once per point (10x slower at G = 80).
-        table = torch.stack([coef[i] @ conversion[i] for i in range(self.in_features)])  # (in, out, (k+1)*(G+2k+1))
+        if torch._C._functorch.peek_interpreter_stack() is None:
+            table = torch.bmm(coef, conversion)  # (in, out, (k+1)*(G+2k+1))
+        else:
+            # Under torch.func transforms (per-point Jacobians, kanpde.lm) one 2-D product per input:
+            # vmap of mm's backward folds the points into its rows, while bmm's copies the conversion
+            # once per point (10x slower at G = 80).
+            table = torch.stack([coef[i] @ conversion[i] for i in range(self.in_features)])
         return table.view(self.in_features, self.out_features, k + 1, -1).permute(2, 1, 0, 3)
 
     def local_spline(self, xt: Tensor, order: int = 0) -> list[Tensor]:
@@ -251,13 +254,10 @@ class KANLinear(nn.Module):
         return Jet(value, first, second)
 
     @torch.no_grad()
-    def _kernel_table(self, conversion: Tensor) -> Tensor:
+    def _kernel_table(self) -> Tensor:
         """:meth:`polynomial_table` in the fused kernel's layout ``(in, G + 2k + 1, out, k + 1)``, without a
-        graph: the kernel's backward maps its gradient through ``conversion`` itself."""
-        k = self.spline_order
-        coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
-        table = torch.bmm(coef, conversion.transpose(1, 2))  # (in, out, (k+1)*(G+2k+1))
-        return table.view(self.in_features, self.out_features, k + 1, -1).permute(0, 3, 1, 2).contiguous()
+        graph: the kernel's backward maps its gradient through the conversion itself."""
+        return self.polynomial_table().permute(2, 3, 1, 0).contiguous()
 
     def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
         """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models.kernels.spline_jet`):
@@ -271,7 +271,7 @@ class KANLinear(nn.Module):
         second_in = jet.second if plan.p else None
         conversion = self._conversion()
         value, first, second = spline_jet(
-            xt, self.spline_weight, self.spline_scaler, self._kernel_table(conversion), conversion, self.base_weight,
+            xt, self.spline_weight, self.spline_scaler, self._kernel_table(), conversion, self.base_weight,
             acts, self.grid, first_in, second_in, plan.dirs, plan.pairs,
         )
         return Jet(value, first if plan.m else None, second if plan.p else None)
