@@ -38,7 +38,7 @@ REDUCED = [
 def run_problem(stem: str, out: Path, overrides: list[str]) -> None:
     cmd = [sys.executable, "-m", "kanpde", f"problem={stem}", f"hydra.run.dir={out / stem}",
            "output.figures=false", "output.checkpoint=false", *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env = dict(os.environ, OMP_NUM_THREADS=_run_threads())
     with open(out / f"{stem}.log", "w") as log:
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
 
@@ -78,10 +78,9 @@ def write_readme(readme: Path, text: str) -> None:
         raise SystemExit(str(exc)) from None
 
 
-def _default_threads() -> int:
-    import torch  # only for its default intra-op thread count, which every run below inherits
-
-    return torch.get_num_threads()
+def _run_threads() -> str:
+    """torch threads of every run: ``OMP_NUM_THREADS`` if set, else one (as ``run_problem`` passes it)."""
+    return os.environ.get("OMP_NUM_THREADS", "1")
 
 
 def main() -> None:
@@ -102,7 +101,7 @@ def main() -> None:
         overrides = (REDUCED if args.reduced else []) + args.overrides
         settings = {"overrides": overrides, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                     "date": time.strftime("%Y-%m-%d"),
-                    "threads": os.environ.get("OMP_NUM_THREADS") or f"{_default_threads()} (torch's default)",
+                    "threads": _run_threads(),
                     "load": "shared with other jobs" if os.getloadavg()[0] > 1.5 else "otherwise idle"}
         settings_file.write_text(json.dumps(settings, indent=1))
     budget = "default configuration" if not settings["overrides"] else "overrides " + " ".join(
