@@ -99,10 +99,19 @@ class Field:
         return torch.stack([self._derivative(c, (i,)) for i in range(len(self.coords))], dim=1)
 
     def laplacian(self, coords: Sequence[str] | None = None) -> Tensor:
-        """Sum of the pure second derivatives over ``coords`` (default: every coordinate but time)."""
+        """Sum of the pure second derivatives over ``coords`` (default: every coordinate but time).
+
+        The forward engine carries it through the network as one row (a trace), cheaper than the
+        separate ``u.d("xx")``, ``u.d("yy")``, ...: write ``u.laplacian()`` where only the sum is needed."""
         c = self._require_component()
         names = [n for n in self.coords if n != self.time_coord] if coords is None else list(coords)
-        return sum(self._derivative(c, (self._column(n),) * 2) for n in names)
+        if not names:
+            raise ValueError("a Laplacian needs at least one coordinate")
+        return self._laplacian(c, [self._column(n) for n in names])
+
+    def _laplacian(self, component: int, columns: list[int]) -> Tensor:
+        """``sum_i d2u/dx_i^2`` over ``columns``: the engines' part, by default from the pure pairs."""
+        return sum(self._derivative(component, (i, i)) for i in columns)
 
     # -- helpers -------------------------------------------------------------------------------------
     def _require_component(self) -> int:
@@ -214,8 +223,8 @@ class ForwardField(Field):
     the jet of value, first and second derivatives is computed once, at construction, in a single
     forward pass. Asking for an order-1 or order-2 derivative outside the plan recomputes the jet with
     the enlarged plan (correct, one more pass); orders above 2 come from autograd applied to the model
-    (correct, slower). :attr:`requested` records every index asked for, which is how :func:`probe_plan`
-    learns a residual's plan.
+    (correct, slower). :attr:`requested` records every index asked for and :attr:`requested_traces`
+    the columns of every :meth:`laplacian`, which is how :func:`probe_plan` learns a residual's plan.
 
     Values are differentiable with respect to the model's parameters; ``x`` is used as given (no
     ``requires_grad`` is set on it), so a field built under ``torch.no_grad()`` builds no graph at all.
@@ -242,6 +251,7 @@ class ForwardField(Field):
         plan = plan if isinstance(plan, DerivativePlan) else DerivativePlan.of(plan or ())
         self._state = _JetState(plan, self._run(plan))
         self.requested: set[Index] = set()
+        self.requested_traces: set[Index] = set()
 
     def _run(self, plan: DerivativePlan) -> Jet:
         jet = self.model.forward_jet(self.x, plan)  # points last: value (n_out, n)
@@ -259,7 +269,7 @@ class ForwardField(Field):
 
     def _view(self, component: int) -> Field:
         view = Field.__new__(ForwardField)
-        view.__dict__.update(self.__dict__)  # shares _state and requested
+        view.__dict__.update(self.__dict__)  # shares _state and the requests
         view.component = component
         return view
 
@@ -278,6 +288,22 @@ class ForwardField(Field):
             return jet.value[component]
         rows = jet.first if len(index) == 1 else jet.second  # (n_out, m or p, n)
         return rows[component, state.plan.position(index)]
+
+    def _laplacian(self, component: int, columns: list[int]) -> Tensor:
+        key = tuple(sorted(set(columns)))
+        if len(key) < 2 or len(key) != len(columns):  # one column, or a column named twice: the plain sum
+            return super()._laplacian(component, columns)
+        self.requested_traces.add(key)
+        state = self._state
+        row = state.plan.trace_position(key)
+        if row is None:
+            if all(state.plan.covers((i, i)) for i in key):  # the pure pairs are carried anyway: add them up
+                second = state.jet.second[component]
+                return sum(second[state.plan.position((i, i))] for i in columns)
+            state.plan = state.plan.union([], [key])
+            state.jet = self._run(state.plan)
+            row = state.plan.trace_position(key)
+        return state.jet.second[component, row]
 
 
 ENGINES: dict[str, type[Field]] = {"autograd": AutogradField, "forward": ForwardField}
@@ -325,4 +351,4 @@ def probe_plan(
     with torch.no_grad(), disabled():
         field = ForwardField(model, x, coords, outputs, time_coord)
         residual(field)
-    return DerivativePlan.of(field.requested)
+    return DerivativePlan.of(field.requested, field.requested_traces)

@@ -42,7 +42,7 @@ from torch.func import jacfwd, vmap
 
 from kanpde.geometry import Annulus, Disk
 from kanpde.io import import_object
-from kanpde.jet import DerivativePlan, Jet
+from kanpde.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.problem import Condition, Problem
 
 __all__ = ["HardDirichlet", "hard_conditions", "soft_problem"]
@@ -184,9 +184,8 @@ class HardDirichlet(nn.Module):
             first = jac[..., dirs].permute(1, 2, 3, 0)
         if plan.p:
             hess = vmap(jacfwd(jacfwd(one)))(x)  # (n, 2, n_out, d, d)
-            a = [dirs[i] for i, _ in plan.pairs]
-            b = [dirs[j] for _, j in plan.pairs]
-            second = hess[..., a, b].permute(1, 2, 3, 0)
+            a, b = ([dirs[i] for i in pos] for pos in plan.pair_dirs)
+            second = rows_of_entries(hess[..., a, b].permute(1, 2, 3, 0), plan)  # (2, n_out, p, n)
         return value, first, second
 
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
@@ -195,6 +194,8 @@ class HardDirichlet(nn.Module):
             u      = g + D N
             du_s   = g_s + D_s N + D N_s
             d2u_sr = g_sr + D_sr N + D_s N_r + D_r N_s + D N_sr
+
+        (a trace row: the same summed over its pairs ``s = r``).
         """
         net = self.net.forward_jet(x, plan)
         N = net.value  # (n_out, n)
@@ -208,8 +209,8 @@ class HardDirichlet(nn.Module):
             a, b = plan.pair_dirs
             n_second = net.second if net.second is not None else N.new_zeros(N.shape[0], plan.p, N.shape[1])
             d1 = first[0]
-            u_second = (second[1] + second[0] * N[:, None] + d1[:, a] * n_first[:, b] + d1[:, b] * n_first[:, a]
-                        + D[:, None] * n_second)  # (n_out, p, n)
+            cross = rows_of_entries(d1[:, a] * n_first[:, b] + d1[:, b] * n_first[:, a], plan)
+            u_second = second[1] + second[0] * N[:, None] + cross + D[:, None] * n_second  # (n_out, p, n)
         return Jet(g + D * N, u_first, u_second)
 
     # -- what the trainer and the outputs ask of a model ---------------------------------------------------

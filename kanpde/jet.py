@@ -15,7 +15,9 @@ several times faster than ``(n, ...)`` for the small feature counts of KANs). Fe
 a linear layer maps value and all derivatives with plain matrix products ``W @ (in, m * n)``.
 
 Only what the :class:`DerivativePlan` lists is propagated: a Laplacian in d dimensions needs d
-directions and the d diagonal pairs, not the full Hessian. The network input itself is the jet
+directions and the d diagonal pairs, not the full Hessian -- and when a problem asks for the Laplacian
+itself (``u.laplacian()``), a single *trace* row carries the sum of those pairs through every layer
+(the "forward Laplacian"): ``lap y = f''(z) |grad z|^2 + f'(z) lap z`` needs no individual ``d2z_ss``. The network input itself is the jet
 ``Jet(x.T, None, None)``: ``first = None`` stands for ``dx_i / dx_s = delta_is`` and ``second = None``
 for a zero second derivative, so the first layer never multiplies by identity matrices.
 
@@ -23,6 +25,9 @@ Chain rules used by the layers (``y = f(z)`` elementwise, ``y = W z + b`` linear
 
     elementwise:  dy_s = f'(z) dz_s,    d2y_sr = f''(z) dz_s dz_r + f'(z) d2z_sr
     linear:       dy_s = W dz_s,        d2y_sr = W d2z_sr
+
+and for a second-derivative row that sums several pairs (a trace) the same with the sums of the
+products ``dz_s dz_r`` over its pairs (:func:`pair_products`): every rule is linear in ``d2z``.
 
 Everything is pure tensor code (no in-place updates, no data-dependent Python control flow), so
 autograd reaches the parameters and ``torch.func`` transforms apply. dtype/device follow the inputs.
@@ -43,6 +48,7 @@ __all__ = [
     "elementwise_jet",
     "input_second",
     "pair_products",
+    "rows_of_entries",
     "contract_inputs",
 ]
 
@@ -54,16 +60,21 @@ class DerivativePlan:
     """Which derivatives a forward pass propagates.
 
     ``dirs``: sorted input columns whose first derivatives are carried; ``pairs``: ``(a, b)`` with
-    ``a <= b`` *positions into* ``dirs`` of the carried second derivatives. Build it from the
-    derivative indices a problem asks for with :meth:`of` (e.g. ``{(0, 0), (1, 1)}`` for a 2-D Laplacian
-    gives ``dirs = (0, 1)``, ``pairs = ((0, 0), (1, 1))``). Indices of order > 2 are not carried
-    (the field computes them another way).
+    ``a <= b`` *positions into* ``dirs`` of the carried second derivatives; ``traces``: sorted tuples
+    of positions into ``dirs`` (two or more) whose pure second derivatives are carried as one summed row
+    (a Laplacian). Rows of :attr:`Jet.second`: the pairs, then the traces. Build it from the derivative
+    indices a problem asks for with :meth:`of` (e.g. ``{(0, 0), (1, 1)}`` gives ``dirs = (0, 1)``,
+    ``pairs = ((0, 0), (1, 1))``; the 2-D Laplacian as a trace, ``of([], [(0, 1)])``, gives
+    ``dirs = (0, 1)``, ``traces = ((0, 1),)``). Indices of order > 2 are not carried (the field computes
+    them another way).
     """
 
     dirs: tuple[int, ...] = ()
     pairs: tuple[tuple[int, int], ...] = ()
+    traces: tuple[tuple[int, ...], ...] = ()
     _first_pos: dict[int, int] = field(init=False, repr=False, compare=False)
     _second_pos: dict[Index, int] = field(init=False, repr=False, compare=False)
+    _trace_pos: dict[Index, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if list(self.dirs) != sorted(set(self.dirs)):
@@ -71,19 +82,33 @@ class DerivativePlan:
         m = len(self.dirs)
         if any(not 0 <= a <= b < m for a, b in self.pairs) or len(set(self.pairs)) != len(self.pairs):
             raise ValueError(f"plan pairs must be distinct (a <= b) positions into {self.dirs}, got {self.pairs}")
+        if len(set(self.traces)) != len(self.traces) or any(
+            len(t) < 2 or list(t) != sorted(set(t)) or not 0 <= t[0] <= t[-1] < m for t in self.traces
+        ):
+            raise ValueError(
+                f"plan traces must be distinct sorted tuples of two or more positions into {self.dirs}, got {self.traces}"
+            )
         object.__setattr__(self, "_first_pos", {c: a for a, c in enumerate(self.dirs)})
         object.__setattr__(
             self, "_second_pos", {(self.dirs[a], self.dirs[b]): q for q, (a, b) in enumerate(self.pairs)}
         )
+        object.__setattr__(
+            self,
+            "_trace_pos",
+            {tuple(self.dirs[a] for a in t): len(self.pairs) + r for r, t in enumerate(self.traces)},
+        )
 
     @classmethod
-    def of(cls, indices: Iterable[Index]) -> DerivativePlan:
-        """The smallest plan carrying every order-1 and order-2 index in ``indices`` (sorted column tuples)."""
-        indices = [tuple(sorted(i)) for i in indices if 1 <= len(i) <= 2]
-        dirs = tuple(sorted({c for i in indices for c in i}))
+    def of(cls, indices: Iterable[Index], traces: Iterable[Index] = ()) -> DerivativePlan:
+        """The smallest plan carrying every order-1 and order-2 index in ``indices`` (sorted column tuples)
+        and every Laplacian over the columns of a tuple in ``traces`` (one column: its pure pair)."""
+        traces = {tuple(sorted(set(t))) for t in traces}
+        indices = [tuple(sorted(i)) for i in indices if 1 <= len(i) <= 2] + [t * 2 for t in traces if len(t) == 1]
+        traces = sorted(t for t in traces if len(t) > 1)
+        dirs = tuple(sorted({c for i in indices for c in i} | {c for t in traces for c in t}))
         pos = {c: a for a, c in enumerate(dirs)}
         pairs = tuple(sorted({(pos[i[0]], pos[i[1]]) for i in indices if len(i) == 2}))
-        return cls(dirs, pairs)
+        return cls(dirs, pairs, tuple(tuple(pos[c] for c in t) for t in traces))
 
     @property
     def m(self) -> int:
@@ -92,18 +117,23 @@ class DerivativePlan:
 
     @property
     def p(self) -> int:
-        """Number of second-derivative pairs."""
-        return len(self.pairs)
+        """Number of second-derivative rows: pairs and traces."""
+        return len(self.pairs) + len(self.traces)
 
     @property
     def order(self) -> int:
         """Highest derivative order carried: 0, 1 or 2."""
-        return 2 if self.pairs else (1 if self.dirs else 0)
+        return 2 if self.p else (1 if self.dirs else 0)
 
     @property
     def indices(self) -> frozenset[Index]:
-        """Every derivative index (sorted column tuple) this plan carries."""
+        """Every derivative index (sorted column tuple) this plan carries, traces not included."""
         return frozenset([(c,) for c in self.dirs] + list(self._second_pos))
+
+    @property
+    def trace_columns(self) -> frozenset[Index]:
+        """The column tuples of the carried traces."""
+        return frozenset(self._trace_pos)
 
     def covers(self, index: Index) -> bool:
         """Whether the derivative ``index`` (sorted column tuple) is carried; ``()`` (the value) always is."""
@@ -113,14 +143,29 @@ class DerivativePlan:
         """Row of ``index`` in :attr:`Jet.first` (order 1) or :attr:`Jet.second` (order 2)."""
         return self._first_pos[index[0]] if len(index) == 1 else self._second_pos[index]
 
-    def union(self, indices: Iterable[Index]) -> DerivativePlan:
-        """This plan enlarged by more indices."""
-        return DerivativePlan.of(set(self.indices) | {tuple(sorted(i)) for i in indices})
+    def trace_position(self, columns: Index) -> int | None:
+        """Row of the Laplacian over ``columns`` (sorted) in :attr:`Jet.second`; ``None`` if not carried."""
+        return self._trace_pos.get(tuple(columns))
+
+    def union(self, indices: Iterable[Index], traces: Iterable[Index] = ()) -> DerivativePlan:
+        """This plan enlarged by more indices and traces."""
+        return DerivativePlan.of(
+            set(self.indices) | {tuple(sorted(i)) for i in indices}, set(self.trace_columns) | set(traces)
+        )
+
+    @property
+    def entries(self) -> tuple[tuple[int, int, int], ...]:
+        """``(row, a, b)`` for every pair product summed into a second-derivative row: one per pair,
+        then ``(row, a, a)`` for each position ``a`` of each trace; sorted by row."""
+        rows = [(q, a, b) for q, (a, b) in enumerate(self.pairs)]
+        for r, t in enumerate(self.traces):
+            rows += [(len(self.pairs) + r, a, a) for a in t]
+        return tuple(rows)
 
     @property
     def pair_dirs(self) -> tuple[list[int], list[int]]:
-        """Positions into ``dirs`` of the two factors of every pair: ``([a_q], [b_q])``."""
-        return [a for a, _ in self.pairs], [b for _, b in self.pairs]
+        """Positions into ``dirs`` of the two factors of every entry (:attr:`entries`): ``([a_e], [b_e])``."""
+        return [a for _, a, _ in self.entries], [b for _, _, b in self.entries]
 
 
 @dataclass
@@ -137,26 +182,39 @@ class Jet:
     second: Tensor | None = None
 
 
+def rows_of_entries(per_entry: Tensor, plan: DerivativePlan) -> Tensor:
+    """Sum per-entry terms ``(..., E, n)`` (one per :attr:`DerivativePlan.entries`) into the plan's
+    second-derivative rows ``(..., p, n)``; the identity when every row is a single pair."""
+    if not plan.traces:
+        return per_entry
+    rows = [q for q, _, _ in plan.entries]
+    shape = (*per_entry.shape[:-2], plan.p, per_entry.shape[-1])
+    index = torch.tensor(rows, device=per_entry.device)
+    return per_entry.new_zeros(shape).index_add(per_entry.ndim - 2, index, per_entry)
+
+
 def input_second(plan: DerivativePlan, per_input: Tensor) -> Tensor:
     """Second derivatives of a function of the inputs taken one column at a time.
 
     ``y_o = sum_i g_oi(x_i)`` has ``d2y_o / dx_s dx_r = delta_sr g''_os(x_s)``: from ``per_input``
-    ``(out, in, n)`` holding ``g''`` this returns ``(out, p, n)`` (zero for mixed pairs).
+    ``(out, in, n)`` holding ``g''`` this returns ``(out, p, n)`` (zero for mixed pairs; the sum over its
+    columns for a trace).
     """
-    cols = [plan.dirs[a] for a, _ in plan.pairs]  # (p,)
-    if all(a == b for a, b in plan.pairs):  # only pure second derivatives (a Laplacian): pick columns
-        return per_input if cols == list(range(per_input.shape[1])) else per_input[:, cols]
-    diag = torch.tensor([float(a == b) for a, b in plan.pairs], dtype=per_input.dtype, device=per_input.device)
-    return per_input[:, cols] * diag[:, None]  # (out, p, n)
+    cols = [plan.dirs[a] for _, a, _ in plan.entries]  # (E,)
+    if all(a == b for _, a, b in plan.entries):  # only pure second derivatives (a Laplacian): pick columns
+        picked = per_input if cols == list(range(per_input.shape[1])) else per_input[:, cols]
+        return rows_of_entries(picked, plan)
+    diag = torch.tensor([float(a == b) for _, a, b in plan.entries], dtype=per_input.dtype, device=per_input.device)
+    return rows_of_entries(per_input[:, cols] * diag[:, None], plan)  # (out, p, n)
 
 
 def pair_products(first: Tensor, plan: DerivativePlan) -> Tensor:
-    """``dz_s * dz_r`` for every planned pair: ``(w, m, n) -> (w, p, n)``."""
+    """``dz_s * dz_r`` for every planned pair, summed per row for traces: ``(w, m, n) -> (w, p, n)``."""
     a, b = plan.pair_dirs
     if a == b:  # pure second derivatives only
         sq = first if a == list(range(first.shape[1])) else first[:, a]
-        return sq * sq
-    return first[:, a] * first[:, b]
+        return rows_of_entries(sq * sq, plan)
+    return rows_of_entries(first[:, a] * first[:, b], plan)
 
 
 def contract_inputs(*terms: tuple[Tensor, Tensor]) -> Tensor:

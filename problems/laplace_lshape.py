@@ -34,7 +34,7 @@ class LaplaceLShape(Problem):
         super().__init__(LShape(self.coords), [Dirichlet("all", self.exact)])
 
     def pde(self, x: Tensor, u: Field) -> Tensor:
-        return u.d("xx") + u.d("yy")
+        return u.laplacian()
 
     def exact(self, x: Tensor) -> Tensor:
         r, theta = _polar(x)

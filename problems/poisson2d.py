@@ -33,7 +33,7 @@ class Poisson2D(Problem):
         return -(PI**2) * (1 + 4 * x[:, 1] ** 2) * torch.sin(px) * torch.sin(py2) + 2 * PI * torch.sin(px) * torch.cos(py2)
 
     def pde(self, x: Tensor, u: Field) -> Tensor:
-        return u.d("xx") + u.d("yy") - self.f(x)
+        return u.laplacian() - self.f(x)
 
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(PI * x[:, 0]) * torch.sin(PI * x[:, 1] ** 2)

@@ -35,7 +35,7 @@ class Poisson2DRobin(Problem):
         super().__init__(Box([0.0, 0.0], [1.0, 1.0], self.coords), conditions)
 
     def pde(self, x: Tensor, u: Field) -> Tensor:
-        return u.d("xx") + u.d("yy") + 2 * PI**2 * self.exact(x)
+        return u.laplacian() + 2 * PI**2 * self.exact(x)
 
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(PI * x[:, 0]) * torch.cos(PI * x[:, 1])

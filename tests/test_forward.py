@@ -54,6 +54,16 @@ def _assert_fields_agree(model: nn.Module, x: torch.Tensor, n_out: int) -> None:
         err = ((got - ref).abs().max() / scale).item()
         assert err <= RTOL, f"output {c}, derivative {index}: relative error {err:.2e}"
     assert fast.requested <= {(), *indices}
+    if dim > 1:  # Laplacians carried as single rows (traces): over every coordinate, and over a subset
+        subsets = [coords] + ([coords[::2]] if dim > 2 else [])
+        plan = DerivativePlan.of([], [tuple(coords.index(n) for n in names) for names in subsets])
+        traced = ForwardField(model, x, coords, outputs, plan=plan)
+        assert traced.plan.pairs == () and traced.plan.p == len(subsets)
+        for c, names in itertools.product(range(n_out), subsets):
+            got, ref = traced[outputs[c]].laplacian(names), slow[outputs[c]].laplacian(names)
+            err = ((got - ref).abs().max() / ref.abs().max().clamp(min=1e-300)).item()
+            assert err <= RTOL, f"output {c}, Laplacian over {names}: relative error {err:.2e}"
+        assert traced.plan.pairs == () and not traced.requested  # read from the trace rows, no pass added
 
 
 def _points(dim: int, n: int = 64, seed: int = 0, spread: float = 1.0) -> torch.Tensor:
@@ -134,6 +144,41 @@ def test_plan_from_indices() -> None:
         DerivativePlan((1, 0))
 
 
+def test_plan_with_traces() -> None:
+    plan = DerivativePlan.of([(0,), (1, 1)], [(0, 2), (0, 1, 2)])
+    assert plan.dirs == (0, 1, 2) and plan.pairs == ((1, 1),) and plan.traces == ((0, 1, 2), (0, 2))
+    assert plan.p == 3 and plan.order == 2 and plan.trace_columns == {(0, 2), (0, 1, 2)}
+    assert plan.trace_position((0, 1, 2)) == 1 and plan.trace_position((0, 2)) == 2 and plan.trace_position((0, 1)) is None
+    assert plan.entries == ((0, 1, 1), (1, 0, 0), (1, 1, 1), (1, 2, 2), (2, 0, 0), (2, 2, 2))
+    assert DerivativePlan.of([], [(3,)]) == DerivativePlan.of([(3, 3)])  # a one-column trace is its pair
+    assert DerivativePlan.of([], [(1, 3)]) == DerivativePlan((1, 3), (), ((0, 1),))  # positions into dirs
+    assert plan.union([], [(0, 1)]).trace_columns == {(0, 2), (0, 1, 2), (0, 1)}
+    for bad in [((0, 1), (), ((0,),)), ((0, 1), (), ((1, 0),)), ((0, 1), (), ((0, 2),)), ((0, 1), (), ((0, 1), (0, 1)))]:
+        with pytest.raises(ValueError):
+            DerivativePlan(*bad)
+
+
+def test_laplacian_is_one_trace_row_and_the_probe_plans_it() -> None:
+    """A residual written with u.laplacian() carries one row through the network, not one per pair;
+    asking for a pure pair as well adds it beside the trace. Both agree with autograd."""
+    torch.manual_seed(5)
+    model = _perturb(MLP([3, 8, 8, 1], dtype=D), 0.1)
+    x = _points(3)
+    coords = ("x", "y", "z")
+    slow = AutogradField(model, x, coords)
+    plan = probe_plan(lambda u: u.laplacian() + u.value, model, x[:4], coords)
+    assert plan == DerivativePlan.of([], [(0, 1, 2)]) and plan.p == 1
+    fast = ForwardField(model, x, coords, plan=plan)
+    torch.testing.assert_close(fast.laplacian(), slow.laplacian(), rtol=RTOL, atol=0)
+    torch.testing.assert_close(fast.laplacian(["x", "z"]), slow.laplacian(["x", "z"]), rtol=RTOL, atol=0)  # grows
+    assert fast.plan.trace_columns == {(0, 1, 2), (0, 2)}
+    torch.testing.assert_close(fast.laplacian(["y"]), slow.d("yy"), rtol=RTOL, atol=0)  # one column: its pair
+    both = probe_plan(lambda u: u.laplacian() - u.d("xx"), model, x[:4], coords)
+    assert both == DerivativePlan.of([(0, 0)], [(0, 1, 2)])
+    with pytest.raises(ValueError, match="at least one coordinate"):
+        fast.laplacian([])
+
+
 def test_field_without_plan_grows_it_on_demand_and_orders_above_two_use_autograd() -> None:
     torch.manual_seed(0)
     model = _perturb(KAN([2, 4, 1], grid_size=5, noise_scale=1.0, dtype=D))
@@ -145,7 +190,8 @@ def test_field_without_plan_grows_it_on_demand_and_orders_above_two_use_autograd
     assert fast.plan.covers((0, 1)) and fast.plan.dirs == (0, 1)
     torch.testing.assert_close(fast.laplacian(), slow.laplacian(), rtol=RTOL, atol=0)
     torch.testing.assert_close(fast.d("xxy"), slow.d("xxy"), rtol=1e-9, atol=0)
-    assert fast.requested >= {(0, 1), (0, 0), (1, 1), (0, 0, 1)}
+    assert fast.requested >= {(0, 1), (0, 0, 1)} and fast.requested_traces == {(0, 1)}
+    assert fast.plan.trace_position((0, 1)) is not None  # the Laplacian grew the plan by one trace row
 
 
 def test_multi_output_views_share_one_jet() -> None:
@@ -169,7 +215,7 @@ def test_probe_plan_records_exactly_what_a_residual_asks() -> None:
     x = _points(2, 4)
     problem = Poisson2D()
     plan = probe_plan(lambda u: problem.pde(x, u), model, x, problem.coords)
-    assert plan == DerivativePlan.of([(0, 0), (1, 1)])
+    assert plan == DerivativePlan.of([], [(0, 1)])  # u.laplacian(): one trace row
     assert probe_plan(lambda u: u.value, model, x, problem.coords).order == 0
     assert probe_plan(lambda u: u.grad(), model, x, problem.coords) == DerivativePlan.of([(0,), (1,)])
 
@@ -253,7 +299,7 @@ def test_loss_terms_and_parameter_gradients_match_autograd_engine() -> None:
     batch = problem.sample(Sampler(seed=0), 256, 64).to(D, "cpu")
     for model in (_perturb(KAN([2, 5, 1], grid_size=7, noise_scale=1.0, dtype=D)), _perturb(MLP([2, 16, 16, 1], dtype=D))):
         plans = derivative_plans(model, problem, batch, "auto")
-        assert plans is not None and plans["pde"] == DerivativePlan.of([(0, 0), (1, 1)])
+        assert plans is not None and plans["pde"] == DerivativePlan.of([], [(0, 1)])
         assert all(p.order == 0 for label, p in plans.items() if label != "pde")  # Dirichlet: values only
         results = {}
         for engine, kw in (("auto", {"plans": plans}), ("forward", {}), ("autograd", {})):
@@ -288,7 +334,7 @@ def test_neumann_conditions_and_mixed_derivatives_in_loss_terms() -> None:
     batch = problem.sample(Sampler(seed=1), 64, 32).to(D, "cpu")
     model = _perturb(KAN([2, 3, 1], grid_size=4, noise_scale=1.0, dtype=D))
     plans = derivative_plans(model, problem, batch)
-    assert plans["pde"] == DerivativePlan.of([(0, 0), (1, 1), (0, 1)])
+    assert plans["pde"] == DerivativePlan.of([(0, 1)], [(0, 1)])  # the mixed pair and the Laplacian row
     neumann = next(c.label for c in problem.conditions if c.kind == "neumann")
     assert plans[neumann] == DerivativePlan.of([(0,), (1,)])
     fast = loss_terms(model, problem, batch, "forward", plans)

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 
 import kanpde
 from kanpde.fields import AutogradField, ForwardField
+from kanpde.jet import DerivativePlan
 from kanpde.hard import HardDirichlet, _build_problem, hard_conditions, soft_problem
 from kanpde.lm import PinnLeastSquares
 from kanpde.run import ConfigError, run
@@ -123,6 +124,9 @@ def test_forward_engine_matches_autograd(name: str, kind: str) -> None:
     for spec in [coords[0], coords[1], coords[0] * 2, coords[0] + coords[1], coords[1] * 2]:
         assert torch.allclose(fwd.d(spec), ref.d(spec), atol=1e-11, rtol=1e-11), spec
     assert torch.allclose(fwd.value, ref.value, atol=1e-14, rtol=0)
+    traced = ForwardField(model, x, coords, plan=DerivativePlan.of([], [(0, 1)]))  # the Laplacian as one row
+    assert torch.allclose(traced.laplacian(), ref.laplacian(), atol=1e-11, rtol=1e-11)
+    assert traced.plan.pairs == ()
 
 
 def test_lm_jacobian_through_the_wrapper_matches_autograd() -> None:

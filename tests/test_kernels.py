@@ -55,8 +55,10 @@ def _perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
 
 PLANS = {
     1: [DerivativePlan.of([(0,)]), DerivativePlan.of([(0, 0)])],
-    2: [DerivativePlan(), DerivativePlan.of([(0,), (1,)]), DerivativePlan.of([(0, 0), (1, 1)]), DerivativePlan.of([(0, 1)])],
-    3: [DerivativePlan.of([(0, 0), (0, 1), (1, 2), (2, 2)]), DerivativePlan.of([(2,), (1, 1)])],
+    2: [DerivativePlan(), DerivativePlan.of([(0,), (1,)]), DerivativePlan.of([(0, 0), (1, 1)]), DerivativePlan.of([(0, 1)]),
+        DerivativePlan.of([], [(0, 1)])],
+    3: [DerivativePlan.of([(0, 0), (0, 1), (1, 2), (2, 2)]), DerivativePlan.of([(2,), (1, 1)]),
+        DerivativePlan.of([(0, 1), (2, 2)], [(0, 2), (0, 1, 2)])],
 }
 
 
@@ -98,7 +100,8 @@ def test_kan_fused_path_float32(monkeypatch) -> None:
 @pytest.mark.parametrize("activation", ["tanh", "silu", "sin", "gelu"])
 def test_mlp_fused_activations_equal_tensor_path(activation: str, monkeypatch) -> None:
     torch.manual_seed(3)
-    for dim, plan in ((2, DerivativePlan.of([(0, 0), (1, 1)])), (3, PLANS[3][0]), (2, DerivativePlan.of([(0,), (1,)]))):
+    for dim, plan in ((2, DerivativePlan.of([(0, 0), (1, 1)])), (3, PLANS[3][0]), (2, DerivativePlan.of([(0,), (1,)])),
+                      (3, PLANS[3][2])):
         model = _perturbed(MLP([dim, 8, 6, 2], activation=activation, dtype=D))
         x = torch.rand(200, dim, dtype=D) * 2 - 1
         _assert_paths_agree(model, x, plan, monkeypatch)
@@ -108,10 +111,11 @@ def test_fused_kernel_gradcheck() -> None:
     """The hand-written backward of the KAN layer kernel, every differentiable input at once."""
     torch.manual_seed(4)
     layer = KAN([2, 3, 2], grid_size=4, noise_scale=1.0, dtype=D).layers[1]
-    n_in, n, pairs, dirs = 3, 7, ((0, 0), (0, 1), (1, 1)), (0, 1)
+    n_in, n = 3, 7
+    plan = DerivativePlan.of([(0, 0), (0, 1), (1, 1)], [(0, 1)])  # three pairs and a trace
     xt = (torch.rand(n_in, n, dtype=D) * 2.4 - 1.2).requires_grad_()
     first = torch.randn(n_in, 2, n, dtype=D, requires_grad=True)
-    second = torch.randn(n_in, 3, n, dtype=D, requires_grad=True)
+    second = torch.randn(n_in, 4, n, dtype=D, requires_grad=True)
     sw = layer.spline_weight.detach().clone().requires_grad_()
     sc = layer.spline_scaler.detach().clone().requires_grad_()
     wb = layer.base_weight.detach().clone().requires_grad_()
@@ -122,20 +126,21 @@ def test_fused_kernel_gradcheck() -> None:
             coef = (sw * sc.unsqueeze(-1)).transpose(0, 1)
             table = torch.bmm(coef, conversion.transpose(1, 2)).view(n_in, 2, 4, -1).permute(0, 3, 1, 2).contiguous()
         acts = kernels.activation_jet(nn.SiLU(), xt)
-        return kernels.spline_jet(xt, sw, sc, table, conversion, wb, acts, layer.grid, first, second, dirs, pairs)
+        return kernels.spline_jet(xt, sw, sc, table, conversion, wb, acts, layer.grid, first, second, plan)
 
     assert torch.autograd.gradcheck(f, (xt, sw, sc, wb, first, second), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 def test_elementwise_kernel_gradcheck() -> None:
     torch.manual_seed(5)
-    w, n, pairs = 3, 5, ((0, 0), (0, 1))
+    w, n = 3, 5
+    plan = DerivativePlan.of([(0, 0), (0, 1)], [(0, 1)])  # two pairs and a trace
     z = torch.randn(w, n, dtype=D, requires_grad=True)
     z1 = torch.randn(w, 2, n, dtype=D, requires_grad=True)
-    z2 = torch.randn(w, 2, n, dtype=D, requires_grad=True)
+    z2 = torch.randn(w, 3, n, dtype=D, requires_grad=True)
 
     def f(z, z1, z2):
-        return kernels.elementwise_jet_fused(z, z1, z2, kernels.activation_jet(nn.Tanh(), z), pairs)
+        return kernels.elementwise_jet_fused(z, z1, z2, kernels.activation_jet(nn.Tanh(), z), plan)
 
     assert torch.autograd.gradcheck(f, (z, z1, z2), eps=1e-6, atol=1e-8, rtol=1e-6)
 

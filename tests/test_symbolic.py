@@ -14,6 +14,7 @@ import torch
 
 from kanpde import KAN, Sampler, Stage, fit
 from kanpde.fields import AutogradField, ForwardField
+from kanpde.jet import DerivativePlan
 from kanpde.io import RunResult, load_run, save_run
 from kanpde.prune import edge_scores, node_scores, prune, sparsity_penalty
 from kanpde.symbolic import (
@@ -135,6 +136,10 @@ def test_symbolic_edges_derivatives_match_autograd() -> None:
         for spec in ("x", "y", "xx", "yy", "xy"):
             ref = fa[c].d(spec).detach()
             assert torch.allclose(ff[c].d(spec), ref, atol=1e-11 * max(1.0, float(ref.abs().max())), rtol=0), (c, spec)
+    traced = ForwardField(model, x, coords, outputs, plan=DerivativePlan.of([], [(0, 1)]))  # the Laplacian as one row
+    for c in outputs:
+        ref = fa[c].laplacian().detach()
+        assert torch.allclose(traced[c].laplacian(), ref, atol=1e-11 * max(1.0, float(ref.abs().max())), rtol=0), c
 
 
 def test_to_symbolic_keeps_the_function_and_an_unmasked_layer_is_a_kan_layer() -> None:

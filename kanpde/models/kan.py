@@ -272,7 +272,7 @@ class KANLinear(nn.Module):
         conversion = self._conversion()
         value, first, second = spline_jet(
             xt, self.spline_weight, self.spline_scaler, self._kernel_table(), conversion, self.base_weight,
-            acts, self.grid, first_in, second_in, plan.dirs, plan.pairs,
+            acts, self.grid, first_in, second_in, plan,
         )
         return Jet(value, first if plan.m else None, second if plan.p else None)
 

@@ -9,12 +9,14 @@ the same arithmetic point by point in compiled loops, with a hand-written backwa
 
     y0[o, n]    = sum_i phi_oi(x_in)
     y1[o, s, n] = sum_i phi'_oi(x_in) F[i, s, n]
-    y2[o, q, n] = sum_i phi''_oi(x_in) F[i, a_q, n] F[i, b_q, n] + phi'_oi(x_in) S[i, q, n]
+    y2[o, q, n] = sum_i phi''_oi(x_in) P[i, q, n] + phi'_oi(x_in) S[i, q, n],
+    P[i, q, n]  = sum_{(a, b) in row q} F[i, a, n] F[i, b, n]
 
 with ``s_oi = w_s * sum_j c_j B_j`` evaluated from the layer's piecewise polynomial table (simultaneous
 Horner steps give the spline and its first two derivatives, and the third in the backward), ``F`` and
 ``S`` the input jet's first and second derivatives (``F`` the identity on the plan's directions for the
-network input, ``S`` zero when absent) and ``(a_q, b_q)`` the plan's pairs. Each point's knot interval
+network input, ``S`` zero when absent) and the pairs of row ``q`` one of the plan's pairs or all the
+pure pairs of one of its traces (a Laplacian carried as one row). Each point's knot interval
 comes from a bucket table (one or two comparisons, adaptive knots included); the forward keeps it for
 the backward.
 
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kanpde.jet import DerivativePlan
 from kanpde.models.activations import activation_derivatives, activation_third
 
 try:  # numba is a dependency, but the torch path must keep working without it
@@ -115,10 +118,11 @@ if numba is not None:
         return mu
 
     @njit(cache=True, inline="always")
-    def _setup(x, grid, buckets, scale, MU, U, search, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp):
+    def _setup(x, grid, buckets, scale, MU, U, search, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp):
         """Interval and local coordinate of input ``i`` at a block of points -- found (``search``, the
         forward pass, which keeps them in ``MU``/``U``) or read back (the backward pass) -- and, for a
-        per-point input jet, ``dx_i/ds`` and the pair products."""
+        per-point input jet, ``dx_i/ds`` and the pair products summed per second-derivative row (the
+        row ``q`` sums the entries ``start[q] <= e < start[q + 1]``, factors ``ea[e]``, ``eb[e]``)."""
         last = grid.shape[1] - 1
         for jj in range(nb):
             if search:
@@ -135,7 +139,10 @@ if numba is not None:
                 for s in range(m):
                     f[s, jj] = F[i, s, j0 + jj]
                 for q in range(p):
-                    pp[q, jj] = f[pa[q], jj] * f[pb[q], jj]
+                    t = 0.0
+                    for e in range(start[q], start[q + 1]):
+                        t += f[ea[e], jj] * f[eb[e], jj]
+                    pp[q, jj] = t
 
 
     @njit(cache=True)
@@ -208,15 +215,24 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
     return None if a3 is None else (a0, a1, a2, a3)
 
 
-def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], network_input: bool, has_s: bool):
+def _entry_arrays(entries: tuple[tuple[int, int, int], ...], p: int) -> tuple[np.ndarray, ...]:
+    """The plan's :attr:`~kanpde.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
+    entry (``start``, ``p + 1``), per entry its row and factors."""
+    start = np.searchsorted(np.array([q for q, _, _ in entries], dtype=np.int64), np.arange(p + 1)).astype(np.int64)
+    eq, ea, eb = (np.array([e[r] for e in entries] or [0], dtype=np.int64) for r in range(3))
+    return start, eq, ea, eb
+
+
+def _make_kernels(k1: int, m: int, p: int, entries: tuple[tuple[int, int, int], ...], network_input: bool, has_s: bool):
     """Forward and backward kernels for one layer configuration. Everything that shapes the loops is a
     compile-time constant (numba freezes closure variables): the spline order ``k1 - 1``, the numbers
-    ``m``/``p`` of directions/pairs and the pairs themselves, whether the input jet is the network
-    input (identity first derivatives) and whether it has second derivatives. The inner loops then
-    unroll into straight-line code per point; each configuration compiles once and is cached on disk."""
+    ``m``/``p`` of directions/second-derivative rows and the rows' pair products (``entries``),
+    whether the input jet is the network input (identity first derivatives) and whether it has second
+    derivatives. The inner loops then unroll into straight-line code per point; each configuration
+    compiles once and is cached on disk."""
     k = k1 - 1
-    pa = np.array([a for a, _ in pairs] or [0], dtype=np.int64)
-    pb = np.array([b for _, b in pairs] or [0], dtype=np.int64)
+    start, eq, ea, eb = _entry_arrays(entries, p)
+    ne = len(entries)
     per_point = not network_input
     mf, pf = max(m, 1), max(p, 1)
 
@@ -241,8 +257,8 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
                         for q in range(p):
                             y2[o, q, j0 + jj] = 0.0
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, MU, U, True, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
-                    si, qi = sel[i, 0], sel[i, 1]
+                    _setup(x, grid, buckets, scale, MU, U, True, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    si = sel[i, 0]
                     for o in range(n_out):
                         w = wb[o, i]
                         for jj in range(nb):
@@ -270,8 +286,10 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
                                         if has_s:
                                             t += d1 * S[i, q, j]
                                         y2[o, q, j] += t
-                                elif qi >= 0:  # network input: only the pure pair (si, si) sees input i
-                                    y2[o, qi, j] += d2
+                                else:  # network input: the rows holding the pure pair (si, si) see input i
+                                    for q in range(p):
+                                        if sel[i, 1 + q]:
+                                            y2[o, q, j] += d2
 
     @njit(parallel=True, cache=True)
     def backward(
@@ -289,8 +307,8 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
             for j0 in range(c * chunk, end, _BLOCK):
                 nb = min(_BLOCK, end - j0)
                 for i in range(n_in):
-                    _setup(x, grid, buckets, scale, MU, U, False, F, pa, pb, per_point, m, p, i, j0, nb, mu, u, f, pp)
-                    si, qi = sel[i, 0], sel[i, 1]
+                    _setup(x, grid, buckets, scale, MU, U, False, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp)
+                    si = sel[i, 0]
                     for o in range(n_out):
                         w = wb[o, i]
                         gw = 0.0
@@ -310,8 +328,9 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
                             else:
                                 if m > 0 and si >= 0:
                                     c1 = g1[o, si, j]
-                                if p > 0 and qi >= 0:
-                                    c2 = g2[o, qi, j]
+                                for q in range(p):
+                                    if sel[i, 1 + q]:
+                                        c2 += g2[o, q, j]
                             v = tab[i, mi, o, k]
                             s1 = 0.0
                             s2 = 0.0
@@ -345,10 +364,10 @@ def _make_kernels(k1: int, m: int, p: int, pairs: tuple[tuple[int, int], ...], n
                                 gw += c2 * a2[i, j]
                                 if per_point:
                                     phi2 = s2 + w * a2[i, j]
-                                    for q in range(p):
-                                        t = g2[o, q, j] * phi2
-                                        gF[i, pa[q], j] += t * f[pb[q], jj]
-                                        gF[i, pb[q], j] += t * f[pa[q], jj]
+                                    for e in range(ne):
+                                        t = g2[o, eq[e], j] * phi2
+                                        gF[i, ea[e], j] += t * f[eb[e], jj]
+                                        gF[i, eb[e], j] += t * f[ea[e], jj]
                         gwb[c, o, i] += gw
 
     return forward, backward
@@ -390,15 +409,18 @@ def _blocks(n: int) -> int:
     return max(1, min(threads, n))
 
 
-def _input_selection(n_in: int, dirs: tuple[int, ...], pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """For the network input (``dx_i/dx_s = delta``): ``(in, 2)`` with, per input column ``i``, its position
-    ``s`` among the plan's directions and the position of the pair ``(s, s)`` among its pairs (-1: none)."""
-    sel = np.full((n_in, 2), -1, dtype=np.int64)
+def _input_selection(n_in: int, dirs: tuple[int, ...], entries: tuple[tuple[int, int, int], ...], p: int) -> np.ndarray:
+    """For the network input (``dx_i/dx_s = delta``): ``(in, 1 + p)`` with, per input column ``i``, its
+    position ``s`` among the plan's directions (-1: none), then a 1 for every second-derivative row that
+    holds the pure pair ``(s, s)`` (its own pair or a trace over ``s``)."""
+    sel = np.zeros((n_in, 1 + p), dtype=np.int64)
+    sel[:, 0] = -1
     for s, col in enumerate(dirs):
         if col < n_in:
             sel[col, 0] = s
-            if (s, s) in pairs:
-                sel[col, 1] = pairs.index((s, s))
+            for q, a, b in entries:
+                if a == b == s:
+                    sel[col, 1 + q] = 1
     return sel
 
 
@@ -421,17 +443,17 @@ class _SplineJet(torch.autograd.Function):
     three derivatives at ``xt``) and ``grid``."""
 
     @staticmethod
-    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid, dirs, pairs):
+    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid, dirs, p, entries):
         (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
-        m, p = len(dirs), len(pairs)
-        config = (table.shape[3], m, p, tuple(pairs), first is None, second is not None)
+        m = len(dirs)
+        config = (table.shape[3], m, p, entries, first is None, second is not None)
         y0 = torch.empty(n_out, n, dtype=dtype)
         y1 = torch.empty(n_out, m, n, dtype=dtype)
         y2 = torch.empty(n_out, p, n, dtype=dtype)
         grid_np = _np(grid, 2, dtype)
         buckets, scale = _search_tables(grid_np)
         ins = (xt, table, wb, *acts[:3])
-        sel = _input_selection(n_in, dirs, pairs)
+        sel = _input_selection(n_in, dirs, entries, p)
         mu = np.empty((n_in, n), dtype=np.int64)  # each point's knot interval and local coordinate,
         u = np.empty((n_in, n), dtype=grid_np.dtype)  # found by the forward kernel, reused by the backward
         args = (grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
@@ -468,7 +490,7 @@ class _SplineJet(torch.autograd.Function):
         gcoef = torch.bmm(gtab, conversion).transpose(0, 1)  # (out, in, G+k)
         return (
             gx, gcoef * sc.unsqueeze(-1), (gcoef * sw).sum(-1), gwb.sum(0), gF if ctx.needs_input_grad[4] else None,
-            gS if ctx.needs_input_grad[5] else None, None, None, None, None, None, None,
+            gS if ctx.needs_input_grad[5] else None, None, None, None, None, None, None, None,
         )
 
 
@@ -483,8 +505,7 @@ def spline_jet(
     grid: Tensor,
     first: Tensor | None,
     second: Tensor | None,
-    dirs: tuple[int, ...],
-    pairs: tuple[tuple[int, int], ...],
+    plan: DerivativePlan,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A KAN layer's output jet, fused (see the module docstring).
 
@@ -496,7 +517,8 @@ def spline_jet(
     activation and its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their
     dependence on ``xt`` is part of the kernel's gradient); ``grid`` ``(in, K)`` knots; ``first``
     ``(in, m, n)`` or ``None`` (the network input: identity on the columns ``dirs``); ``second``
-    ``(in, p, n)`` or ``None`` (zero); ``pairs``: the plan's pairs (positions into ``dirs``).
+    ``(in, p, n)`` or ``None`` (zero); ``plan`` the derivatives carried (``first`` holds its directions,
+    ``second`` its rows: pairs and traces).
     Returns value ``(out, n)``, first ``(out, m, n)`` and second ``(out, p, n)`` derivatives,
     differentiable in ``xt``, ``spline_weight``, ``spline_scaler``, ``base_weight``, ``first`` and
     ``second``.
@@ -504,17 +526,17 @@ def spline_jet(
     acts = tuple(a.detach() for a in acts)
     return _SplineJet.apply(
         xt, spline_weight, spline_scaler, base_weight, first, second, table.detach(), conversion.detach(), acts,
-        grid.detach(), tuple(dirs), tuple(pairs),
+        grid.detach(), plan.dirs, plan.p, plan.entries,
     )
 
 
 # -- elementwise activations of an MLP layer ------------------------------------------------------------
 
 
-def _make_elementwise_kernels(m: int, p: int, pairs: tuple[tuple[int, int], ...], has_s: bool):
+def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int], ...], has_s: bool):
     """Forward and backward of ``a = f(z)`` on a jet, for one plan (compile-time constants as above)."""
-    pa = np.array([a for a, _ in pairs] or [0], dtype=np.int64)
-    pb = np.array([b for _, b in pairs] or [0], dtype=np.int64)
+    start, eq, ea, eb = _entry_arrays(entries, p)
+    ne = len(entries)
 
     @njit(parallel=True, cache=True)
     def forward(f1, f2, Z1, Z2, y1, y2):  # pragma: no cover - compiled
@@ -525,7 +547,10 @@ def _make_elementwise_kernels(m: int, p: int, pairs: tuple[tuple[int, int], ...]
                 for s in range(m):
                     y1[r, s, j] = d1 * Z1[r, s, j]
                 for q in range(p):
-                    t = d2 * Z1[r, pa[q], j] * Z1[r, pb[q], j]
+                    t = 0.0
+                    for e in range(start[q], start[q + 1]):
+                        t += Z1[r, ea[e], j] * Z1[r, eb[e], j]
+                    t *= d2
                     if has_s:
                         t += d1 * Z2[r, q, j]
                     y2[r, q, j] = t
@@ -541,12 +566,13 @@ def _make_elementwise_kernels(m: int, p: int, pairs: tuple[tuple[int, int], ...]
                     acc += g1[r, s, j] * Z1[r, s, j] * d2
                     gZ1[r, s, j] = g1[r, s, j] * d1
                 for q in range(p):
-                    a, b = pa[q], pb[q]
-                    acc += g2[r, q, j] * d3 * Z1[r, a, j] * Z1[r, b, j]
                     if has_s:
                         acc += g2[r, q, j] * d2 * Z2[r, q, j]
                         gZ2[r, q, j] = g2[r, q, j] * d1
-                    t = g2[r, q, j] * d2
+                for e in range(ne):
+                    a, b, gq = ea[e], eb[e], g2[r, eq[e], j]
+                    acc += gq * d3 * Z1[r, a, j] * Z1[r, b, j]
+                    t = gq * d2
                     gZ1[r, a, j] += t * Z1[r, b, j]
                     gZ1[r, b, j] += t * Z1[r, a, j]
                 gz[r, j] = acc
@@ -567,10 +593,10 @@ class _ElementwiseJet(torch.autograd.Function):
     constants of the call (their dependence on ``z`` is in the backward)."""
 
     @staticmethod
-    def forward(ctx, z, Z1, Z2, acts, pairs):
+    def forward(ctx, z, Z1, Z2, acts, p, entries):
         (w, n), dtype = z.shape, z.dtype
-        m, p = Z1.shape[1], len(pairs)
-        config = (m, p, tuple(pairs), Z2 is not None)
+        m = Z1.shape[1]
+        config = (m, p, entries, Z2 is not None)
         y1 = torch.empty(w, m, n, dtype=dtype)
         y2 = torch.empty(w, p, n, dtype=dtype)
         _blocks(w)
@@ -598,15 +624,16 @@ class _ElementwiseJet(torch.autograd.Function):
             _np(f1, 2, dtype), _np(f2, 2, dtype), _np(f3, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype),
             _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype), gz.numpy(), gZ1.numpy(), _np(gZ2, 3, dtype),
         )
-        return gz, gZ1, gZ2, None, None
+        return gz, gZ1, gZ2, None, None, None
 
 
 def elementwise_jet_fused(
-    z: Tensor, first: Tensor, second: Tensor | None, acts: tuple[Tensor, Tensor, Tensor, Tensor], pairs
+    z: Tensor, first: Tensor, second: Tensor | None, acts: tuple[Tensor, Tensor, Tensor, Tensor], plan: DerivativePlan
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`kanpde.jet.elementwise_jet` in one compiled pass each way: ``a = f(z)`` with
-    ``da_s = f'(z) dz_s`` and ``d2a_q = f''(z) dz_a dz_b + f'(z) d2z_q`` for the plan's pairs ``q = (a, b)``.
+    ``da_s = f'(z) dz_s`` and ``d2a_q = f''(z) sum_{(a, b) in q} dz_a dz_b + f'(z) d2z_q`` for the plan's
+    second-derivative rows ``q`` (a pair, or the pure pairs of a trace).
     ``z`` ``(w, n)``, ``first`` ``(w, m, n)`` (``m >= 1``), ``second`` ``(w, p, n)`` or ``None`` (zero);
     ``acts`` ``f, f', f'', f'''`` at ``z``. Returns the value, first and second derivatives."""
     acts = tuple(a.detach() for a in acts)
-    return _ElementwiseJet.apply(z, first, second, acts, tuple(pairs))
+    return _ElementwiseJet.apply(z, first, second, acts, plan.p, plan.entries)

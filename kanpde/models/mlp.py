@@ -75,7 +75,7 @@ class MLP(nn.Module):
             jet = linear_jet(jet, plan, linear.weight, linear.bias)
             acts = activation_jet(self.activation, jet.value) if fused else None
             if acts is not None:  # the fused CPU kernel (kanpde.models.kernels): one pass each way
-                jet = Jet(*elementwise_jet_fused(jet.value, jet.first, jet.second, acts, plan.pairs))
+                jet = Jet(*elementwise_jet_fused(jet.value, jet.first, jet.second, acts, plan))
                 jet.second = jet.second if plan.p else None
             else:
                 jet = elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
