@@ -4,7 +4,8 @@
     python scripts/bench.py --quick --json out.json   # grids 5, 20, 50 at 10^4 interior points (minutes)
 
 What is timed, for every implementation, on the same points and dtype (float64 by default): one
-forward pass, the Poisson residual ``u_xx + u_yy - f`` on the interior points, the Dirichlet residual on
+forward pass, the Poisson residual ``u_xx + u_yy - f`` on the interior points (kanpde: ``u.laplacian() - f``,
+carried as one trace row by the forward engine), the Dirichlet residual on
 the boundary points, the loss ``0.01 * mean(r_pde^2) + mean(r_bc^2)`` and its backward pass to the
 parameters -- i.e. one optimizer step's worth of work (the paper's Poisson problem on [-1, 1]^2,
 Sobol points, 800 boundary points per 10^4 interior points).

@@ -44,3 +44,20 @@ def test_report_ratios_and_verdicts(bench) -> None:
     assert "MET] fast engine >= 50x faster than pykan: 90.9x" in verdicts
     assert "MET] fast engine >= 10x faster than kanpde's autograd engine: 18.2x" in verdicts
     assert "grid 50 / grid 5 = 1.20" in verdicts
+
+
+def test_laplacian_bench_compares_both_plans_on_tiny_problems(capsys) -> None:
+    """scripts/bench_laplacian.py: both plans give the same loss (the script checks) and a ratio is printed."""
+    spec = importlib.util.spec_from_file_location("kanpde_bench_laplacian", BENCH.parent / "bench_laplacian.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        rec = module.measure("mlp", 3, 64, rounds=1, steps=1)
+        assert module.main(["--dims", "2", "--models", "kan", "--points", "64", "--threads", "1", "--rounds", "1",
+                            "--steps", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert rec["model"] == "mlp" and rec["dim"] == 3 and rec["pairs_s"] > 0 and rec["trace_s"] > 0
+    out = capsys.readouterr().out
+    assert "trace/pairs" in out and "poisson2d" in out
