@@ -9,6 +9,7 @@ adaptive knots, third derivatives of activations, the switch to the tensor path)
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -211,3 +212,27 @@ def test_disabled_block_uses_the_tensor_path(monkeypatch) -> None:
             assert not kernels.fused_available(x)
         assert not kernels.fused_available(x)
     assert kernels.fused_available(x)
+
+
+def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
+    """The kernels keep each grid's bucket tables while the knots are unchanged; moving the knots in place
+    (update_grid) or replacing them (grid extension) rebuilds them. (Stale tables would cost only speed:
+    the interval search steps from the bucket's guess to the right interval of the live knots.)"""
+    torch.manual_seed(8)
+    model = _perturbed(KAN([2, 4, 1], grid_size=6, noise_scale=1.0, dtype=D))
+    x = torch.rand(200, 2, dtype=D) * 2 - 1
+    plan = DerivativePlan.of([], [(0, 1)])
+
+    def tables_are_fresh(m: KAN) -> bool:
+        grid = m.layers[0].grid
+        cached, fresh = kernels._grid_tables(grid), kernels._search_tables(grid.numpy())
+        return bool(np.array_equal(cached[1], fresh[0]) and np.array_equal(cached[2], fresh[1]))
+
+    _assert_paths_agree(model, x, plan, monkeypatch)  # tables cached for the uniform knots
+    assert tables_are_fresh(model)
+    model.update_grid(torch.randn(300, 2, dtype=D) ** 3 * 0.5)  # the same buffers, moved in place
+    assert tables_are_fresh(model)
+    _assert_paths_agree(model, x, plan, monkeypatch)
+    refined = model.refine(12)  # new knot tensors
+    _assert_paths_agree(refined, x, plan, monkeypatch)
+    assert tables_are_fresh(refined)

@@ -38,6 +38,7 @@ Loops are specialised per layer configuration, compiled on first use and cached 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -403,12 +404,37 @@ def _kernels(*config) -> tuple:
     return _KERNELS[config]
 
 
+_THREADS = threading.local()
+
+
 def _blocks(n: int) -> int:
+    """Chunks for ``n`` points: torch's thread count (numba's set to match; its setting is per thread)."""
     threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
+    if getattr(_THREADS, "count", None) != threads:
+        numba.set_num_threads(threads)
+        _THREADS.count = threads
     return max(1, min(threads, n))
 
 
+_GRIDS: dict[int, tuple] = {}
+
+
+def _grid_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``grid`` as numpy and its bucket tables (:func:`_search_tables`), kept while the knots are unchanged
+    (same tensor, same version counter: ``update_grid`` and grid extension change one or the other)."""
+    key = id(grid)
+    cached = _GRIDS.get(key)
+    if cached is not None and cached[0] is grid and cached[1] == grid._version:
+        return cached[2]
+    grid_np = grid.detach().contiguous().numpy()
+    tables = (grid_np, *_search_tables(grid_np))
+    if len(_GRIDS) >= 64:
+        _GRIDS.clear()
+    _GRIDS[key] = (grid, grid._version, tables)
+    return tables
+
+
+@functools.lru_cache(maxsize=256)
 def _input_selection(n_in: int, dirs: tuple[int, ...], entries: tuple[tuple[int, int, int], ...], p: int) -> np.ndarray:
     """For the network input (``dx_i/dx_s = delta``): ``(in, 1 + p)`` with, per input column ``i``, its
     position ``s`` among the plan's directions (-1: none), then a 1 for every second-derivative row that
@@ -438,34 +464,33 @@ _EMPTY = {(d, dt): np.empty((0,) * d, dtype=npt) for d in (2, 3) for dt, npt in 
 class _SplineJet(torch.autograd.Function):
     """Inputs with gradients: ``xt``, the spline coefficients ``sw`` and scales ``sc``, ``wb``, ``first``,
     ``second``. Constants of the call: the polynomial ``table`` of ``sc * sw`` (computed by the layer
-    and reused while the parameters are unchanged), the ``conversion`` from coefficients to ``table``
-    (the backward maps the table's gradient through it), ``acts`` (the base activation and its first
-    three derivatives at ``xt``) and ``grid``."""
+    for this call), the ``conversion`` from coefficients to ``table`` (the backward maps the table's
+    gradient through it), ``acts`` (the base activation and its first three derivatives at ``xt``) and
+    the knots with their bucket tables (:func:`_grid_tables`)."""
 
     @staticmethod
-    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid, dirs, p, entries):
+    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid_tables, dirs, p, entries):
         (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
         m = len(dirs)
         config = (table.shape[3], m, p, entries, first is None, second is not None)
         y0 = torch.empty(n_out, n, dtype=dtype)
         y1 = torch.empty(n_out, m, n, dtype=dtype)
         y2 = torch.empty(n_out, p, n, dtype=dtype)
-        grid_np = _np(grid, 2, dtype)
-        buckets, scale = _search_tables(grid_np)
+        grid_np, buckets, scale = grid_tables
         ins = (xt, table, wb, *acts[:3])
         sel = _input_selection(n_in, dirs, entries, p)
         mu = np.empty((n_in, n), dtype=np.int64)  # each point's knot interval and local coordinate,
         u = np.empty((n_in, n), dtype=grid_np.dtype)  # found by the forward kernel, reused by the backward
         args = (grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
         _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
-        ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts, grid)
+        ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts)
         ctx.meta = (config, sel, grid_np, buckets, scale, mu, u, xt.requires_grad)
         return y0, y1, y2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
-        xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3, grid = ctx.saved_tensors
+        xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3 = ctx.saved_tensors
         config, sel, grid_np, buckets, scale, mu, u, need_x = ctx.meta
         m, p = config[1], config[2]
         dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
@@ -526,7 +551,7 @@ def spline_jet(
     acts = tuple(a.detach() for a in acts)
     return _SplineJet.apply(
         xt, spline_weight, spline_scaler, base_weight, first, second, table.detach(), conversion.detach(), acts,
-        grid.detach(), plan.dirs, plan.p, plan.entries,
+        _grid_tables(grid), plan.dirs, plan.p, plan.entries,
     )
 
 
