@@ -69,7 +69,9 @@ def test_kan_fused_path_equals_tensor_path(dim: int, k: int, monkeypatch) -> Non
     torch.manual_seed(dim + 10 * k)
     model = _perturbed(KAN([dim, 4, 3, 2], grid_size=6, spline_order=k, noise_scale=1.0, dtype=D))
     x = torch.rand(300, dim, dtype=D) * 2.6 - 1.3  # some points outside the knots [-1, 1] (+ extension)
-    for plan in PLANS[dim]:
+    # Every plan with cubic splines; the spline order only changes the Horner loops, so quadratics take
+    # the richest plan of each dimension (each plan compiles kernels of its own on a cold cache).
+    for plan in PLANS[dim] if k == 3 else PLANS[dim][-1:]:
         _assert_paths_agree(model, x, plan, monkeypatch)
 
 
