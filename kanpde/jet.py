@@ -17,9 +17,10 @@ a linear layer maps value and all derivatives with plain matrix products ``W @ (
 Only what the :class:`DerivativePlan` lists is propagated: a Laplacian in d dimensions needs d
 directions and the d diagonal pairs, not the full Hessian -- and when a problem asks for the Laplacian
 itself (``u.laplacian()``), a single *trace* row carries the sum of those pairs through every layer
-(the "forward Laplacian"): ``lap y = f''(z) |grad z|^2 + f'(z) lap z`` needs no individual ``d2z_ss``. The network input itself is the jet
-``Jet(x.T, None, None)``: ``first = None`` stands for ``dx_i / dx_s = delta_is`` and ``second = None``
-for a zero second derivative, so the first layer never multiplies by identity matrices.
+(the "forward Laplacian"): ``lap y = f''(z) |grad z|^2 + f'(z) lap z`` needs no individual
+``d2z_ss``. The network input itself is the jet ``Jet(x.T, None, None)``: ``first = None`` stands for
+``dx_i / dx_s = delta_is`` and ``second = None`` for a zero second derivative, so the first layer never
+multiplies by identity matrices.
 
 Chain rules used by the layers (``y = f(z)`` elementwise, ``y = W z + b`` linear):
 
@@ -75,6 +76,7 @@ class DerivativePlan:
     _first_pos: dict[int, int] = field(init=False, repr=False, compare=False)
     _second_pos: dict[Index, int] = field(init=False, repr=False, compare=False)
     _trace_pos: dict[Index, int] = field(init=False, repr=False, compare=False)
+    _entries: tuple[tuple[int, int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if list(self.dirs) != sorted(set(self.dirs)):
@@ -97,6 +99,10 @@ class DerivativePlan:
             "_trace_pos",
             {tuple(self.dirs[a] for a in t): len(self.pairs) + r for r, t in enumerate(self.traces)},
         )
+        entries = [(q, a, b) for q, (a, b) in enumerate(self.pairs)]
+        for r, t in enumerate(self.traces):
+            entries += [(len(self.pairs) + r, a, a) for a in t]
+        object.__setattr__(self, "_entries", tuple(entries))
 
     @classmethod
     def of(cls, indices: Iterable[Index], traces: Iterable[Index] = ()) -> DerivativePlan:
@@ -157,10 +163,7 @@ class DerivativePlan:
     def entries(self) -> tuple[tuple[int, int, int], ...]:
         """``(row, a, b)`` for every pair product summed into a second-derivative row: one per pair,
         then ``(row, a, a)`` for each position ``a`` of each trace; sorted by row."""
-        rows = [(q, a, b) for q, (a, b) in enumerate(self.pairs)]
-        for r, t in enumerate(self.traces):
-            rows += [(len(self.pairs) + r, a, a) for a in t]
-        return tuple(rows)
+        return self._entries
 
     @property
     def pair_dirs(self) -> tuple[list[int], list[int]]:

@@ -8,7 +8,7 @@ PDE residual written against a :class:`kanpde.fields.Field`, and, where known, t
         def __init__(self):
             super().__init__(Box([-1, -1], [1, 1], self.coords), [Dirichlet("all", 0.0)])
         def pde(self, x, u):
-            return u.d("xx") + u.d("yy") - self.f(x)
+            return u.laplacian() - self.f(x)   # or u.d("xx") + u.d("yy") - self.f(x)
 """
 
 from __future__ import annotations
