@@ -129,7 +129,7 @@ def test_fused_kernel_gradcheck() -> None:
             coef = (sw * sc.unsqueeze(-1)).transpose(0, 1)
             table = torch.bmm(coef, conversion.transpose(1, 2)).view(n_in, 2, 4, -1).permute(0, 3, 1, 2).contiguous()
         acts = kernels.activation_jet(nn.SiLU(), xt)
-        return kernels.spline_jet(xt, sw, sc, table, conversion, wb, acts, layer.grid, first, second, plan)
+        return kernels.spline_jet(xt, sw, sc, table, conversion, wb, acts, kernels.knot_tables(layer.grid), first, second, plan)
 
     assert torch.autograd.gradcheck(f, (xt, sw, sc, wb, first, second), eps=1e-6, atol=1e-8, rtol=1e-6)
 
@@ -217,7 +217,7 @@ def test_disabled_block_uses_the_tensor_path(monkeypatch) -> None:
 
 
 def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
-    """The kernels keep each grid's bucket tables while the knots are unchanged; moving the knots in place
+    """A layer keeps its knots' bucket tables while the knots are unchanged; moving the knots in place
     (update_grid) or replacing them (grid extension) rebuilds them. (Stale tables would cost only speed:
     the interval search steps from the bucket's guess to the right interval of the live knots.)"""
     torch.manual_seed(8)
@@ -227,14 +227,14 @@ def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
 
     def tables_are_fresh(m: KAN) -> bool:
         grid = m.layers[0].grid
-        cached, fresh = kernels._grid_tables(grid), kernels._search_tables(grid.numpy())
+        cached, fresh = m.layers[0]._knot_constants()["kernel_grid"], kernels._search_tables(grid.numpy())
         return bool(np.array_equal(cached[1], fresh[0]) and np.array_equal(cached[2], fresh[1]))
 
     _assert_paths_agree(model, x, plan, monkeypatch)  # tables cached for the uniform knots
     assert tables_are_fresh(model)
     model.update_grid(torch.randn(300, 2, dtype=D) ** 3 * 0.5)  # the same buffers, moved in place
-    assert tables_are_fresh(model)
     _assert_paths_agree(model, x, plan, monkeypatch)
+    assert tables_are_fresh(model)
     refined = model.refine(12)  # new knot tensors
     _assert_paths_agree(refined, x, plan, monkeypatch)
     assert tables_are_fresh(refined)

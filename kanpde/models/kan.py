@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
-from kanpde.models.kernels import activation_jet, fused_available, spline_jet
+from kanpde.models.kernels import activation_jet, fused_available, knot_tables, spline_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -111,6 +111,21 @@ class KANLinear(nn.Module):
         """B-spline basis of the layer inputs: ``(n, in) -> (n, in, G + k)``."""
         return bspline_basis(x, self.grid, self.spline_order)
 
+    def _knot_constants(self) -> dict[str, object]:
+        """A store for what depends on the knots only (:meth:`_conversion`, the fused kernel's knot
+        tables): kept between calls and emptied whenever ``grid`` is replaced or modified in place
+        (tensor identity, storage and version counter are checked); under ``torch.func`` transforms
+        (wrapped tensors without storage) a fresh one on every call."""
+        grid = self.grid
+        try:
+            key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
+        except (RuntimeError, NotImplementedError):
+            return {}
+        cached = getattr(self, "_knot_cache", None)
+        if cached is None or cached[0] != key or cached[1] is not grid:
+            cached = self._knot_cache = (key, grid, {})
+        return cached[2]
+
     def _conversion(self) -> Tensor:
         """The linear map from B-spline coefficients to per-interval polynomial coefficients.
 
@@ -118,18 +133,15 @@ class KANLinear(nn.Module):
         ``M[i, mu, d, r]`` (:func:`~kanpde.models.bspline.power_basis`) at column ``j = mu - k + r`` for
         the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last interval of every
         power, ``mu = G + 2k``, is an all-zero row for points outside the knots. It depends only on the
-        knots, so it is kept between calls and rebuilt whenever ``grid`` is replaced or modified in
-        place (tensor identity, storage and version counter are checked); under ``torch.func``
-        transforms (wrapped tensors without storage) it is simply rebuilt.
+        knots, so it is kept with them (:meth:`_knot_constants`).
         """
+        store = self._knot_constants()
+        if "conversion" not in store:
+            store["conversion"] = self._build_conversion()
+        return store["conversion"]
+
+    def _build_conversion(self) -> Tensor:
         grid, k = self.grid, self.spline_order
-        try:
-            key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
-        except (RuntimeError, NotImplementedError):
-            key = None
-        cached = getattr(self, "_conversion_cache", None)
-        if key is not None and cached is not None and cached[0] == key and cached[1] is grid:
-            return cached[2]
         basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
         n_in, n_int = basis.shape[:2]
         n_coef = n_int - k  # G + k
@@ -139,10 +151,7 @@ class KANLinear(nn.Module):
             band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
             band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
             blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
-        conversion = torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
-        if key is not None:
-            self._conversion_cache = (key, grid, conversion)
-        return conversion
+        return torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
 
     def polynomial_table(self) -> Tensor:
         """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
@@ -269,10 +278,12 @@ class KANLinear(nn.Module):
             return None
         first_in = jet.first if plan.m else None
         second_in = jet.second if plan.p else None
-        conversion = self._conversion()
+        store = self._knot_constants()
+        if "kernel_grid" not in store:
+            store["kernel_grid"] = knot_tables(self.grid)
         value, first, second = spline_jet(
-            xt, self.spline_weight, self.spline_scaler, self._kernel_table(), conversion, self.base_weight,
-            acts, self.grid, first_in, second_in, plan,
+            xt, self.spline_weight, self.spline_scaler, self._kernel_table(), self._conversion(), self.base_weight,
+            acts, store["kernel_grid"], first_in, second_in, plan,
         )
         return Jet(value, first if plan.m else None, second if plan.p else None)
 

@@ -58,7 +58,7 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "spline_jet"]
+__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "knot_tables", "spline_jet"]
 
 _log = logging.getLogger(__name__)
 
@@ -396,12 +396,18 @@ def _logged(kernel, what: str):
     return call
 
 
+def _built(what: str, make, config: tuple) -> tuple:
+    """The (forward, backward) pair ``make(*config)`` for ``config``, built once (and logged as ``what``)."""
+    key = (what, *config)
+    if key not in _KERNELS:
+        forward, backward = make(*config)
+        _KERNELS[key] = (_logged(forward, f"{what} forward {config}"), _logged(backward, f"{what} backward {config}"))
+    return _KERNELS[key]
+
+
 def _kernels(*config) -> tuple:
-    """The (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`), built once."""
-    if config not in _KERNELS:
-        forward, backward = _make_kernels(*config)
-        _KERNELS[config] = (_logged(forward, f"KAN layer forward {config}"), _logged(backward, f"KAN layer backward {config}"))
-    return _KERNELS[config]
+    """The KAN layer's (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`)."""
+    return _built("KAN layer", _make_kernels, config)
 
 
 _THREADS = threading.local()
@@ -416,22 +422,11 @@ def _blocks(n: int) -> int:
     return max(1, min(threads, n))
 
 
-_GRIDS: dict[int, tuple] = {}
-
-
-def _grid_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``grid`` as numpy and its bucket tables (:func:`_search_tables`), kept while the knots are unchanged
-    (same tensor, same version counter: ``update_grid`` and grid extension change one or the other)."""
-    key = id(grid)
-    cached = _GRIDS.get(key)
-    if cached is not None and cached[0] is grid and cached[1] == grid._version:
-        return cached[2]
+def knot_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the kernels need of the knots ``grid`` ``(in, K)``: a numpy view of them and their bucket
+    tables (:func:`_search_tables`). It depends on the knots only: the layer keeps it with them."""
     grid_np = grid.detach().contiguous().numpy()
-    tables = (grid_np, *_search_tables(grid_np))
-    if len(_GRIDS) >= 64:
-        _GRIDS.clear()
-    _GRIDS[key] = (grid, grid._version, tables)
-    return tables
+    return (grid_np, *_search_tables(grid_np))
 
 
 @functools.lru_cache(maxsize=256)
@@ -466,7 +461,7 @@ class _SplineJet(torch.autograd.Function):
     ``second``. Constants of the call: the polynomial ``table`` of ``sc * sw`` (computed by the layer
     for this call), the ``conversion`` from coefficients to ``table`` (the backward maps the table's
     gradient through it), ``acts`` (the base activation and its first three derivatives at ``xt``) and
-    the knots with their bucket tables (:func:`_grid_tables`)."""
+    the knots with their bucket tables (:func:`knot_tables`)."""
 
     @staticmethod
     def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid_tables, dirs, p, entries):
@@ -527,7 +522,7 @@ def spline_jet(
     conversion: Tensor,
     base_weight: Tensor,
     acts: tuple[Tensor, Tensor, Tensor, Tensor],
-    grid: Tensor,
+    grid_tables: tuple[np.ndarray, np.ndarray, np.ndarray],
     first: Tensor | None,
     second: Tensor | None,
     plan: DerivativePlan,
@@ -540,7 +535,7 @@ def spline_jet(
     serves points outside the knots), equal to ``conversion`` ``(in, (k + 1) K, C)`` applied to
     ``w_s c`` (:meth:`kanpde.KANLinear._conversion`); ``base_weight`` ``(out, in)``; ``acts`` the base
     activation and its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their
-    dependence on ``xt`` is part of the kernel's gradient); ``grid`` ``(in, K)`` knots; ``first``
+    dependence on ``xt`` is part of the kernel's gradient); ``grid_tables`` the knots' :func:`knot_tables`; ``first``
     ``(in, m, n)`` or ``None`` (the network input: identity on the columns ``dirs``); ``second``
     ``(in, p, n)`` or ``None`` (zero); ``plan`` the derivatives carried (``first`` holds its directions,
     ``second`` its rows: pairs and traces).
@@ -551,7 +546,7 @@ def spline_jet(
     acts = tuple(a.detach() for a in acts)
     return _SplineJet.apply(
         xt, spline_weight, spline_scaler, base_weight, first, second, table.detach(), conversion.detach(), acts,
-        _grid_tables(grid), plan.dirs, plan.p, plan.entries,
+        grid_tables, plan.dirs, plan.p, plan.entries,
     )
 
 
@@ -606,11 +601,8 @@ def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int
 
 
 def _elementwise_kernels(*config) -> tuple:
-    key = ("elementwise", *config)
-    if key not in _KERNELS:
-        forward, backward = _make_elementwise_kernels(*config)
-        _KERNELS[key] = (_logged(forward, f"activation forward {config}"), _logged(backward, f"activation backward {config}"))
-    return _KERNELS[key]
+    """The activation's (forward, backward) pair for ``config`` (the arguments of :func:`_make_elementwise_kernels`)."""
+    return _built("activation", _make_elementwise_kernels, config)
 
 
 class _ElementwiseJet(torch.autograd.Function):
