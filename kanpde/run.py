@@ -30,6 +30,7 @@ from kanpde.evaluate import Evaluation, evaluate, module_dtype_device
 from kanpde.fields import ENGINE_CHOICES, supports_forward
 from kanpde.hard import HardDirichlet, soft_problem
 from kanpde.io import RunResult, atomic_path, save_run, write_json
+from kanpde.models.kernels import warm_up
 from kanpde.problem import Problem
 from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
 from kanpde.xdmf import write_xdmf
@@ -206,6 +207,8 @@ def _build(cfg: DictConfig, output_dir: Path) -> _Built:
     if int(cfg.eval.n_per_axis) < 2:
         raise ConfigError(f"eval.n_per_axis must be >= 2, got {cfg.eval.n_per_axis}")
     _check_output_dir(output_dir)
+    if device.type == "cpu":
+        warm_up()  # numba's one-off start, here rather than inside the first model's timed training
     return _Built(problem, model_cfg, baseline_cfg, stages, DTYPES[cfg.dtype], device, fit_problem)
 
 

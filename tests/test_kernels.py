@@ -238,3 +238,22 @@ def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
     refined = model.refine(12)  # new knot tensors
     _assert_paths_agree(refined, x, plan, monkeypatch)
     assert tables_are_fresh(refined)
+
+
+def test_warm_up_starts_numba_in_a_fresh_process() -> None:
+    """kernels.warm_up loads a cached kernel (numba's one-off start); with KANPDE_KERNEL=torch it does nothing."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from kanpde.models import kernels\n"
+        "assert not kernels._search_tables.overloads\n"
+        "assert kernels.warm_up() is WANT\n"
+        "assert bool(kernels._search_tables.overloads) is WANT\n"
+    )
+    for setting, want in (("auto", True), ("torch", False)):
+        env = {**os.environ, "KANPDE_KERNEL": setting}
+        result = subprocess.run([sys.executable, "-c", code.replace("WANT", str(want))], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr

@@ -58,7 +58,7 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "knot_tables", "spline_jet"]
+__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "knot_tables", "spline_jet", "warm_up"]
 
 _log = logging.getLogger(__name__)
 
@@ -420,6 +420,16 @@ def _blocks(n: int) -> int:
         numba.set_num_threads(threads)
         _THREADS.count = threads
     return max(1, min(threads, n))
+
+
+def warm_up() -> bool:
+    """Start numba in this process: its first kernel (compiled or loaded from the cache) sets up numba's
+    compiler context, about 0.15 s once per process. A run calls this while it is built, so the first
+    model's timed training does not pay for it. Returns whether the CPU kernels are in use."""
+    if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch":
+        return False
+    knot_tables(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    return True
 
 
 def knot_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
