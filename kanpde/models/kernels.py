@@ -426,7 +426,7 @@ def warm_up() -> bool:
     """Start numba in this process: its first kernel (compiled or loaded from the cache) sets up numba's
     compiler context, about 0.15 s once per process. A run calls this while it is built, so the first
     model's timed training does not pay for it. Returns whether the CPU kernels are in use."""
-    if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch":
+    if not fused_available():
         return False
     knot_tables(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
     return True
