@@ -6,16 +6,16 @@ files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanp
 """
 
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.fields import AutogradField, Field, ForwardField, make_field
-from kanpde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
-from kanpde.hard import HardDirichlet
-from kanpde.jet import DerivativePlan, Jet
-from kanpde.io import LoadedRun, RunResult, load_run, save_run
-from kanpde.lm import LevenbergMarquardt
+from kanpde.derivatives.field import AutogradField, Field, ForwardField, make_field
+from kanpde.pde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
+from kanpde.models.hard import HardDirichlet
+from kanpde.derivatives.jet import DerivativePlan, Jet
+from kanpde.outputs.run_file import LoadedRun, RunResult, load_run, save_run
+from kanpde.training.lm import LevenbergMarquardt
 from kanpde.models import KAN, MLP, KANLinear
-from kanpde.problem import Batch, Condition, Dirichlet, Initial, Neumann, Periodic, Problem, Robin
-from kanpde.sampling import Sampler
-from kanpde.train import FitResult, History, Stage, TrainingDiverged, fit, loss_terms
+from kanpde.pde.problem import Batch, Condition, Dirichlet, Initial, Neumann, Periodic, Problem, Robin
+from kanpde.pde.sampling import Sampler
+from kanpde.training.fit import FitResult, History, Stage, TrainingDiverged, fit, loss_terms
 
 __version__ = "0.1.0"
 

@@ -11,9 +11,9 @@ import hydra
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from kanpde.run import ConfigError, RunFailed, format_table, run
-from kanpde.runtime import tune_malloc
-from kanpde.train import ProgressEvent
+from kanpde.app.run import ConfigError, RunFailed, format_table, run
+from kanpde.app.runtime import tune_malloc
+from kanpde.training.fit import ProgressEvent
 
 
 class ProgressBar:
@@ -82,7 +82,7 @@ def cli() -> None:
     if problem:
         print(f"kanpde: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    tune_malloc()  # keep freed tensor memory for reuse (kanpde.runtime); a process-wide choice of the app
+    tune_malloc()  # keep freed tensor memory for reuse (kanpde.app.runtime); a process-wide choice of the app
     main()
     # The run is over and written. Interpreter shutdown would now walk every object torch, Hydra and
     # matplotlib created (~1 s of a ~12 s default run); frozen objects are skipped and the OS takes the

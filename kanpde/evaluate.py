@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kanpde.fields import make_field, resolve_engine
-from kanpde.problem import Problem
+from kanpde.derivatives.field import make_field, resolve_engine
+from kanpde.pde.problem import Problem
 
 __all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict"]
 

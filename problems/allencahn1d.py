@@ -4,7 +4,7 @@
     u(x, 0) = x^2 cos(pi x),  u and u_x periodic in x.
 
 No closed form: the reference is computed at first use by a Fourier pseudo-spectral / ETDRK4 solver
-(:func:`kanpde.reference.allen_cahn_etdrk4`: 2048 modes, dt = 1e-4, 1001 snapshots) and cached as
+(:func:`kanpde.problems._reference.allen_cahn_etdrk4`: 2048 modes, dt = 1e-4, 1001 snapshots) and cached as
 ``.npz`` in the user cache dir (about 15 s once). Between snapshots it is interpolated linearly in t
 and by its Fourier series in x. Accuracy (measured, max |difference|): halving dt changes it by 1e-11,
 linear interpolation in t costs 4e-6, and the spatial resolution is quantified in the README.
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box
-from kanpde.problem import Initial, Periodic, Problem
-from kanpde.reference import allen_cahn_etdrk4, cached, fourier_eval
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box
+from kanpde.pde.problem import Initial, Periodic, Problem
+from kanpde.problems._reference import allen_cahn_etdrk4, cached, fourier_eval
 
 
 class AllenCahn1D(Problem):

@@ -4,7 +4,7 @@
     u(x, 0) = -sin(pi x),  u(-1, t) = u(1, t) = 0.
 
 No closed form: the reference is the Cole–Hopf formula evaluated by quadrature at each point
-(:func:`kanpde.reference.burgers_cole_hopf`, 1201 trapezoid nodes). It reproduces the published steepest
+(:func:`kanpde.problems._reference.burgers_cole_hopf`, 1201 trapezoid nodes). It reproduces the published steepest
 slope u_x(0, 1.6037/pi) = -152.00516 (Basdevant et al. 1986) to 1e-8 relative; ``u_x`` is the
 quadrature of the differentiated integrand, ``u_t`` follows from the PDE with ``u_xx`` by central
 differences of ``u_x`` (h = 1e-6).
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box
-from kanpde.problem import Dirichlet, Initial, Problem
-from kanpde.reference import burgers_cole_hopf
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box
+from kanpde.pde.problem import Dirichlet, Initial, Problem
+from kanpde.problems._reference import burgers_cole_hopf
 
 
 class Burgers1D(Problem):

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box
-from kanpde.problem import Dirichlet, Initial, Problem
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box
+from kanpde.pde.problem import Dirichlet, Initial, Problem
 
 PI = math.pi
 

@@ -13,9 +13,9 @@ import math
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import LShape
-from kanpde.problem import Dirichlet, Problem
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import LShape
+from kanpde.pde.problem import Dirichlet, Problem
 
 
 def _polar(x: Tensor) -> tuple[Tensor, Tensor]:

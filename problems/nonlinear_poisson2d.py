@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box
-from kanpde.problem import Dirichlet, Problem
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box
+from kanpde.pde.problem import Dirichlet, Problem
 
 PI = math.pi
 

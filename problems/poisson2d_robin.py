@@ -14,9 +14,9 @@ import math
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box
-from kanpde.problem import Dirichlet, Neumann, Problem, Robin
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box
+from kanpde.pde.problem import Dirichlet, Neumann, Problem, Robin
 
 PI = math.pi
 

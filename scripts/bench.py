@@ -63,7 +63,7 @@ def _points(n_interior: int, dtype, device):
     import torch
 
     from kanpde.problems.poisson2d import Poisson2D
-    from kanpde.sampling import Sampler
+    from kanpde.pde.sampling import Sampler
 
     problem = Poisson2D()
     batch = problem.sample(Sampler(method="sobol", seed=0), n_interior, max(4, round(0.08 * n_interior)))
@@ -75,7 +75,7 @@ def _kanpde_step(impl: str, grid: int | None, problem, batch, dtype, device):
     import torch
 
     from kanpde import KAN, MLP
-    from kanpde.train import derivative_plans, loss_terms, weighted_loss
+    from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
 
     torch.manual_seed(0)
     if impl.startswith("mlp"):
@@ -154,7 +154,7 @@ def _max_rss_mb() -> float:
 def worker(cfg: dict) -> dict:
     import torch
 
-    from kanpde.runtime import tune_malloc
+    from kanpde.app.runtime import tune_malloc
 
     if cfg.get("tune_malloc", True):
         tune_malloc()  # as the command line does; the same for every implementation
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before one configuration is given up")
     parser.add_argument("--no-tune-malloc", dest="tune_malloc", action="store_false",
                         help="leave glibc's allocator at its defaults (by default every run, of every implementation, "
-                        "applies kanpde.runtime.tune_malloc as the command line does)")
+                        "applies kanpde.app.runtime.tune_malloc as the command line does)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads: torch.set_num_threads({args.threads}) and OMP/MKL_NUM_THREADS={args.threads} in every run; "
           f"each configuration in a fresh process: 2 warm-up steps, then the median of up to {args.repeats} steps "
           f"(at least 3, about {args.budget:.0f} s)")
-    print("allocator: " + ("glibc mmap/trim thresholds raised in every run (kanpde.runtime.tune_malloc, as the CLI does)"
+    print("allocator: " + ("glibc mmap/trim thresholds raised in every run (kanpde.app.runtime.tune_malloc, as the CLI does)"
                            if args.tune_malloc else "glibc defaults (--no-tune-malloc)"))
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device)) if torch.cuda.is_available() else 'not available'}")

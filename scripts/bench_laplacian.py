@@ -29,9 +29,9 @@ def measure(kind: str, dim: int, n_points: int, rounds: int, steps: int) -> dict
     import torch
 
     from kanpde import KAN, MLP
-    from kanpde.jet import DerivativePlan
-    from kanpde.sampling import Sampler
-    from kanpde.train import derivative_plans, loss_terms, weighted_loss
+    from kanpde.derivatives.jet import DerivativePlan
+    from kanpde.pde.sampling import Sampler
+    from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
 
     module, name = PROBLEMS[dim]
     problem = getattr(importlib.import_module(f"kanpde.problems.{module}"), name)()
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from kanpde.runtime import tune_malloc
+    from kanpde.app.runtime import tune_malloc
 
     tune_malloc()  # as the command line does
     torch.set_num_threads(args.threads)

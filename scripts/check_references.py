@@ -6,11 +6,11 @@
 The published data are the datasets DeepXDE ships in its source distribution (``examples/dataset``):
 
 * ``Burgers.npz`` -- the viscous Burgers solution of Raissi et al. (2019), ``nu = 0.01/pi``,
-  ``u(x, 0) = -sin(pi x)``, 256 x 100 points. Compared with :func:`kanpde.reference.burgers_cole_hopf`
+  ``u(x, 0) = -sin(pi x)``, 256 x 100 points. Compared with :func:`kanpde.problems._reference.burgers_cole_hopf`
   at the same points: this is exactly the shipped ``burgers1d`` problem's reference.
 * ``Allen_Cahn.mat`` -- DeepXDE's Allen–Cahn solution, ``u_t = 0.001 u_xx + 5 (u - u^3)``,
   ``u(x, 0) = x^2 cos(pi x)``, ``u(±1, t) = -1``, 201 x 101 points. Compared with
-  :func:`kanpde.reference.allen_cahn_etdrk4` with ``boundary="dirichlet"``, ``eps=0.001``: the same ETDRK4
+  :func:`kanpde.problems._reference.allen_cahn_etdrk4` with ``boundary="dirichlet"``, ``eps=0.001``: the same ETDRK4
   solver that produces the shipped ``allencahn1d`` reference (periodic, ``eps = 1e-4``, Raissi et al.),
   whose own published file is not in any package this script can fetch.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kanpde.reference import allen_cahn_etdrk4, burgers_cole_hopf
+from kanpde.problems._reference import allen_cahn_etdrk4, burgers_cole_hopf
 
 NU = 0.01 / np.pi
 

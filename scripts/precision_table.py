@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from kanpde.io import replace_marked_section
+from kanpde.outputs.run_file import replace_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("poisson2d_quick", "poisson2d_precise")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from kanpde.io import replace_marked_section
+from kanpde.outputs.run_file import replace_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = sorted(p.stem for p in (ROOT / "conf" / "problem").glob("*.yaml") if p.stem != "custom")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kanpde.io import replace_marked_section
+from kanpde.outputs.run_file import replace_marked_section
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- symbolic-table:start -->", "<!-- symbolic-table:end -->"

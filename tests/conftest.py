@@ -35,7 +35,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Reference-solution caches (kanpde.reference.cache_dir) go under pytest's temporary directory."""
+    """Reference-solution caches (kanpde.problems._reference.cache_dir) go under pytest's temporary directory."""
     import os
 
     old = os.environ.get("XDG_CACHE_HOME")

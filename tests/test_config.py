@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from conftest import CONF_DIR
 from kanpde import KAN, MLP, load_run, trapezoid_weights
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.run import ConfigError, RunFailed, _build, run
+from kanpde.app.run import ConfigError, RunFailed, _build, run
 
 METRIC_KEYS = {"l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse", "n_params", "train_seconds",
                "model", "problem"}
@@ -310,7 +310,7 @@ CONFIG_ERRORS = [
     (["engine=jet"], r"engine='jet'"),
     (["device=nope"], r"device='nope' is not a device"),
     (["problem=custom"], r"problem: problem._target_ is required"),
-    (["problem=custom", "problem._target_=kanpde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
+    (["problem=custom", "problem._target_=kanpde.pde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
     (["problem=custom", "problem._target_=nowhere.Nothing"], r"^problem: "),
     (["eval.n_per_axis=1"], r"eval.n_per_axis must be >= 2"),
 ]

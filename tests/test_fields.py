@@ -1,4 +1,4 @@
-"""The derivative accessor (kanpde.fields): values and derivatives against closed forms, caching, errors."""
+"""The derivative accessor (kanpde.derivatives.field): values and derivatives against closed forms, caching, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from conftest import F64, FunctionModule
-from kanpde.fields import AutogradField, Field, make_field
+from kanpde.derivatives.field import AutogradField, Field, make_field
 
 A, B = 1.3, -0.7
 TOL = 1e-12

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from kanpde import KAN, MLP, Dirichlet, Neumann, Problem, Sampler, evaluate, loss_terms
-from kanpde.fields import AutogradField, ForwardField, make_field, probe_plan, resolve_engine, supports_forward
-from kanpde.geometry import Box
-from kanpde.jet import DerivativePlan
+from kanpde.derivatives.field import AutogradField, ForwardField, make_field, probe_plan, resolve_engine, supports_forward
+from kanpde.pde.geometry import Box
+from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models import kernels
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.train import derivative_plans
+from kanpde.training.fit import derivative_plans
 
 D = torch.float64
 COORDS = {1: ("x",), 2: ("x", "y"), 3: ("x", "y", "z")}
@@ -412,7 +412,7 @@ def test_activation_derivatives_match_autograd(module: nn.Module) -> None:
 def test_run_with_each_engine_gives_the_same_result(tmp_path) -> None:
     from hydra import compose, initialize_config_module
 
-    from kanpde.run import ConfigError, run
+    from kanpde.app.run import ConfigError, run
 
     metrics = {}
     with initialize_config_module("kanpde.conf", version_base="1.3"):

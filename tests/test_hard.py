@@ -13,13 +13,13 @@ import torch
 from hydra import compose, initialize_config_module
 
 import kanpde
-from kanpde.fields import AutogradField, ForwardField
-from kanpde.jet import DerivativePlan
-from kanpde.hard import HardDirichlet, _build_problem, hard_conditions, soft_problem
-from kanpde.lm import PinnLeastSquares
-from kanpde.run import ConfigError, run
-from kanpde.sampling import Sampler
-from kanpde.train import derivative_plans
+from kanpde.derivatives.field import AutogradField, ForwardField
+from kanpde.derivatives.jet import DerivativePlan
+from kanpde.models.hard import HardDirichlet, _build_problem, hard_conditions, soft_problem
+from kanpde.training.lm import PinnLeastSquares
+from kanpde.app.run import ConfigError, run
+from kanpde.pde.sampling import Sampler
+from kanpde.training.fit import derivative_plans
 
 F64 = torch.float64
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from kanpde import KAN, Box, Dirichlet, Problem, Stage, evaluate, fit, load_run, save_run
-from kanpde.io import RunResult, atomic_path, write_json
-from kanpde.plots import plot_run
+from kanpde.outputs.run_file import RunResult, atomic_path, write_json
+from kanpde.outputs.plots import plot_run
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""The fused CPU kernels of the forward engine (kanpde.models.kernels) against the pure-tensor path.
+"""The fused CPU kernels of the forward engine (kanpde.models._kernels) against the pure-tensor path.
 
 The fused path is the default on CPU, so tests/test_forward.py already checks it against the autograd
 engine; here both forward-engine paths are compared directly (values, derivatives and parameter
@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from kanpde import KAN, MLP
-from kanpde.jet import DerivativePlan
+from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models import kernels
 from kanpde.models.activations import Sin, activation_derivatives, activation_third
 from kanpde.models.bspline import knot_interval
-from kanpde.runtime import tune_malloc
+from kanpde.app.runtime import tune_malloc
 
 D = torch.float64
 pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed")

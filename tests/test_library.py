@@ -18,7 +18,7 @@ from kanpde import (
     Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
 )
-from kanpde.run import FINAL_TIME_KEYS, ConfigError, _build, run
+from kanpde.app.run import FINAL_TIME_KEYS, ConfigError, _build, run
 
 STEMS = sorted(p.stem for p in (CONF_DIR / "problem").glob("*.yaml") if p.stem != "custom")
 # the Allen–Cahn reference is computed at first use: a coarse, fast solver in tests (its accuracy: test_references)

@@ -12,13 +12,13 @@ import torch
 from hydra import compose, initialize_config_module
 
 import kanpde
-from kanpde.lm import FunctionLeastSquares, LevenbergMarquardt, PinnLeastSquares
+from kanpde.training.lm import FunctionLeastSquares, LevenbergMarquardt, PinnLeastSquares
 from kanpde.problems.advection1d import Advection1D
 from kanpde.problems.kovasznay import Kovasznay
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.run import ConfigError, build_stages, run
-from kanpde.sampling import Sampler
-from kanpde.train import derivative_plans, loss_terms, weighted_loss
+from kanpde.app.run import ConfigError, build_stages, run
+from kanpde.pde.sampling import Sampler
+from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
 
 F64 = torch.float64
 

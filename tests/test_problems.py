@@ -16,8 +16,8 @@ from torch import Tensor
 
 from conftest import CONF_DIR, F64, PROBLEMS_DIR, SMALL_PROBLEM_KWARGS, FunctionModule
 from kanpde import Box, Condition, Dirichlet, Initial, Neumann, Problem, Sampler, loss_terms, make_field
-from kanpde.problem import _split
-from kanpde.sampling import METHODS
+from kanpde.pde.problem import _split
+from kanpde.pde.sampling import METHODS
 
 # -- discovery: one module, one class, one yaml per stem ---------------------------------------------------
 
@@ -203,7 +203,7 @@ def test_quasi_random_backend_is_imported_when_the_sampler_is_made() -> None:
     """``import kanpde`` leaves scipy.stats (~0.5 s) alone; a Sobol/LHS/Halton sampler imports it when it is
     made, so a run pays it while building, not inside the first model's timed training."""
     code = (
-        "import sys, kanpde, kanpde.run\n"
+        "import sys, kanpde, kanpde.app.run\n"
         "from kanpde import Sampler\n"
         "assert 'scipy.stats' not in sys.modules\n"
         "Sampler('grid'); Sampler('uniform')\n"

@@ -13,7 +13,7 @@ import torch
 from conftest import F64
 from kanpde.problems.allencahn1d import AllenCahn1D
 from kanpde.problems.burgers1d import Burgers1D
-from kanpde.reference import allen_cahn_etdrk4, burgers_cole_hopf, cache_dir, cached, fourier_eval
+from kanpde.problems._reference import allen_cahn_etdrk4, burgers_cole_hopf, cache_dir, cached, fourier_eval
 
 NU = 0.01 / math.pi
 

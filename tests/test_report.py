@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kanpde.report import ReportError, aggregate, collect, exponents, fit_exponent, main, report
+from kanpde.outputs.sweep import ReportError, aggregate, collect, exponents, fit_exponent, report
+from kanpde.report import main
 
 
 def write_run(root: Path, name: str, metrics: dict, seed: int, overrides: list[str]) -> Path:

@@ -12,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from kanpde.run import finished_run, run, run_id
-from kanpde.xdmf import write_xdmf
+from kanpde.app.run import finished_run, run, run_id
+from kanpde.outputs.xdmf import write_xdmf
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
 # that resuming has to restore a refined grid, the point draws and the history.
@@ -156,8 +156,8 @@ def test_run_writes_a_well_formed_xdmf_sidecar(tmp_path: Path) -> None:
 
 def test_xdmf_in_3d_and_none_in_1d(tmp_path: Path) -> None:
     from kanpde.evaluate import evaluate
-    from kanpde.io import RunResult, save_run
-    from kanpde.train import History
+    from kanpde.outputs.run_file import RunResult, save_run
+    from kanpde.training.fit import History
 
     import torch
 
@@ -190,7 +190,7 @@ def test_xdmf_in_3d_and_none_in_1d(tmp_path: Path) -> None:
 
 
 def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
-    from kanpde.run import _build
+    from kanpde.app.run import _build
 
     def compose_study(*overrides: str, hydra: bool = False) -> DictConfig:
         with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
@@ -212,7 +212,7 @@ def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
 
 def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
     """One KAN of the reduced study with its grid extension, shrunk further: a point per grid."""
-    from kanpde.report import collect
+    from kanpde.outputs.sweep import collect
 
     with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=paper_fig33_small", "arch=kan_2_5_1", "device=cpu",
@@ -228,7 +228,7 @@ def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
 
 def test_run_starts_the_kernels_before_the_first_timed_training(tmp_path: Path, monkeypatch) -> None:
     """numba's one-off start (~0.15 s) happens while the run is built, not inside the KAN's train time."""
-    import kanpde.run as run_module
+    import kanpde.app.run as run_module
 
     events: list[str] = []
     warm_up, fit = run_module.warm_up, run_module.fit

@@ -13,11 +13,11 @@ import sympy
 import torch
 
 from kanpde import KAN, Sampler, Stage, fit
-from kanpde.fields import AutogradField, ForwardField
-from kanpde.jet import DerivativePlan
-from kanpde.io import RunResult, load_run, save_run
-from kanpde.prune import edge_scores, node_scores, prune, sparsity_penalty
-from kanpde.symbolic import (
+from kanpde.derivatives.field import AutogradField, ForwardField
+from kanpde.derivatives.jet import DerivativePlan
+from kanpde.outputs.run_file import RunResult, load_run, save_run
+from kanpde.training.prune import edge_scores, node_scores, prune, sparsity_penalty
+from kanpde.models.symbolic import (
     LIBRARY,
     LIBRARY_NAMES,
     EdgeFit,
@@ -222,7 +222,7 @@ def test_pruning_removes_a_dead_node_and_preserves_outputs(tmp_path: Path) -> No
 def _roundtrip(model: torch.nn.Module, x: torch.Tensor, tmp_path: Path) -> None:
     from kanpde.evaluate import evaluate
     from kanpde.problems.poisson2d import Poisson2D
-    from kanpde.train import History
+    from kanpde.training.fit import History
 
     problem = Poisson2D()
     ev = evaluate(model, problem, 11)
@@ -251,7 +251,7 @@ def test_pruning_keeps_symbolic_edges() -> None:
 
 
 def test_activation_plot_is_written(tmp_path: Path) -> None:
-    from kanpde.plots import plot_activations
+    from kanpde.outputs.plots import plot_activations
 
     sym = to_symbolic(KAN([2, 3, 1], grid_size=3, dtype=F64))
     fix_symbolic(sym, 0, 0, 0, EdgeFit("sin", 1.0, 0.0, 1.0, 0.0, 1.0))
@@ -324,7 +324,7 @@ def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
     by load_run (a SymbolicKAN with the pruned widths); the activation plots before and after are written."""
     from hydra import compose, initialize_config_module
 
-    from kanpde.run import run
+    from kanpde.app.run import run
 
     with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[

@@ -1,4 +1,4 @@
-"""Staged training (kanpde.train.fit): loss decrease, grid extension, divergence, history, progress, silence."""
+"""Staged training (kanpde.training.fit.fit): loss decrease, grid extension, divergence, history, progress, silence."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from kanpde import MLP, KAN, Sampler, Stage, TrainingDiverged, fit, loss_terms
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.train import ProgressEvent, weighted_loss
+from kanpde.training.fit import ProgressEvent, weighted_loss
 
 F64 = torch.float64
 ADAM = functools.partial(torch.optim.Adam, lr=0.01)

@@ -12,7 +12,7 @@ each edge's spline is kept as one polynomial per interval (:meth:`KANLinear.poly
 from the coefficients on every call) and evaluated at the points' intervals by Horner's rule. Cost and
 memory do not grow with ``G``; there is no loop over edges and no ``(n, in, G + k)`` basis tensor.
 :meth:`KANLinear.forward_jet` evaluates ``phi``, ``phi'`` and ``phi''`` from the same gathered
-polynomials and applies the chain rule, for the forward derivative engine (:mod:`kanpde.jet`).
+polynomials and applies the chain rule, for the forward derivative engine (:mod:`kanpde.derivatives.jet`).
 The dense basis (:meth:`KANLinear.basis`) remains for least-squares fits (grid updates, refinement).
 """
 
@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
+from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
-from kanpde.models.kernels import activation_jet, fused_available, knot_tables, spline_jet
+from kanpde.models._kernels import activation_jet, fused_available, knot_tables, spline_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -169,7 +169,7 @@ class KANLinear(nn.Module):
         if torch._C._functorch.peek_interpreter_stack() is None:
             table = torch.bmm(coef, conversion)  # (in, out, (k+1)*(G+2k+1))
         else:
-            # Under torch.func transforms (per-point Jacobians, kanpde.lm) one 2-D product per input:
+            # Under torch.func transforms (per-point Jacobians, kanpde.training.lm) one 2-D product per input:
             # vmap of mm's backward folds the points into its rows, while bmm's copies the conversion
             # once per point (10x slower at G = 80).
             table = torch.stack([coef[i] @ conversion[i] for i in range(self.in_features)])
@@ -269,7 +269,7 @@ class KANLinear(nn.Module):
         return self.polynomial_table().permute(2, 3, 1, 0).contiguous()
 
     def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
-        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models.kernels.spline_jet`):
+        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models._kernels.spline_jet`):
         the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
         base activation has no third-derivative formula (the kernel's input gradient needs it)."""
         xt = jet.value
@@ -414,7 +414,7 @@ class KAN(nn.Module):
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
         """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer
         (:meth:`KANLinear.forward_jet`). ``x``: ``(n, widths[0])``; returns a points-last
-        :class:`~kanpde.jet.Jet`: value ``(n_out, n)``, first ``(n_out, plan.m, n)``, second
+        :class:`~kanpde.derivatives.jet.Jet`: value ``(n_out, n)``, first ``(n_out, plan.m, n)``, second
         ``(n_out, plan.p, n)`` (``None`` where not planned)."""
         jet = Jet(x.T.contiguous())
         for layer in self.layers:

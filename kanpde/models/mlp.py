@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kanpde.jet import DerivativePlan, Jet, elementwise_jet, linear_jet
+from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_jet
 from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
-from kanpde.models.kernels import activation_jet, elementwise_jet_fused, fused_available
+from kanpde.models._kernels import activation_jet, elementwise_jet_fused, fused_available
 
 __all__ = ["MLP"]
 
@@ -64,7 +64,7 @@ class MLP(nn.Module):
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
         """Outputs and their input derivatives listed in ``plan``, propagated forward layer by layer.
 
-        ``x``: ``(n, widths[0])``. Returns a points-last :class:`kanpde.jet.Jet`: value ``(n_out, n)``,
+        ``x``: ``(n, widths[0])``. Returns a points-last :class:`kanpde.derivatives.jet.Jet`: value ``(n_out, n)``,
         first ``(n_out, plan.m, n)`` and second ``(n_out, plan.p, n)`` (``None`` where not planned).
         Per layer ``z = W a + b`` maps derivatives by ``W`` (one matrix product for all directions);
         ``a = f(z)`` by ``da = f'(z) dz`` and ``d2a = f''(z) dz_s dz_r + f'(z) d2z``.
@@ -74,7 +74,7 @@ class MLP(nn.Module):
         for linear in self.linears[:-1]:
             jet = linear_jet(jet, plan, linear.weight, linear.bias)
             acts = activation_jet(self.activation, jet.value) if fused else None
-            if acts is not None:  # the fused CPU kernel (kanpde.models.kernels): one pass each way
+            if acts is not None:  # the fused CPU kernel (kanpde.models._kernels): one pass each way
                 jet = Jet(*elementwise_jet_fused(jet.value, jet.first, jet.second, acts, plan))
                 jet.second = jet.second if plan.p else None
             else:

@@ -30,7 +30,7 @@ The backward passes are first-order only (``once_differentiable``): the forward 
 differentiates its own outputs twice -- derivatives of order > 2 go through the autograd engine, which
 does not use these kernels. They are used only where they apply (:func:`fused_available`): CPU tensors
 of float32/float64, numba importable, no ``torch.func`` transform active (per-point Jacobians,
-:mod:`kanpde.lm`, go through the pure-tensor path), and not switched off with ``KANPDE_KERNEL=torch``.
+:mod:`kanpde.training.lm`, go through the pure-tensor path), and not switched off with ``KANPDE_KERNEL=torch``.
 Loops are specialised per layer configuration, compiled on first use and cached on disk; they run on
 ``torch.get_num_threads()`` threads.
 """
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.jet import DerivativePlan
+from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models.activations import activation_derivatives, activation_third
 
 try:  # numba is a dependency, but the torch path must keep working without it
@@ -217,7 +217,7 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
 
 
 def _entry_arrays(entries: tuple[tuple[int, int, int], ...], p: int) -> tuple[np.ndarray, ...]:
-    """The plan's :attr:`~kanpde.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
+    """The plan's :attr:`~kanpde.derivatives.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
     entry (``start``, ``p + 1``), per entry its row and factors."""
     start = np.searchsorted(np.array([q for q, _, _ in entries], dtype=np.int64), np.arange(p + 1)).astype(np.int64)
     eq, ea, eb = (np.array([e[r] for e in entries] or [0], dtype=np.int64) for r in range(3))
@@ -657,7 +657,7 @@ class _ElementwiseJet(torch.autograd.Function):
 def elementwise_jet_fused(
     z: Tensor, first: Tensor, second: Tensor | None, acts: tuple[Tensor, Tensor, Tensor, Tensor], plan: DerivativePlan
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`kanpde.jet.elementwise_jet` in one compiled pass each way: ``a = f(z)`` with
+    """:func:`kanpde.derivatives.jet.elementwise_jet` in one compiled pass each way: ``a = f(z)`` with
     ``da_s = f'(z) dz_s`` and ``d2a_q = f''(z) sum_{(a, b) in q} dz_a dz_b + f'(z) d2z_q`` for the plan's
     second-derivative rows ``q`` (a pair, or the pure pairs of a trace).
     ``z`` ``(w, n)``, ``first`` ``(w, m, n)`` (``m >= 1``), ``second`` ``(w, p, n)`` or ``None`` (zero);

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from kanpde.io import LoadedModel, LoadedRun, atomic_path, load_run
+from kanpde.outputs.run_file import LoadedModel, LoadedRun, atomic_path, load_run
 
 __all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run", "plot_activations"]
 
@@ -109,12 +109,12 @@ def plot_activations(
 ) -> Path:
     """The KAN drawn as in Liu et al. (2024): nodes in rows (inputs at the bottom), every edge's function
     ``phi_oi`` plotted over the inputs it received when the network was fed ``x`` ``(n, widths[0])``, with
-    opacity ``tanh(beta * A_oi)``, ``A_oi`` the edge's mean ``|phi|`` (:func:`kanpde.prune.edge_scores`).
-    Symbolic edges of a :class:`~kanpde.symbolic.SymbolicKAN` are titled with their function and drawn in red.
+    opacity ``tanh(beta * A_oi)``, ``A_oi`` the edge's mean ``|phi|`` (:func:`kanpde.training.prune.edge_scores`).
+    Symbolic edges of a :class:`~kanpde.models.symbolic.SymbolicKAN` are titled with their function and drawn in red.
     """
     import torch
 
-    from kanpde.prune import edge_activations
+    from kanpde.training.prune import edge_activations
 
     path = Path(path)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def plot_activations(
             if i < len(names):
                 main.annotate(names[i], (node_x(l, i), node_y[l]), textcoords="offset points",
                               xytext=(0, -14 if l == 0 else 8), ha="center", fontsize=10)
-    from kanpde.symbolic import LIBRARY
+    from kanpde.models.symbolic import LIBRARY
 
     for l, (h, edges) in enumerate(layers):
         n_out, n_in = edges.shape[:2]

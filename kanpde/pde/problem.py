@@ -1,7 +1,7 @@
 """The :class:`Problem` base class and declared boundary conditions.
 
 A problem is a small class: its coordinates, a domain, a list of conditions (data, not loss code), the
-PDE residual written against a :class:`kanpde.fields.Field`, and, where known, the exact solution.
+PDE residual written against a :class:`kanpde.derivatives.field.Field`, and, where known, the exact solution.
 
     class Poisson2D(Problem):
         coords = ("x", "y")
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.fields import Field
-from kanpde.geometry import Box, Geometry
-from kanpde.sampling import Sampler
+from kanpde.derivatives.field import Field
+from kanpde.pde.geometry import Box, Geometry
+from kanpde.pde.sampling import Sampler
 
 __all__ = [
     "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Problem", "Batch", "BoundaryPoints",
@@ -163,7 +163,7 @@ class Batch:
 
 
 class Problem:
-    """Base class of a PDE problem on a :class:`Box` or other :class:`kanpde.geometry.Geometry` domain.
+    """Base class of a PDE problem on a :class:`Box` or other :class:`kanpde.pde.geometry.Geometry` domain.
 
     Subclasses set ``coords`` (coordinate names, also the derivative names of the :class:`Field`),
     optionally ``outputs`` (default ``("u",)``), call ``super().__init__(geometry, conditions)`` and

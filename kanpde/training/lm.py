@@ -30,7 +30,7 @@ solve. The least-squares fallback (a failed Cholesky) needs more working memory 
 
 Per-point Jacobians come from ``torch.func``: ``vmap`` over points of ``jacrev`` of one point's residual
 through :func:`torch.func.functional_call` of the model, evaluated by the forward derivative engine
-(:class:`kanpde.fields.ForwardField`), so a point's row costs one forward and one backward pass of that
+(:class:`kanpde.derivatives.field.ForwardField`), so a point's row costs one forward and one backward pass of that
 point alone. Models without a forward engine (``engine="autograd"``) use batched reverse-mode rows of
 the chunk's residuals instead (correct, slower).
 """
@@ -45,8 +45,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from kanpde.fields import make_field, resolve_engine
-from kanpde.problem import Batch, BoundaryPoints, Problem
+from kanpde.derivatives.field import make_field, resolve_engine
+from kanpde.pde.problem import Batch, BoundaryPoints, Problem
 
 __all__ = ["LevenbergMarquardt", "LeastSquares", "FunctionLeastSquares", "PinnLeastSquares", "SCALINGS"]
 
@@ -107,9 +107,9 @@ class PinnLeastSquares(LeastSquares):
     """The scaled PINN residual vector of ``problem`` on ``batch`` (module docstring) as a least-squares
     problem over ``model.parameters()``.
 
-    ``engine`` and ``plans`` as in :func:`kanpde.train.loss_terms`; ``chunk_size``: points per Jacobian
+    ``engine`` and ``plans`` as in :func:`kanpde.training.fit.loss_terms`; ``chunk_size``: points per Jacobian
     chunk (memory ``chunk_size x P`` floats plus the per-point intermediates); ``dtype``: of ``J^T J``.
-    :meth:`value` equals :func:`kanpde.train.weighted_loss` of :func:`kanpde.train.loss_terms`.
+    :meth:`value` equals :func:`kanpde.training.fit.weighted_loss` of :func:`kanpde.training.fit.loss_terms`.
     Residuals must be pointwise (a point's residual depends on that point only; periodic conditions
     on their matched pairs), which every residual written against a :class:`kanpde.Field` is.
     """
@@ -134,7 +134,7 @@ class PinnLeastSquares(LeastSquares):
 
     # -- the loss ------------------------------------------------------------------------------------
     def value(self) -> float:
-        from kanpde.train import loss_terms, weighted_loss  # train imports this module
+        from kanpde.training.fit import loss_terms, weighted_loss  # train imports this module
 
         with torch.no_grad():
             terms = loss_terms(self.model, self.problem, self.batch, self.engine, self.plans)

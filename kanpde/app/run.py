@@ -27,13 +27,13 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
 from kanpde.evaluate import Evaluation, evaluate, module_dtype_device
-from kanpde.fields import ENGINE_CHOICES, supports_forward
-from kanpde.hard import HardDirichlet, soft_problem
-from kanpde.io import RunResult, atomic_path, save_run, write_json
-from kanpde.models.kernels import warm_up
-from kanpde.problem import Problem
-from kanpde.train import History, ProgressEvent, Stage, TrainingDiverged, fit
-from kanpde.xdmf import write_xdmf
+from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
+from kanpde.models.hard import HardDirichlet, soft_problem
+from kanpde.outputs.run_file import RunResult, atomic_path, save_run, write_json
+from kanpde.models._kernels import warm_up
+from kanpde.pde.problem import Problem
+from kanpde.training.fit import History, ProgressEvent, Stage, TrainingDiverged, fit
+from kanpde.outputs.xdmf import write_xdmf
 
 __all__ = ["ConfigError", "RunFailed", "run", "run_id", "finished_run", "build_stages", "format_table"]
 
@@ -334,7 +334,7 @@ def _train_and_evaluate(
     label = type(getattr(model, "net", model)).__name__.lower()  # a HardDirichlet wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
-        from kanpde.symbolic import formula_text
+        from kanpde.models.symbolic import formula_text
 
         metrics["formula"] = formula_text(model, built.problem.coords).strip()
         log.info("%s formula: %s", name, metrics["formula"])
@@ -401,8 +401,8 @@ def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Pat
 
     if not isinstance(model, KAN):
         return
-    from kanpde.plots import plot_activations
-    from kanpde.sampling import Sampler
+    from kanpde.outputs.plots import plot_activations
+    from kanpde.pde.sampling import Sampler
 
     dtype, device = module_dtype_device(model)
     batch = built.problem.sample(Sampler(seed=int(cfg.seed)), 1024, 256).to(dtype, device)
@@ -497,7 +497,7 @@ def run(
     if cfg.output.get("activations", False):
         _activation_plot(built, cfg, main.model, output_dir / "activations.png")
     if cfg.output.figures:
-        from kanpde.plots import plot_run  # matplotlib only when figures are asked for
+        from kanpde.outputs.plots import plot_run  # matplotlib only when figures are asked for
 
         plot_run(path, output_dir)
     failure = failure or base_failure

@@ -8,11 +8,11 @@ For every output component ``c`` with Dirichlet data ``u_c = g_c`` on boundary p
 where ``N`` is the wrapped network and ``phi_p`` is a smooth distance-like function that vanishes on
 piece ``p`` and is positive inside the domain:
 
-* :class:`~kanpde.geometry.Box` face ``x_i = a_i`` (``"<name>-"``): ``phi = 2 (x_i - a_i) / L_i``, face
+* :class:`~kanpde.pde.geometry.Box` face ``x_i = a_i`` (``"<name>-"``): ``phi = 2 (x_i - a_i) / L_i``, face
   ``x_i = b_i`` (``"<name>+"``): ``phi = 2 (b_i - x_i) / L_i`` (``L_i = b_i - a_i``; both faces give
   ``4 (x_i - a_i)(b_i - x_i) / L_i^2``, 1 at the centre);
-* :class:`~kanpde.geometry.Disk` ``"circle"``: ``phi = (r^2 - |x - c|^2) / r^2``;
-* :class:`~kanpde.geometry.Annulus` ``"outer"``: ``(r_o^2 - |x - c|^2) / r_o^2``, ``"inner"``:
+* :class:`~kanpde.pde.geometry.Disk` ``"circle"``: ``phi = (r^2 - |x - c|^2) / r^2``;
+* :class:`~kanpde.pde.geometry.Annulus` ``"outer"``: ``(r_o^2 - |x - c|^2) / r_o^2``, ``"inner"``:
   ``(|x - c|^2 - r_i^2) / r_i^2``.
 
 The extension ``g_c`` of the boundary data is the condition's target function itself, evaluated
@@ -40,10 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
-from kanpde.geometry import Annulus, Disk
-from kanpde.io import import_object
-from kanpde.jet import DerivativePlan, Jet, rows_of_entries
-from kanpde.problem import Condition, Problem
+from kanpde.pde.geometry import Annulus, Disk
+from kanpde.outputs.run_file import import_object
+from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
+from kanpde.pde.problem import Condition, Problem
 
 __all__ = ["HardDirichlet", "hard_conditions", "soft_problem"]
 
@@ -189,7 +189,7 @@ class HardDirichlet(nn.Module):
         return value, first, second
 
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
-        """The product rule on jets (points last, as in :mod:`kanpde.jet`):
+        """The product rule on jets (points last, as in :mod:`kanpde.derivatives.jet`):
 
             u      = g + D N
             du_s   = g_s + D_s N + D N_s

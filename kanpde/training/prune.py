@@ -72,7 +72,7 @@ def prune(model: nn.Module, x: Tensor, threshold: float = 1e-2) -> nn.Module:
 
     The new network has the same class and constructor arguments except the shrunk ``widths`` (so
     :func:`kanpde.load_run` rebuilds it); every remaining edge keeps its parameters, knots and (for a
-    :class:`~kanpde.symbolic.SymbolicKAN`) its symbolic state, so the outputs change only by the removed
+    :class:`~kanpde.models.symbolic.SymbolicKAN`) its symbolic state, so the outputs change only by the removed
     nodes' outgoing edges. ``model`` itself is returned when nothing is removed.
     """
     keep = [torch.arange(model.widths[0])]

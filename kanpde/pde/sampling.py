@@ -1,7 +1,7 @@
 """Seeded collocation samplers over the unit cube: grid, uniform random, Sobol and Latin hypercube.
 
 Quasi-random sequences come from :mod:`scipy.stats.qmc`. A :class:`Sampler` draws unit-cube points;
-domains (:mod:`kanpde.geometry`) map them to interior and boundary points.
+domains (:mod:`kanpde.pde.geometry`) map them to interior and boundary points.
 """
 
 from __future__ import annotations

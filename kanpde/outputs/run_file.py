@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from kanpde.evaluate import Evaluation, module_dtype_device
-from kanpde.train import History
+from kanpde.training.fit import History
 
 __all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "atomic_path", "write_json"]
 

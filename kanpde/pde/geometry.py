@@ -1,6 +1,6 @@
 """Domains with named boundary pieces.
 
-A domain maps points of the unit cube (from a :class:`kanpde.sampling.Sampler`) to interior and boundary
+A domain maps points of the unit cube (from a :class:`kanpde.pde.sampling.Sampler`) to interior and boundary
 points, gives outward normals and measures, and builds uniform evaluation grids.
 
 Every domain follows the :class:`Geometry` interface: ``dim``, ``names`` (coordinate names),

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from kanpde.evaluate import module_dtype_device
-from kanpde.fields import make_field, probe_plan, resolve_engine
-from kanpde.jet import DerivativePlan
-from kanpde.lm import LevenbergMarquardt, PinnLeastSquares
+from kanpde.derivatives.field import make_field, probe_plan, resolve_engine
+from kanpde.derivatives.jet import DerivativePlan
+from kanpde.training.lm import LevenbergMarquardt, PinnLeastSquares
 from kanpde.models.kan import KAN
-from kanpde.problem import Batch, BoundaryPoints, Problem
-from kanpde.prune import prune, sparsity_penalty
-from kanpde.sampling import Sampler
+from kanpde.pde.problem import Batch, BoundaryPoints, Problem
+from kanpde.training.prune import prune, sparsity_penalty
+from kanpde.pde.sampling import Sampler
 
 __all__ = [
     "Stage",
@@ -59,13 +59,13 @@ class Stage:
     keeps its values only roughly and its second derivatives worse, which costs PDE accuracy, so the
     default moves knots only where the data demands it; grid extension onto subdivided knots is exact.
 
-    Interpretability (KAN only, :mod:`kanpde.prune`, :mod:`kanpde.symbolic`): ``sparsify``
+    Interpretability (KAN only, :mod:`kanpde.training.prune`, :mod:`kanpde.models.symbolic`): ``sparsify``
     ``{"lambda": 1e-3, "mu": 1.0}`` adds ``lambda * (sum L1 + mu * entropy)`` of the edge activations on
     the interior points to the loss (history column ``sparsity``, unweighted); ``prune``: ``True`` (threshold
     1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
-    ``True`` or keyword arguments of :func:`kanpde.symbolic.auto_symbolic` snaps the edges to library
+    ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
     functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
-    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.symbolic.polish_affine`),
+    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.models.symbolic.polish_affine`),
     and ``layers: []`` snaps nothing (a polish-only stage).
     """
 
@@ -160,7 +160,7 @@ def derivative_plans(
     """Which derivatives each point set's residual needs: ``{"pde": plan, <condition label>: plan}``.
 
     Found once by running the residuals on the first ``n_probe`` points of each set with a recording
-    field (:func:`kanpde.fields.probe_plan`), so the forward engine carries exactly those derivatives
+    field (:func:`kanpde.derivatives.field.probe_plan`), so the forward engine carries exactly those derivatives
     (the PDE needs ``u_xx, u_yy`` for a Laplacian; a Dirichlet condition needs no derivative at all).
     ``None`` when ``engine`` resolves to autograd, which needs no plan.
     """
@@ -221,7 +221,7 @@ def _interpret(
         model = prune(model, batch.interior, threshold)
         changes["widths"] = model.widths
     if stage.symbolic:
-        from kanpde.symbolic import auto_symbolic, polish_affine  # sympy only when snapping
+        from kanpde.models.symbolic import auto_symbolic, polish_affine  # sympy only when snapping
 
         options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
         polish = options.pop("polish", False)
@@ -236,7 +236,7 @@ def _interpret(
 @dataclass
 class _Sparsity:
     """A stage's sparsification term (KANs only): ``weight * penalty()``, the penalty
-    (:func:`kanpde.prune.sparsity_penalty`) of the model's edge activations on the interior points."""
+    (:func:`kanpde.training.prune.sparsity_penalty`) of the model's edge activations on the interior points."""
 
     model: KAN
     points: Tensor

@@ -8,7 +8,7 @@ autograd, so the engine behind it can change without touching any problem. Two e
   (one evaluation of the loss). It is the fallback and the test oracle.
 * :class:`ForwardField` (``engine="forward"``) works for models with a ``forward_jet(x, plan)`` method
   (:class:`kanpde.KAN`, :class:`kanpde.MLP`): one forward pass carries the value and exactly the first
-  and second derivatives a :class:`kanpde.jet.DerivativePlan` lists through every layer by the chain
+  and second derivatives a :class:`kanpde.derivatives.jet.DerivativePlan` lists through every layer by the chain
   rule; no autograd graph is built over the inputs.
 
 ``engine="auto"`` picks ``forward`` when the model supports it and ``autograd`` otherwise
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from kanpde.jet import DerivativePlan, Jet
+from kanpde.derivatives.jet import DerivativePlan, Jet
 
 __all__ = [
     "Field",
@@ -346,7 +346,7 @@ def probe_plan(
     """The derivatives ``residual(field)`` asks for, found by running it once on a :class:`ForwardField`
     over the points ``x`` (a few suffice) and recording the requests. Gradients are off during the probe,
     and so are the compiled CPU kernels (the plans the probe passes through are never used again)."""
-    from kanpde.models.kernels import disabled
+    from kanpde.models._kernels import disabled
 
     with torch.no_grad(), disabled():
         field = ForwardField(model, x, coords, outputs, time_coord)

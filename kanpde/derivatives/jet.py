@@ -1,6 +1,6 @@
 """Truncated derivative jets, propagated forward through a network's layers.
 
-The forward derivative engine (:class:`kanpde.fields.ForwardField`) never differentiates the network
+The forward derivative engine (:class:`kanpde.derivatives.field.ForwardField`) never differentiates the network
 by autograd. Each layer instead maps a :class:`Jet` of its inputs -- value, the first derivatives and
 the second derivatives a problem needs, all with respect to the network inputs ``x`` -- to the jet of
 its outputs by the chain rule. For the ``w`` activations ``a`` of one layer at ``n`` points:

@@ -30,7 +30,7 @@ import sympy
 import torch
 from torch import Tensor, nn
 
-from kanpde.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
+from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
 from kanpde.models.kan import KAN, KANLinear
 
@@ -561,7 +561,7 @@ def polish_affine(model: SymbolicKAN, problem: object, batch: object, pde_weight
     """
     from scipy.optimize import least_squares
 
-    from kanpde.fields import make_field
+    from kanpde.derivatives.field import make_field
 
     if not isinstance(model, SymbolicKAN):
         raise ValueError(f"polish_affine needs a SymbolicKAN (snap some edges first), got {type(model).__name__}")

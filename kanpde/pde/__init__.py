@@ -1,0 +1,22 @@
+"""What a problem declares: the :class:`Problem` (residual against a :class:`~kanpde.derivatives.Field`,
+conditions as data, the solution where known), its domain, and the sampling of collocation points.
+No ``nn.Module`` lives here."""
+
+from kanpde.pde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
+from kanpde.pde.problem import (
+    Batch,
+    BoundaryPoints,
+    Condition,
+    Dirichlet,
+    Initial,
+    Neumann,
+    Periodic,
+    Problem,
+    Robin,
+)
+from kanpde.pde.sampling import Sampler
+
+__all__ = [
+    "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Batch", "BoundaryPoints",
+    "Geometry", "Box", "Disk", "Annulus", "Polygon", "LShape", "Sampler",
+]
