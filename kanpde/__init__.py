@@ -5,17 +5,29 @@ A problem (residual + declared conditions + exact solution), a model (:class:`KA
 files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanpde problem=poisson2d``.
 """
 
+from kanpde.derivatives import AutogradField, DerivativePlan, Field, ForwardField, Jet, make_field
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.derivatives.field import AutogradField, Field, ForwardField, make_field
-from kanpde.pde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
-from kanpde.models.hard import HardDirichlet
-from kanpde.derivatives.jet import DerivativePlan, Jet
-from kanpde.outputs.run_file import LoadedRun, RunResult, load_run, save_run
-from kanpde.training.lm import LevenbergMarquardt
-from kanpde.models import KAN, MLP, KANLinear
-from kanpde.pde.problem import Batch, Condition, Dirichlet, Initial, Neumann, Periodic, Problem, Robin
-from kanpde.pde.sampling import Sampler
-from kanpde.training.fit import FitResult, History, Stage, TrainingDiverged, fit, loss_terms
+from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
+from kanpde.outputs import LoadedRun, RunResult, load_run, save_run
+from kanpde.pde import (
+    Annulus,
+    Batch,
+    Box,
+    Condition,
+    Dirichlet,
+    Disk,
+    Geometry,
+    Initial,
+    LShape,
+    Neumann,
+    Periodic,
+    Polygon,
+    Problem,
+    Robin,
+    Sampler,
+)
+from kanpde.pde.hard import soft_problem
+from kanpde.training import FitResult, History, LevenbergMarquardt, Stage, TrainingDiverged, fit, loss_terms
 
 __version__ = "0.1.0"
 
@@ -60,5 +72,7 @@ __all__ = [
     "RunResult",
     "LevenbergMarquardt",
     "HardDirichlet",
+    "soft_problem",
+    "unwrap",
     "__version__",
 ]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from kanpde.app.run import ConfigError, RunFailed, format_table, run
+from kanpde.app.config import ConfigError
+from kanpde.app.run import RunFailed, run
 from kanpde.app.runtime import tune_malloc
-from kanpde.training.fit import ProgressEvent
+from kanpde.training import ProgressEvent
 
 
 class ProgressBar:
@@ -31,6 +34,27 @@ class ProgressBar:
         elif event.kind == "stage_end" and self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A side-by-side text table of the main model's and the baseline's metrics."""
+    columns = [metrics] + ([metrics["baseline"]] if "baseline" in metrics else [])
+    rows = [("model", "model"), ("params", "n_params"), ("train time [s]", "train_seconds"),
+            ("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
+            ("h1_mse (H1^2)", "h1_mse")]
+    lines = []
+    for label, key in rows:
+        cells = [f"{label:<15}"] + [
+            f"{(f'{m[key]:.1f}' if key == 'train_seconds' else _fmt(m[key])):>12}" for m in columns
+        ]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
 
 
 def _check_output_args(argv: list[str]) -> str | None:

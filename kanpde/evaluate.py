@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kanpde.derivatives.field import make_field, resolve_engine
-from kanpde.pde.problem import Problem
+from kanpde.derivatives import make_field, resolve_engine
+from kanpde.models.protocol import module_dtype_device
+from kanpde.pde import Problem
 
 __all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict"]
 
@@ -69,14 +70,6 @@ def error_norms(
         "mse": float((e**2).sum(axis=1).mean()),
         "h1_mse": float(((e**2).sum(axis=1) + (ge**2).sum(axis=1)).mean()),
     }
-
-
-def module_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """dtype and device of a module's first parameter (or buffer); the defaults for a module with neither."""
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), torch.empty(0))
-    return tensor.dtype, tensor.device
 
 
 @torch.no_grad()

@@ -75,7 +75,7 @@ def _kanpde_step(impl: str, grid: int | None, problem, batch, dtype, device):
     import torch
 
     from kanpde import KAN, MLP
-    from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
+    from kanpde.training.loss import derivative_plans, loss_terms, weighted_loss
 
     torch.manual_seed(0)
     if impl.startswith("mlp"):

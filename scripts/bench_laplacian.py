@@ -31,7 +31,7 @@ def measure(kind: str, dim: int, n_points: int, rounds: int, steps: int) -> dict
     from kanpde import KAN, MLP
     from kanpde.derivatives.jet import DerivativePlan
     from kanpde.pde.sampling import Sampler
-    from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
+    from kanpde.training.loss import derivative_plans, loss_terms, weighted_loss
 
     module, name = PROBLEMS[dim]
     problem = getattr(importlib.import_module(f"kanpde.problems.{module}"), name)()

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from conftest import CONF_DIR
 from kanpde import KAN, MLP, load_run, trapezoid_weights
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.app.run import ConfigError, RunFailed, _build, run
+from kanpde.app.config import ConfigError, build_spec
+from kanpde.app.run import RunFailed, run
 
 METRIC_KEYS = {"l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse", "n_params", "train_seconds",
                "model", "problem"}
@@ -105,7 +106,7 @@ def _build_failures(model: str, experiment: str | None, debug: str | None, tmp_p
     for problem, baseline, trainer in itertools.product(PROBLEMS, BASELINES, options("trainer")):
         ovs = overrides_of(problem, model, baseline, trainer, experiment, debug)
         try:
-            built = _build(make_cfg(*ovs), tmp_path / "out")
+            built = build_spec(make_cfg(*ovs), tmp_path / "out", "test")
         except ConfigError as exc:
             failures.append(f"{ovs}: {exc}")
             continue
@@ -356,7 +357,7 @@ def test_baseline_given_by_name_is_a_config_error(tmp_path: Path) -> None:
 
 def test_custom_problem_with_target_runs_the_checks(tmp_path: Path) -> None:
     cfg = make_cfg("problem=custom", "problem._target_=kanpde.problems.poisson2d.Poisson2D", "debug=fast")
-    built = _build(cfg, tmp_path)
+    built = build_spec(cfg, tmp_path, "test")
     assert isinstance(built.problem, Poisson2D) and built.dtype == torch.float64
     assert [s.steps for s in built.stages] == [5, 2] and [s.grid_size for s in built.stages] == [None, 7]
-    assert OmegaConf.to_container(built.model_cfg)["widths"] == [2, 3, 1]
+    assert OmegaConf.to_container(built.models[0].node)["widths"] == [2, 3, 1]

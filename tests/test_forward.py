@@ -21,7 +21,7 @@ from kanpde.pde.geometry import Box
 from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models import kernels
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.training.fit import derivative_plans
+from kanpde.training.loss import derivative_plans
 
 D = torch.float64
 COORDS = {1: ("x",), 2: ("x", "y"), 3: ("x", "y", "z")}
@@ -412,7 +412,8 @@ def test_activation_derivatives_match_autograd(module: nn.Module) -> None:
 def test_run_with_each_engine_gives_the_same_result(tmp_path) -> None:
     from hydra import compose, initialize_config_module
 
-    from kanpde.app.run import ConfigError, run
+    from kanpde.app.config import ConfigError
+from kanpde.app.run import run
 
     metrics = {}
     with initialize_config_module("kanpde.conf", version_base="1.3"):

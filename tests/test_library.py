@@ -18,7 +18,8 @@ from kanpde import (
     Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
 )
-from kanpde.app.run import FINAL_TIME_KEYS, ConfigError, _build, run
+from kanpde.app.config import ConfigError, build_spec
+from kanpde.app.run import FINAL_TIME_KEYS, run
 
 STEMS = sorted(p.stem for p in (CONF_DIR / "problem").glob("*.yaml") if p.stem != "custom")
 # the Allen–Cahn reference is computed at first use: a coarse, fast solver in tests (its accuracy: test_references)
@@ -42,10 +43,10 @@ def test_library_is_shipped() -> None:
 @pytest.mark.parametrize("stem", STEMS)
 @pytest.mark.parametrize("model", ["kan", "mlp"])
 def test_every_problem_composes_with_both_models(stem: str, model: str, tmp_path: Path) -> None:
-    built = _build(make_cfg(f"problem={stem}", f"model={model}", *SMALL.get(stem, [])), tmp_path)
+    built = build_spec(make_cfg(f"problem={stem}", f"model={model}", *SMALL.get(stem, [])), tmp_path, "test")
     assert built.problem.name == stem
-    assert list(built.model_cfg.widths)[0] == built.problem.dim
-    assert list(built.model_cfg.widths)[-1] == built.problem.n_outputs
+    assert list(built.models[0].node.widths)[0] == built.problem.dim
+    assert list(built.models[0].node.widths)[-1] == built.problem.n_outputs
 
 
 @pytest.mark.parametrize("stem", STEMS)

@@ -12,13 +12,15 @@ import torch
 from hydra import compose, initialize_config_module
 
 import kanpde
-from kanpde.training.lm import FunctionLeastSquares, LevenbergMarquardt, PinnLeastSquares
+from kanpde.training.lm import FunctionLeastSquares, LevenbergMarquardt
+from kanpde.training.loss import PinnLeastSquares
 from kanpde.problems.advection1d import Advection1D
 from kanpde.problems.kovasznay import Kovasznay
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.app.run import ConfigError, build_stages, run
+from kanpde.app.config import ConfigError, build_stages
+from kanpde.app.run import run
 from kanpde.pde.sampling import Sampler
-from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
+from kanpde.training.loss import derivative_plans, loss_terms, weighted_loss
 
 F64 = torch.float64
 

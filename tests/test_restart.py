@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from kanpde.app.run import finished_run, run, run_id
+from kanpde.app.checkpoint import finished_run, run_id
+from kanpde.app.run import run
 from kanpde.outputs.xdmf import write_xdmf
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
@@ -190,7 +191,7 @@ def test_xdmf_in_3d_and_none_in_1d(tmp_path: Path) -> None:
 
 
 def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
-    from kanpde.app.run import _build
+    from kanpde.app.config import build_spec
 
     def compose_study(*overrides: str, hydra: bool = False) -> DictConfig:
         with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
@@ -204,9 +205,9 @@ def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
         assert set(archs) <= set(base.archs) and base.baseline is None and base.eval.every_stage
         for arch in archs:
             cfg = compose_study(f"experiment={experiment}", f"arch={arch}")
-            built = _build(cfg, tmp_path)
-            assert built.model_cfg._target_.endswith(arch.split("_")[0].upper())
-            assert built.baseline_cfg is None
+            built = build_spec(cfg, tmp_path, "test")
+            assert built.models[0].node._target_.endswith(arch.split("_")[0].upper())
+            assert len(built.models) == 1
     assert len(swept["paper_fig33"]) == 16 and set(swept["paper_fig33_small"]) < set(swept["paper_fig33"])
 
 
@@ -228,11 +229,12 @@ def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
 
 def test_run_starts_the_kernels_before_the_first_timed_training(tmp_path: Path, monkeypatch) -> None:
     """numba's one-off start (~0.15 s) happens while the run is built, not inside the KAN's train time."""
+    import kanpde.app.config as config_module
     import kanpde.app.run as run_module
 
     events: list[str] = []
-    warm_up, fit = run_module.warm_up, run_module.fit
-    monkeypatch.setattr(run_module, "warm_up", lambda: events.append("warm_up") or warm_up())
+    warm_up, fit = config_module.warm_up, run_module.fit
+    monkeypatch.setattr(config_module, "warm_up", lambda: events.append("warm_up") or warm_up())
     monkeypatch.setattr(run_module, "fit", lambda *a, **k: events.append("fit") or fit(*a, **k))
     run(make_cfg("baseline=null", "output.checkpoint=false"), tmp_path / "run")
     assert events == ["warm_up", "fit"]

@@ -17,19 +17,8 @@ from kanpde.derivatives.field import AutogradField, ForwardField
 from kanpde.derivatives.jet import DerivativePlan
 from kanpde.outputs.run_file import RunResult, load_run, save_run
 from kanpde.training.prune import edge_scores, node_scores, prune, sparsity_penalty
-from kanpde.models.symbolic import (
-    LIBRARY,
-    LIBRARY_NAMES,
-    EdgeFit,
-    SymbolicKAN,
-    auto_symbolic,
-    fit_edge,
-    fit_function,
-    fix_symbolic,
-    formula,
-    formula_text,
-    to_symbolic,
-)
+from kanpde.models.symbolic import LIBRARY, LIBRARY_NAMES, EdgeFit, SymbolicKAN, fix_symbolic, formula, formula_text, to_symbolic
+from kanpde.training.snap import auto_symbolic, fit_edge, fit_function
 
 F64 = torch.float64
 X = np.linspace(-1.0, 1.0, 201)

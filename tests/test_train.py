@@ -12,7 +12,8 @@ from torch import nn
 
 from kanpde import MLP, KAN, Sampler, Stage, TrainingDiverged, fit, loss_terms
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.training.fit import ProgressEvent, weighted_loss
+from kanpde.training.fit import ProgressEvent
+from kanpde.training.loss import weighted_loss
 
 F64 = torch.float64
 ADAM = functools.partial(torch.optim.Adam, lr=0.01)

@@ -1,375 +1,114 @@
-"""One run from a configuration: config -> objects -> fit -> evaluate -> save.
+"""One run from a configuration: config -> :class:`~kanpde.app.config.RunSpec` -> fit -> evaluate -> save.
 
-This module and :mod:`kanpde.__main__` are the only ones that see Hydra/OmegaConf. :func:`run` checks
-the whole configuration (problem, model widths, grids, stages, optimizers, output directory) before
-any training starts and raises :class:`ConfigError` with one clear sentence when something is off.
+:func:`run` turns the configuration into a checked :class:`~kanpde.app.config.RunSpec` once
+(:func:`~kanpde.app.config.build_spec`, which raises :class:`~kanpde.app.config.ConfigError` before any
+training) and from then on reads only the spec: it trains the main model and its baseline, evaluates
+both, and writes ``solution.h5`` (+ XDMF), ``metrics.json``, figures and checkpoints.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import json
 import logging
-import math
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from kanpde.evaluate import Evaluation, evaluate, module_dtype_device
-from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
-from kanpde.models.hard import HardDirichlet, soft_problem
-from kanpde.outputs.run_file import RunResult, atomic_path, save_run, write_json
-from kanpde.models._kernels import warm_up
-from kanpde.pde.problem import Problem
-from kanpde.training.fit import History, ProgressEvent, Stage, TrainingDiverged, fit
+from kanpde.app.checkpoint import checkpoint_writer, finished_run, resume_state, run_id
+from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
+from kanpde.evaluate import Evaluation, evaluate
+from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
+from kanpde.outputs.files import atomic_path, write_json
+from kanpde.outputs.run_file import RunResult, save_run
 from kanpde.outputs.xdmf import write_xdmf
+from kanpde.training import History, ProgressEvent, TrainingDiverged, fit
 
-__all__ = ["ConfigError", "RunFailed", "run", "run_id", "finished_run", "build_stages", "format_table"]
+__all__ = ["RunFailed", "run", "METRIC_KEYS"]
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 METRIC_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
-# Top-level keys that do not change a run's results: left out of its run id.
-NON_RESULT_KEYS = ("hydra", "output", "force", "resume", "threads", "study")
 FINAL_TIME_KEYS = ("l2_final", "l2_rel_final", "linf_final")  # time-dependent problems only
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be run; the message says which value and why."""
+StageHook = Callable[[int, nn.Module, History], None]
 
 
 class RunFailed(RuntimeError):
     """Training stopped (e.g. a non-finite loss); the outputs of the last good model were still written."""
 
 
-@dataclass
-class _Built:
-    problem: Problem
-    model_cfg: DictConfig
-    baseline_cfg: DictConfig | None
-    stages: list[Stage]
-    dtype: torch.dtype
-    device: torch.device
-    fit_problem: Problem  # the problem trained on: without the conditions hard_bc enforces
+def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
+    def call(*args: Any) -> None:
+        for cb in callbacks:
+            if cb is not None:
+                cb(*args)
+
+    return call
 
 
-def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with its errors turned into one-line :class:`ConfigError` s."""
-    try:
-        return instantiate(node, **kwargs)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{what}: {exc.full_key} is required; give it on the command line ({exc.full_key}=...)") from None
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"{what}: {cause}") from None
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{what}: {first}") from None
+def _evaluate(model: nn.Module, spec: RunSpec) -> Evaluation:
+    """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``spec.eval``)."""
+    ev = spec.eval
+    return evaluate(model, spec.problem, ev.n_per_axis, engine=spec.engine, chunk_size=ev.chunk_size,
+                    max_points=ev.max_points)
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
-    return device
-
-
-def _fit_widths(model_cfg: DictConfig, problem: Problem, what: str) -> DictConfig:
-    """The model config with ``null`` ends of ``widths`` filled from the problem, checked against it."""
-    widths = model_cfg.get("widths")
-    if widths is None:
-        return model_cfg
-    widths = list(widths)
-    if len(widths) < 2:
-        raise ConfigError(f"{what}.widths={widths} needs at least an input and an output size")
-    widths[0] = problem.dim if widths[0] is None else widths[0]
-    widths[-1] = problem.n_outputs if widths[-1] is None else widths[-1]
-    if any(w is None for w in widths):
-        raise ConfigError(f"{what}.widths={widths}: only the first and last entries may be null")
-    if widths[0] != problem.dim or widths[-1] != problem.n_outputs:
-        raise ConfigError(
-            f"{what}.widths={widths} does not fit problem {problem.name}: it has {problem.dim} inputs "
-            f"{problem.coords} and {problem.n_outputs} output(s) {problem.outputs}, so widths must be "
-            f"[{problem.dim}, ..., {problem.n_outputs}] (or null at either end)"
-        )
-    filled = model_cfg.copy()
-    filled.widths = widths
-    return filled
-
-
-def build_stages(trainer: DictConfig) -> list[Stage]:
-    """:class:`Stage` s from ``trainer.stages``; a stage's ``optimizer`` is a name in ``trainer.optimizers``
-    or a ``{_target_: ..., _partial_: true, ...}`` node."""
-    named = trainer.get("optimizers") or {}
-    stages_cfg = trainer.get("stages")
-    if not stages_cfg:
-        raise ConfigError("trainer.stages is empty: give at least one {optimizer, steps} stage")
-    stages = []
-    for i, node in enumerate(stages_cfg):
-        where = f"trainer.stages[{i}]"
-        opt = node.get("optimizer")
-        if isinstance(opt, str):
-            if opt not in named:
-                raise ConfigError(f"{where}: unknown optimizer {opt!r}; valid: {sorted(named)} or a _target_ node")
-            opt = named[opt]
-        if not isinstance(opt, DictConfig) or "_target_" not in opt:
-            raise ConfigError(f"{where}: optimizer must be a name from trainer.optimizers or a _target_ node")
-        try:
-            cls = get_class(opt._target_)
-        except Exception:
-            raise ConfigError(f"{where}: unknown optimizer class {opt._target_!r}") from None
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            raise ConfigError(f"{where}: {opt._target_!r} is not a torch.optim.Optimizer")
-        factory = _instantiate(OmegaConf.merge(opt, {"_partial_": True}), f"{where}.optimizer")
-        try:  # the optimizer's own argument checks (a negative lr, a bad LM damping) before any training
-            factory([nn.Parameter(torch.zeros(1))])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}.optimizer: {exc}") from None
-        extra = set(node) - {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid",
-                             "sparsify", "prune", "symbolic"}
-        if extra:
-            raise ConfigError(f"{where}: unknown stage key(s) {sorted(extra)}")
-        kwargs = {k: node[k] for k in node if k != "optimizer"}
-        kwargs.update({k: OmegaConf.to_container(v) for k, v in kwargs.items() if isinstance(v, DictConfig)})
-        try:
-            stages.append(Stage(optimizer=factory, **kwargs))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return stages
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from None
-
-
-def _build(cfg: DictConfig, output_dir: Path) -> _Built:
-    """Check the whole configuration and build everything but the models (built per fit)."""
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype={cfg.dtype!r}; valid: {sorted(DTYPES)}")
-    engine = cfg.get("engine", "auto")
-    if engine not in ENGINE_CHOICES:
-        raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
-    device = _resolve_device(str(cfg.device))
-    problem = _instantiate(cfg.problem, "problem")
-    if not isinstance(problem, Problem):
-        raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
-    if not problem.has_exact:
-        raise ConfigError(f"problem {problem.name} has no exact solution to evaluate against")
-    fit_problem = problem
-    if cfg.get("hard_bc", False):
-        try:
-            fit_problem = soft_problem(problem)
-        except ValueError as exc:
-            raise ConfigError(f"hard_bc=true: {exc}") from None
-    baseline_cfg = cfg.get("baseline")
-    if baseline_cfg is not None and not isinstance(baseline_cfg, DictConfig):
-        raise ConfigError(
-            f"baseline={baseline_cfg!r} is not a model config: choose one with model@baseline={baseline_cfg} "
-            "(or baseline=null for none)"
-        )
-    model_cfg = _fit_widths(cfg.model, problem, "model")
-    if baseline_cfg is not None:
-        baseline_cfg = _fit_widths(baseline_cfg, problem, "baseline")
-        if OmegaConf.to_container(baseline_cfg) == OmegaConf.to_container(model_cfg):
-            log.info("baseline is the same model as the main one: not trained twice")
-            baseline_cfg = None
-    for name, node in (("model", model_cfg), ("baseline", baseline_cfg)):
-        if node is not None:  # constructor checks (grid sizes, activations) before any training
-            model = _make_model(node, name, torch.float64, torch.device("cpu"))
-            if engine == "forward" and not supports_forward(model):
-                raise ConfigError(
-                    f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd"
-                )
-    stages = build_stages(cfg.trainer)
-    _instantiate(cfg.sampler, "sampler")
-    if int(cfg.eval.n_per_axis) < 2:
-        raise ConfigError(f"eval.n_per_axis must be >= 2, got {cfg.eval.n_per_axis}")
-    _check_output_dir(output_dir)
-    if device.type == "cpu":
-        warm_up()  # numba's one-off start, here rather than inside the first model's timed training
-    return _Built(problem, model_cfg, baseline_cfg, stages, DTYPES[cfg.dtype], device, fit_problem)
-
-
-def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    try:
-        params = inspect.signature(get_class(node._target_)).parameters
-    except Exception:
-        raise ConfigError(f"{what}: unknown model class {node.get('_target_')!r}") from None
-    kwargs = {"dtype": dtype, "device": device} if {"dtype", "device"} <= set(params) else {}
-    model = _instantiate(node, what, **kwargs)
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{what}: {type(model).__name__} is not a torch.nn.Module")
-    return model.to(dtype=dtype, device=device)
-
-
-def run_id(cfg: DictConfig) -> str:
-    """A stable id of the results a configuration produces: a hash of the resolved config without the
-    keys that don't change them (:data:`NON_RESULT_KEYS`: output paths and switches, Hydra's own)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_RESULT_KEYS:
-        data.pop(key, None)
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def finished_run(output_dir: str | os.PathLike, rid: str) -> dict[str, Any] | None:
-    """The metrics of a finished, successful run with id ``rid`` in ``output_dir``, or None."""
-    path = Path(output_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    statuses = [metrics.get("status"), (metrics.get("baseline") or {}).get("status", "ok")]
-    ok = metrics.get("run_id") == rid and statuses == ["ok", "ok"]
-    return metrics if ok and (Path(output_dir) / "solution.h5").is_file() else None
-
-
-def _checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History], None]:
-    def write(stage: int, model: nn.Module, history: History) -> None:
-        state = {
-            "stage": stage,
-            "run_id": rid,
-            "model_class": f"{type(model).__module__}:{type(model).__qualname__}",
-            "model_config": getattr(model, "config", {}),
-            "state_dict": model.state_dict(),
-            "history": {"steps": history.steps, "stages": history.stages},
-            "torch_rng": torch.get_rng_state(),
-        }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-
-    return write
-
-
-def _resume_state(path: Path, rid: str, dtype: torch.dtype, device: torch.device) -> tuple[int, nn.Module, History] | None:
-    """``(next stage, model, history)`` from the checkpoint at ``path`` when it belongs to this run."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("run_id") != rid or int(state["stage"]) < 0:
-        log.warning("%s is from another configuration or a diverged fit: not resumed, training from the start", path)
-        return None
-    module_name, _, qualname = state["model_class"].partition(":")
-    cls: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
-    model = cls(**state["model_config"]).to(dtype=dtype)
-    model.load_state_dict(state["state_dict"])
-    torch.set_rng_state(state["torch_rng"])
-    history = History(steps=list(state["history"]["steps"]), stages=list(state["history"]["stages"]))
-    log.info("resuming from %s after stage %d", path, int(state["stage"]) + 1)
-    return int(state["stage"]) + 1, model.to(device=device), history
-
-
-def _train_and_evaluate(
-    name: str,
-    node: DictConfig,
-    built: _Built,
-    cfg: DictConfig,
-    output_dir: Path,
-    progress: Callable[[ProgressEvent], None] | None,
-    rid: str,
-    on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
-) -> tuple[RunResult, str | None]:
-    torch.manual_seed(int(cfg.seed))
-    model = _make_model(node, name, built.dtype, built.device)
-    if cfg.get("hard_bc", False):  # u = g + D N: the Dirichlet data hold exactly, their loss terms are gone
-        model = HardDirichlet.around(model, OmegaConf.to_container(cfg.problem, resolve=True))
-    sampler = _instantiate(cfg.sampler, "sampler")
-    prefix = "" if name == "model" else f"{name}_"
-    path = output_dir / f"{prefix}checkpoint.pt"
-    resumed = _resume_state(path, rid, built.dtype, built.device) if cfg.get("resume", False) else None
-    start_stage, history = (0, None) if resumed is None else (resumed[0], resumed[2])
-    model = model if resumed is None else resumed[1]
-    checkpoint = _checkpoint_writer(path, rid) if cfg.output.checkpoint else None
-    if cfg.eval.get("every_stage", False):  # before the checkpoint, which then keeps the stage's errors
-        checkpoint = _chain(_stage_evaluator(built, cfg), checkpoint)
-    if on_stage_end is not None:
-        checkpoint = _chain(checkpoint, on_stage_end)
-    failure = None
-    try:
-        result = fit(
-            model,
-            built.fit_problem,
-            built.stages,
-            sampler=sampler,
-            n_interior=int(cfg.trainer.n_interior),
-            n_boundary=int(cfg.trainer.n_boundary),
-            pde_weight=float(cfg.trainer.pde_weight),
-            engine=cfg.get("engine", "auto"),
-            progress=progress,
-            on_stage_end=checkpoint,
-            start_stage=start_stage,
-            history=history,
-        )
-        model, history, seconds = result.model, result.history, result.seconds
-    except TrainingDiverged as exc:
-        log.error("%s: %s", name, exc)
-        model, history, seconds, failure = exc.model, exc.history, exc.seconds, f"{name}: {exc}"
-        if checkpoint:
-            checkpoint(-1, model, history)
-    evaluation = _evaluate(model, built, cfg)
-    label = type(getattr(model, "net", model)).__name__.lower()  # a HardDirichlet wrapper: its network's name
-    metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
-    if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
-        from kanpde.models.symbolic import formula_text
-
-        metrics["formula"] = formula_text(model, built.problem.coords).strip()
-        log.info("%s formula: %s", name, metrics["formula"])
-    metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
-    metrics.update(
-        n_params=evaluation.metrics["n_params"],
-        train_seconds=seconds,
-        model=label,
-        problem=built.problem.name,
-        status="diverged" if failure else "ok",
-    )
-    return RunResult(label, model, history, evaluation, metrics), failure
-
-
-def _evaluate(model: nn.Module, built: _Built, cfg: DictConfig) -> Evaluation:
-    """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``cfg.eval``)."""
-    return evaluate(
-        model,
-        built.problem,
-        int(cfg.eval.n_per_axis),
-        engine=cfg.get("engine", "auto"),
-        chunk_size=int(cfg.eval.chunk_size),
-        max_points=int(cfg.eval.get("max_points", 250_000)),
-    )
-
-
-def _stage_evaluator(built: _Built, cfg: DictConfig) -> Callable[[int, nn.Module, History], None]:
+def _stage_evaluator(spec: RunSpec) -> StageHook:
     """Adds the evaluation metrics of the model at the end of each stage to that stage's summary in
     the history (``history.stages[i]["eval"]``): the grid-extension curves of the KAN paper."""
 
     def record(stage: int, model: nn.Module, history: History) -> None:
-        ev = _evaluate(model, built, cfg)
-        history.stages[-1]["eval"] = {k: ev.metrics[k] for k in METRIC_KEYS}
+        metrics = _evaluate(model, spec).metrics
+        history.stages[-1]["eval"] = {k: metrics[k] for k in METRIC_KEYS}
 
     return record
+
+
+def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
+           on_stage_end: StageHook | None) -> tuple[nn.Module, History, float, str | None]:
+    """Build (or resume) one model and fit it; returns the model, history, seconds and the failure, if any."""
+    name = model_spec.name
+    torch.manual_seed(spec.seed)
+    model = model_spec.make(spec.dtype, spec.device)
+    sampler = spec.make_sampler()
+    path = spec.output_dir / ("checkpoint.pt" if name == "model" else f"{name}_checkpoint.pt")
+    resumed = resume_state(path, spec.run_id, spec.dtype, spec.device) if spec.resume else None
+    start_stage, history = (0, None) if resumed is None else (resumed[0], resumed[2])
+    model = model if resumed is None else resumed[1]
+    checkpoint = checkpoint_writer(path, spec.run_id) if spec.output.checkpoint else None
+    if spec.eval.every_stage:  # before the checkpoint, which then keeps the stage's errors
+        checkpoint = _chain(_stage_evaluator(spec), checkpoint)
+    hooks = _chain(checkpoint, on_stage_end) if on_stage_end is not None else checkpoint
+    try:
+        result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
+                     n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
+                     on_stage_end=hooks, start_stage=start_stage, history=history)
+        return result.model, result.history, result.seconds, None
+    except TrainingDiverged as exc:
+        log.error("%s: %s", name, exc)
+        if hooks:
+            hooks(-1, exc.model, exc.history)
+        return exc.model, exc.history, exc.seconds, f"{name}: {exc}"
+
+
+def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
+                        on_stage_end: StageHook | None) -> tuple[RunResult, str | None]:
+    model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end)
+    evaluation = _evaluate(model, spec)
+    label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
+    metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
+    if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
+        from kanpde.models.symbolic import formula_text
+
+        metrics["formula"] = formula_text(model, spec.problem.coords).strip()
+        log.info("%s formula: %s", model_spec.name, metrics["formula"])
+    metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
+    metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
+                   problem=spec.problem.name, status="diverged" if failure else "ok")
+    return RunResult(label, model, history, evaluation, metrics), failure
 
 
 def _stage_metrics(history: History) -> list[dict[str, Any]]:
@@ -383,37 +122,36 @@ def _stage_metrics(history: History) -> list[dict[str, Any]]:
     return rows
 
 
-def _describe(result: RunResult, cfg: DictConfig) -> dict[str, Any]:
+def _describe(result: RunResult, spec: RunSpec) -> dict[str, Any]:
     """The metrics.json entry of a model: its metrics, final widths and grid size (null without a grid),
     and with ``eval.every_stage`` the per-stage evaluations."""
     out = dict(result.metrics)
     out["widths"] = list(getattr(result.model, "widths", None) or getattr(result.model, "config", {}).get("widths", []))
     grid = getattr(result.model, "grid_size", None)
     out["grid_size"] = None if grid is None else int(grid)
-    if cfg.eval.get("every_stage", False):
+    if spec.eval.every_stage:
         out["stages"] = _stage_metrics(result.history)
     return out
 
 
-def _activation_plot(built: _Built, cfg: DictConfig, model: nn.Module, path: Path) -> None:
-    """The KAN's activation plot on fresh interior and boundary points (nothing for other models)."""
-    from kanpde.models.kan import KAN
-
-    if not isinstance(model, KAN):
+def _activation_plot(spec: RunSpec, model: nn.Module, path: Path) -> None:
+    """The edge network's activation plot on fresh interior and boundary points (nothing for other models)."""
+    if not is_edge_model(model):
         return
     from kanpde.outputs.plots import plot_activations
-    from kanpde.pde.sampling import Sampler
+    from kanpde.pde import Sampler
 
-    dtype, device = module_dtype_device(model)
-    batch = built.problem.sample(Sampler(seed=int(cfg.seed)), 1024, 256).to(dtype, device)
-    plot_activations(model, batch.all_points(), path, built.problem.coords, built.problem.outputs)
+    net = unwrap(model)
+    dtype, device = module_dtype_device(net)
+    batch = spec.problem.sample(Sampler(seed=spec.seed), 1024, 256).to(dtype, device)
+    plot_activations(net, batch.all_points(), path, spec.problem.coords, spec.problem.outputs)
 
 
-def _before_interpret_plotter(built: _Built, cfg: DictConfig, output_dir: Path) -> Callable[[int, nn.Module, History], None]:
+def _before_interpret_plotter(spec: RunSpec) -> StageHook:
     """Plots the network at the end of the stage before the first stage that prunes, and before the first
     that snaps (``activations_before_prune.png``, ``activations_before_symbolic.png``)."""
-    first = {}
-    for i, st in enumerate(built.stages):
+    first: dict[str, int] = {}
+    for i, st in enumerate(spec.stages):
         for kind, on in (("prune", st.prune is not False), ("symbolic", bool(st.symbolic))):
             if on and kind not in first:
                 first[kind] = i
@@ -421,18 +159,42 @@ def _before_interpret_plotter(built: _Built, cfg: DictConfig, output_dir: Path) 
     def plot(stage: int, model: nn.Module, history: History) -> None:
         for kind, index in first.items():
             if stage >= 0 and stage + 1 == index:
-                _activation_plot(built, cfg, model, output_dir / f"activations_before_{kind}.png")
+                _activation_plot(spec, model, spec.output_dir / f"activations_before_{kind}.png")
 
     return plot
 
 
-def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
-    def call(*args: Any) -> None:
-        for cb in callbacks:
-            if cb is not None:
-                cb(*args)
+def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[str, Any]:
+    """``solution.h5`` (+ XDMF), ``metrics.json``, ``formula.txt`` and figures; returns the metrics."""
+    out = spec.output_dir
+    metrics = _describe(main, spec)
+    if baseline is not None:
+        metrics["baseline"] = _describe(baseline, spec)
+    metrics["run_id"] = spec.run_id
+    coords, outputs = spec.problem.coords, spec.problem.outputs
+    path = save_run(out / "solution.h5", spec.problem.name, coords, outputs, main, baseline, spec.config_yaml)
+    write_xdmf(path)
+    write_json(out / "metrics.json", metrics)
+    if "formula" in main.metrics:  # one SymPy-parsable line per output, in the problem's coordinate names
+        with atomic_path(out / "formula.txt") as tmp:
+            tmp.write_text(main.metrics["formula"] + "\n")
+    if spec.output.activations:
+        _activation_plot(spec, main.model, out / "activations.png")
+    if spec.output.figures:
+        from kanpde.outputs.plots import plot_run  # matplotlib only when figures are asked for
 
-    return call
+        plot_run(path, out)
+    return metrics
+
+
+def _output_dir(output_dir: str | os.PathLike | None) -> Path:
+    if output_dir is not None:
+        return Path(output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        raise ConfigError("run(cfg) outside a Hydra app needs an output_dir")
+    return Path(HydraConfig.get().runtime.output_dir)
 
 
 def run(
@@ -445,7 +207,7 @@ def run(
 
     Writes ``solution.h5`` (+ ``solution.xdmf``), ``metrics.json``, figures and checkpoints into
     ``output_dir`` (default: the Hydra run directory) and returns the metrics dict that ``metrics.json``
-    holds (baseline under ``"baseline"``, the config's :func:`run_id` under ``"run_id"``).
+    holds (baseline under ``"baseline"``, the config's run id under ``"run_id"``).
 
     When ``output_dir`` already holds a successful run with the same id, nothing is trained and its
     metrics are returned, unless ``cfg.force`` is true. With ``cfg.resume`` true, each model continues
@@ -455,73 +217,29 @@ def run(
     training for a bad configuration and :class:`RunFailed` after writing the outputs of the last good
     model when training diverged.
     """
-    if output_dir is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            raise ConfigError("run(cfg) outside a Hydra app needs an output_dir")
-        output_dir = HydraConfig.get().runtime.output_dir
-    output_dir = Path(output_dir)
-    rid = run_id(cfg)
-    done = None if cfg.get("force", False) else finished_run(output_dir, rid)
+    out, rid = _output_dir(output_dir), run_id(cfg)
+    done = None if cfg.get("force", False) else finished_run(out, rid)
     if done is not None:
-        log.info("run %s already finished in %s: skipped (force=true runs it again)", rid, output_dir)
+        log.info("run %s already finished in %s: skipped (force=true runs it again)", rid, out)
         return done
-    built = _build(cfg, output_dir)
-    log.info("problem %s on %s (%s), run %s, output in %s", built.problem.name, built.device, cfg.dtype, rid, output_dir)
+    spec = build_spec(cfg, out, rid)
+    log.info("problem %s on %s (%s), run %s, output in %s", spec.problem.name, spec.device, spec.dtype_name, rid, out)
 
-    def hook(name: str) -> Callable[[int, nn.Module, History], None] | None:
+    def hook(name: str) -> StageHook | None:
         return None if on_stage_end is None else lambda *args: on_stage_end(name, *args)
 
-    main_hook = hook("model")
-    if cfg.output.get("activations", False):  # the network before each stage that prunes or snaps it
-        main_hook = _chain(main_hook, _before_interpret_plotter(built, cfg, output_dir))
-    main, failure = _train_and_evaluate("model", built.model_cfg, built, cfg, output_dir, progress, rid, main_hook)
-    baseline, base_failure = None, None
-    if built.baseline_cfg is not None and failure is None:
-        baseline, base_failure = _train_and_evaluate(
-            "baseline", built.baseline_cfg, built, cfg, output_dir, progress, rid, hook("baseline")
-        )
-    metrics = _describe(main, cfg)
-    if baseline is not None:
-        metrics["baseline"] = _describe(baseline, cfg)
-    metrics["run_id"] = rid
-    coords, outputs = built.problem.coords, built.problem.outputs
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    path = save_run(output_dir / "solution.h5", built.problem.name, coords, outputs, main, baseline, config_yaml)
-    write_xdmf(path)
-    write_json(output_dir / "metrics.json", metrics)
-    if "formula" in main.metrics:  # one SymPy-parsable line per output, in the problem's coordinate names
-        with atomic_path(output_dir / "formula.txt") as tmp:
-            tmp.write_text(main.metrics["formula"] + "\n")
-    if cfg.output.get("activations", False):
-        _activation_plot(built, cfg, main.model, output_dir / "activations.png")
-    if cfg.output.figures:
-        from kanpde.outputs.plots import plot_run  # matplotlib only when figures are asked for
-
-        plot_run(path, output_dir)
-    failure = failure or base_failure
-    if failure:
-        raise RunFailed(f"{failure} (outputs of the last good model are in {output_dir})")
+    results: list[RunResult] = []
+    failures: list[str] = []
+    for model_spec in spec.models:
+        if failures:  # a diverged main model: its baseline is not trained
+            break
+        stage_hook = hook(model_spec.name)
+        if model_spec.name == "model" and spec.output.activations:  # the network before each prune or snap
+            stage_hook = _chain(stage_hook, _before_interpret_plotter(spec))
+        result, failure = _train_and_evaluate(model_spec, spec, progress, stage_hook)
+        results.append(result)
+        failures += [failure] if failure else []
+    metrics = _write(spec, results[0], results[1] if len(results) > 1 else None)
+    if failures:
+        raise RunFailed(f"{failures[0]} (outputs of the last good model are in {out})")
     return metrics
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.1f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.3e}"
-    return str(value)
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """A side-by-side text table of the main model's and the baseline's metrics."""
-    columns = [metrics] + ([metrics["baseline"]] if "baseline" in metrics else [])
-    rows = [("model", "model"), ("params", "n_params"), ("train time [s]", "train_seconds"),
-            ("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
-            ("h1_mse (H1^2)", "h1_mse")]
-    lines = []
-    for label, key in rows:
-        cells = [f"{label:<15}"] + [
-            f"{(f'{m[key]:.1f}' if key == 'train_seconds' else _fmt(m[key])):>12}" for m in columns
-        ]
-        lines.append(" ".join(cells))
-    return "\n".join(lines)

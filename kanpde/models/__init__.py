@@ -1,6 +1,16 @@
-"""Solution ansatzes: the KAN and the MLP baseline, both ``nn.Module``s ``(n, dim) -> (n, n_out)``."""
+"""Solution ansatzes: the KAN and the MLP baseline, both ``nn.Module``s ``(n, dim) -> (n, n_out)``, the
+hard-constraint wrapper, and symbolic KANs (:mod:`kanpde.models.symbolic`, imported on use: SymPy).
 
+Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU kernels
+(:mod:`kanpde.models._kernels`) are private to this package: :func:`warm_up` starts them and
+:func:`tensor_path` turns them off in a block (plain torch operations instead).
+"""
+
+from kanpde.models._kernels import disabled as tensor_path
+from kanpde.models._kernels import warm_up
+from kanpde.models.hard import HardDirichlet
 from kanpde.models.kan import KAN, KANLinear
 from kanpde.models.mlp import MLP
+from kanpde.models.protocol import module_dtype_device, rewrap, unwrap
 
-__all__ = ["KAN", "KANLinear", "MLP"]
+__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path"]

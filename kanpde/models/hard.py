@@ -24,131 +24,81 @@ Components without hard conditions are left as ``u_c = N_c``.
 :class:`HardDirichlet` is an ``nn.Module`` with the network's call shape, a ``forward_jet`` (the product
 rule on the network's jet and the jets of ``D`` and ``g``, which come from :mod:`torch.func` on their
 closed forms), and a ``config`` of plain data (the network's class and constructor arguments, the
-problem's target and arguments), so checkpoints and :func:`kanpde.load_run` rebuild it. KAN grid
-operations are passed to the network. :func:`soft_problem` gives the problem without the conditions
-the wrapper enforces, so their loss terms disappear from training.
+problem's :attr:`~kanpde.pde.Problem.spec`), from which :meth:`HardDirichlet.from_config` rebuilds it
+(checkpoints and :func:`kanpde.load_run`). KAN grid operations are passed to the network; it is a
+:class:`~kanpde.models.protocol.Wrapper`, so pruning and snapping reach the network inside.
+:func:`kanpde.pde.hard.soft_problem` gives the problem without the conditions the wrapper enforces, so
+their loss terms disappear from training.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
-from kanpde.pde.geometry import Annulus, Disk
-from kanpde.outputs.run_file import import_object
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
-from kanpde.pde.problem import Condition, Problem
+from kanpde.pde import Problem
+from kanpde.pde.hard import hard_conditions
 
-__all__ = ["HardDirichlet", "hard_conditions", "soft_problem"]
-
-
-def _is_hard(cond: Condition) -> bool:
-    return cond.kind in ("dirichlet", "initial") and not cond.derivatives
-
-
-def hard_conditions(problem: Problem) -> dict[int, tuple[list[str], Condition]]:
-    """``{component: (pieces, condition)}`` of the Dirichlet data a :class:`HardDirichlet` enforces.
-
-    Raises ``ValueError`` when the problem has no such condition, its domain has no distance function
-    here, or one component has Dirichlet pieces with different targets."""
-    geo = problem.geometry
-    if not (getattr(geo, "is_box", False) or isinstance(geo, (Disk, Annulus))):
-        raise ValueError(f"hard Dirichlet constraints support Box, Disk and Annulus domains, not {type(geo).__name__}")
-    out: dict[int, tuple[list[str], Condition]] = {}
-    for cond in problem.conditions:
-        if not _is_hard(cond):
-            continue
-        comp = problem.outputs.index(cond.component) if cond.component is not None else 0
-        pieces = list(geo.resolve_faces(cond.on))
-        if comp in out:
-            first = out[comp][1]
-            if first.value is not cond.value and first.value != cond.value:
-                raise ValueError(
-                    f"hard Dirichlet constraints need one target per output: {first.label} and {cond.label} "
-                    f"of {problem.outputs[comp]!r} differ; use soft conditions (hard_bc=false)"
-                )
-            pieces += [p for p in out[comp][0] if p not in pieces]
-        out[comp] = (pieces, out[comp][1] if comp in out else cond)
-    if not out:
-        raise ValueError(f"{type(problem).__name__} has no Dirichlet condition to enforce as a hard constraint")
-    return out
-
-
-def soft_problem(problem: Problem) -> Problem:
-    """A shallow copy of ``problem`` without the conditions :class:`HardDirichlet` enforces (the rest stay soft)."""
-    hard_conditions(problem)  # raises for an unsupported problem
-    soft = copy.copy(problem)
-    soft.conditions = tuple(c for c in problem.conditions if not _is_hard(c))
-    return soft
-
-
-def _build_problem(spec: Mapping[str, Any]) -> Problem:
-    spec = dict(spec)
-    return import_object(spec.pop("_target_"))(**spec)
-
-
-def _build_net(spec: Mapping[str, Any], dtype: torch.dtype | None, device: torch.device | str | None) -> nn.Module:
-    cls = import_object(spec["class"])
-    kwargs = dict(spec.get("config", {}))
-    if {"dtype", "device"} <= set(inspect.signature(cls).parameters):
-        kwargs.update(dtype=dtype, device=device)
-    return cls(**kwargs)
+__all__ = ["HardDirichlet"]
 
 
 class HardDirichlet(nn.Module):
-    """``u = g(x) + D(x) N(x)`` (module docstring): a network ``N`` that satisfies the Dirichlet data of a problem.
+    """``u = g(x) + D(x) N(x)`` (module docstring): a network ``N`` that satisfies the Dirichlet data of ``problem``.
 
-    ``net``: ``{"class": "module.Class", "config": {constructor arguments}}`` of the network;
-    ``problem``: ``{"_target_": "module.Class", **constructor arguments}`` of the problem whose Dirichlet
-    data is enforced. ``(n, dim) -> (n, n_out)`` like the network; dtype/device follow the module and
-    the inputs. Build one around an existing network with :meth:`around`.
+    ``net``: the network (its parameters are kept, not copied); ``problem``: the :class:`~kanpde.pde.Problem`
+    whose Dirichlet data is enforced. ``(n, dim) -> (n, n_out)`` like the network; dtype/device follow the
+    network and the inputs. ``config`` holds the network's class and constructor arguments and the
+    problem's :attr:`~kanpde.pde.Problem.spec`: :meth:`from_config` makes the wrapper again from it.
     """
 
-    def __init__(
-        self,
-        net: Mapping[str, Any],
-        problem: Mapping[str, Any],
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        spec = {"class": str(net["class"]), "config": dict(net.get("config", {}))}
-        self._setup(_build_net(spec, dtype, device), spec, problem)
+    def __init__(self, net: nn.Module, problem: Problem) -> None:
+        super().__init__()
+        if not isinstance(problem, Problem):
+            raise TypeError(f"HardDirichlet needs a kanpde Problem, got {type(problem).__name__}")
+        self.net = net
+        self.problem = problem
+        self.hard = hard_conditions(problem)
+        net_spec = {"class": f"{type(net).__module__}:{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
+        self.config = {"net": net_spec, "problem": problem.spec}
 
     @classmethod
-    def around(cls, net: nn.Module, problem: Mapping[str, Any]) -> HardDirichlet:
-        """Wrap an existing network (its parameters are kept, not copied)."""
-        spec = {"class": f"{type(net).__module__}.{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
-        wrapper = cls.__new__(cls)
-        wrapper._setup(net, spec, problem)
-        return wrapper
+    def around(cls, net: nn.Module, problem: Problem) -> HardDirichlet:
+        """Wrap an existing network (its parameters are kept, not copied); the same as ``HardDirichlet(net, problem)``."""
+        return cls(net, problem)
 
-    def _setup(self, net: nn.Module, spec: dict[str, Any], problem: Mapping[str, Any]) -> None:
-        nn.Module.__init__(self)
-        self.config = {"net": spec, "problem": dict(problem)}
-        self.net = net
-        self.problem = _build_problem(self.config["problem"])
-        self.hard = hard_conditions(self.problem)
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        resolve: Callable[[str], Any],
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> HardDirichlet:
+        """The wrapper described by ``config`` (its :attr:`config`), with a fresh network. ``resolve`` turns
+        the class paths stored there into classes (the caller decides which it accepts). Also reads the
+        first run-file format, whose problem was ``{"_target_": "module.Class", **kwargs}``."""
+        net_cls = resolve(str(config["net"]["class"]))
+        kwargs = dict(config["net"].get("config", {}))
+        if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
+            kwargs.update(dtype=dtype, device=device)
+        spec = dict(config["problem"])
+        if "_target_" in spec:  # format 1
+            problem_cls, problem_kwargs = resolve(str(spec.pop("_target_"))), spec
+        else:
+            problem_cls, problem_kwargs = resolve(str(spec["class"])), dict(spec.get("kwargs", {}))
+        return cls(net_cls(**kwargs), problem_cls(**problem_kwargs))
+
+    def with_net(self, net: nn.Module) -> HardDirichlet:
+        """The same constraints around another network (after pruning, snapping or grid extension)."""
+        return HardDirichlet(net, self.problem)
 
     # -- the lift: D and g ---------------------------------------------------------------------------
-    def _factor(self, piece: str, x: Tensor) -> Tensor:
-        geo = self.problem.geometry
-        if getattr(geo, "is_box", False):
-            axis, upper = geo._face_axis(piece)
-            lo, hi = float(geo.lo[axis]), float(geo.hi[axis])
-            return 2 * ((hi - x[:, axis]) if upper else (x[:, axis] - lo)) / (hi - lo)
-        rho2 = ((x - torch.as_tensor(geo.center, dtype=x.dtype, device=x.device)) ** 2).sum(dim=1)
-        if isinstance(geo, Disk):
-            return (geo.radius**2 - rho2) / geo.radius**2
-        if piece == "outer":
-            return (geo.r_outer**2 - rho2) / geo.r_outer**2
-        return (rho2 - geo.r_inner**2) / geo.r_inner**2
-
     def _lift(self, x: Tensor) -> Tensor:
         """``[D_c(x), g_c(x)]`` for every output: ``(n, d) -> (n, 2, n_out)`` (``D = 1, g = 0`` where free)."""
         n_out = self.problem.n_outputs
@@ -157,7 +107,7 @@ class HardDirichlet(nn.Module):
         for comp, (pieces, cond) in self.hard.items():
             dist = ones
             for piece in pieces:
-                dist = dist * self._factor(piece, x)
+                dist = dist * self.problem.geometry.dirichlet_factor(piece, x)
             d[comp], g[comp] = dist, cond.target(x)
         return torch.stack([torch.stack(d, dim=1), torch.stack(g, dim=1)], dim=1)
 
@@ -231,4 +181,4 @@ class HardDirichlet(nn.Module):
         """Grid extension of the network (a KAN's ``refine``), wrapped the same way; ``self`` without a grid."""
         if not hasattr(self.net, "refine"):
             return self
-        return HardDirichlet.around(self.net.refine(grid_size, x), self.config["problem"])
+        return self.with_net(self.net.refine(grid_size, x))

@@ -1,4 +1,4 @@
-"""Run outputs: ``solution.h5`` (HDF5 via h5py) and JSON, always written atomically.
+"""The run file ``solution.h5`` (HDF5 via h5py), written atomically, and :func:`load_run`.
 
 Layout of ``solution.h5`` (``m`` outputs, grid ``n_0 x ... x n_{d-1}``)::
 
@@ -19,17 +19,15 @@ Layout of ``solution.h5`` (``m`` outputs, grid ``n_0 x ... x n_{d-1}``)::
         model/state/<name>           every entry of the model's state_dict (grids included)
 
 :func:`load_run` reads it back and rebuilds the models, which then evaluate at any new points.
+Format versions: 2 (this one) stores a hard-constraint model's problem as its
+:attr:`~kanpde.pde.Problem.spec`; 1 (before the package's layers were folders) stored class paths that
+have moved since and the problem as a ``{"_target_": ...}`` mapping. Both are read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
-import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,61 +36,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from kanpde.evaluate import Evaluation, module_dtype_device
-from kanpde.training.fit import History
+from kanpde.evaluate import Evaluation, predict
+from kanpde.models.protocol import module_dtype_device
+from kanpde.outputs.files import atomic_path, json_default, resolve_class
+from kanpde.training import History
 
-__all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "atomic_path", "write_json"]
+__all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "build_model", "FORMAT_VERSION"]
 
 FORMAT = "kanpde-run"
-FORMAT_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
-
-    A crash or exception leaves any previous ``path`` untouched and removes the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: str | os.PathLike, data: object) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def replace_marked_section(path: str | os.PathLike, start: str, end: str, text: str) -> None:
-    """Replace everything between the marker lines ``start`` and ``end`` of a text file (a README's
-    generated table) by ``text``, atomically. Raises ``ValueError`` when a marker is missing."""
-    path = Path(path)
-    src = path.read_text()
-    if start not in src or end not in src:
-        raise ValueError(f"{path} has no {start} ... {end} markers")
-    new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}{end}", src, flags=re.S)
-    with atomic_path(path) as tmp:
-        tmp.write_text(new)
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -104,16 +57,6 @@ class RunResult:
     history: History
     evaluation: Evaluation
     metrics: dict[str, object]
-
-
-def import_object(path: str) -> object:
-    """The object named by ``path``: ``"module:Qual.Name"`` (how :func:`save_run` records classes) or a
-    dotted ``"module.Name"`` (a Hydra ``_target_``)."""
-    module_name, _, qualname = path.partition(":") if ":" in path else path.rpartition(".")
-    obj: object = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _class_path(model: nn.Module) -> str:
@@ -139,7 +82,7 @@ def _write_result(group: h5py.Group, result: RunResult, coords: tuple[str, ...],
     hist = group.create_group("history")
     for name, values in result.history.arrays().items():
         hist.create_dataset(name, data=values)
-    hist.attrs["stages"] = json.dumps(result.history.stages, default=_json_default)
+    hist.attrs["stages"] = json.dumps(result.history.stages, default=json_default)
     metrics = group.create_group("metrics")
     for key, value in result.metrics.items():
         metrics.attrs[key] = value
@@ -188,11 +131,10 @@ class LoadedModel:
     stages: list[dict[str, object]]
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Evaluate the model at new points ``(n, d)``: ``(n, n_out)`` in the model's dtype."""
+        """Evaluate the model at new points ``(n, d)``: ``(n, n_out)`` in the model's dtype, in chunks
+        without a graph (:func:`kanpde.evaluate.predict`)."""
         dtype, device = module_dtype_device(self.model)
-        x = torch.as_tensor(x).to(dtype=dtype, device=device)
-        with torch.no_grad():
-            return self.model(x)
+        return predict(self.model, torch.as_tensor(x).to(dtype=dtype, device=device))
 
 
 @dataclass
@@ -212,12 +154,20 @@ class LoadedRun:
         return self.main.model
 
 
+def build_model(class_path: str, config: dict[str, object]) -> nn.Module:
+    """A fresh model of the class stored at ``class_path`` from its stored constructor arguments
+    ``config`` (models that carry more than arguments, such as hard constraints, build themselves
+    through their ``from_config``). Raises ``ValueError`` for a class that is not a ``torch.nn.Module``."""
+    cls = resolve_class(class_path)
+    if not issubclass(cls, nn.Module):
+        raise ValueError(f"saved model class {class_path!r} is not a torch.nn.Module")
+    from_config = getattr(cls, "from_config", None)
+    return from_config(config, resolve_class) if callable(from_config) else cls(**config)
+
+
 def _read_model(group: h5py.Group, map_location: str | torch.device) -> nn.Module:
-    obj = import_object(str(group.attrs["class"]))
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ValueError(f"saved model class {group.attrs['class']!r} is not a torch.nn.Module")
     state = {k: torch.from_numpy(np.asarray(v[()])) for k, v in group["state"].items()}
-    model = obj(**json.loads(group.attrs["config"]))
+    model = build_model(str(group.attrs["class"]), json.loads(group.attrs["config"]))
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         model = model.to(dtype=dtypes.pop())
@@ -247,6 +197,9 @@ def load_run(path: str | os.PathLike, map_location: str | torch.device = "cpu") 
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not a kanpde run file (format attribute {f.attrs.get('format')!r})")
+        version = int(f.attrs.get("format_version", 1))
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"{path} is a kanpde run file of format {version}; this kanpde reads {list(READABLE_VERSIONS)}")
         return LoadedRun(
             problem=str(f.attrs["problem"]),
             coords=tuple(str(c) for c in f.attrs["coords"]),

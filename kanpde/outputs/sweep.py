@@ -227,7 +227,7 @@ def exponents(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from kanpde.outputs.run_file import atomic_path
+    from kanpde.outputs.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         names = list(rows[0]) if rows else []
@@ -361,7 +361,7 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, f
     _write_csv(paths["runs"], raw)
     _write_csv(paths["summary"], rows)
     _write_csv(paths["exponents"], slopes)
-    from kanpde.outputs.run_file import atomic_path
+    from kanpde.outputs.files import atomic_path
 
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown(rows, slopes))

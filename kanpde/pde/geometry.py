@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from torch import Tensor
 
 __all__ = ["Geometry", "Box", "Disk", "Annulus", "Polygon", "LShape"]
 
@@ -53,6 +55,18 @@ class Geometry:
     def contains(self, x: np.ndarray, tol: float = 1e-12) -> np.ndarray:
         """Boolean ``(n,)``: inside or on the boundary (within ``tol``)."""
         return self.sdf(np.asarray(x, dtype=np.float64)) <= tol
+
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """A smooth function ``(n, d) -> (n,)`` that vanishes on boundary ``piece`` and is positive inside
+        the domain: a factor of the distance function ``D`` of hard Dirichlet constraints
+        (:class:`kanpde.models.hard.HardDirichlet`). Written in torch operations, so its derivatives come
+        by :mod:`torch.func`. Domains without one raise ``NotImplementedError`` (hard constraints refuse them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Dirichlet distance factor")
+
+    @property
+    def has_dirichlet_factor(self) -> bool:
+        """Whether :meth:`dirichlet_factor` is implemented (hard Dirichlet constraints can be built)."""
+        return type(self).dirichlet_factor is not Geometry.dirichlet_factor
 
     def resolve_faces(self, on: str | Sequence[str]) -> tuple[str, ...]:
         """Piece names of ``on`` (``"all"``, one name, or a list), checked against this domain."""
@@ -170,6 +184,14 @@ class Box(Geometry):
     def _face_axis(self, face: str) -> tuple[int, bool]:
         return self.names.index(face[:-1]), face.endswith("+")
 
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """Face ``x_i = a_i`` (``"<name>-"``): ``2 (x_i - a_i) / L_i``; face ``x_i = b_i`` (``"<name>+"``):
+        ``2 (b_i - x_i) / L_i`` (``L_i = b_i - a_i``; both faces give ``4 (x_i - a_i)(b_i - x_i) / L_i^2``,
+        1 at the centre)."""
+        axis, upper = self._face_axis(piece)
+        lo, hi = float(self.lo[axis]), float(self.hi[axis])
+        return 2 * ((hi - x[:, axis]) if upper else (x[:, axis] - lo)) / (hi - lo)
+
     def face_measure(self, face: str) -> float:
         """(d-1)-dimensional measure of a face (1 for the end points of an interval)."""
         axis, _ = self._face_axis(face)
@@ -249,6 +271,10 @@ class Disk(Geometry):
     def sdf(self, x: np.ndarray) -> np.ndarray:
         return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
 
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """``(r^2 - |x - c|^2) / r^2``."""
+        return (self.radius**2 - _rho2(x, self.center)) / self.radius**2
+
     def __repr__(self) -> str:
         return f"Disk(center={self.center.tolist()}, radius={self.radius}, names={self.names})"
 
@@ -289,8 +315,20 @@ class Annulus(Geometry):
         r = np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1)
         return np.maximum(r - self.r_outer, self.r_inner - r)
 
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """``"outer"``: ``(r_o^2 - |x - c|^2) / r_o^2``; ``"inner"``: ``(|x - c|^2 - r_i^2) / r_i^2``."""
+        rho2 = _rho2(x, self.center)
+        if piece == "outer":
+            return (self.r_outer**2 - rho2) / self.r_outer**2
+        return (rho2 - self.r_inner**2) / self.r_inner**2
+
     def __repr__(self) -> str:
         return f"Annulus(center={self.center.tolist()}, r_inner={self.r_inner}, r_outer={self.r_outer})"
+
+
+def _rho2(x: Tensor, center: np.ndarray) -> Tensor:
+    """``|x - center|^2`` ``(n,)`` in the dtype and device of ``x``."""
+    return ((x - torch.as_tensor(center, dtype=x.dtype, device=x.device)) ** 2).sum(dim=1)
 
 
 class Polygon(Geometry):

@@ -13,7 +13,8 @@ PDE residual written against a :class:`kanpde.derivatives.field.Field`, and, whe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,16 +176,43 @@ class Problem:
     Optional class attributes the test suite reads: ``residual_tol`` (max |PDE residual| of the exact
     solution, default 1e-8), ``condition_tol`` (default 1e-12) and ``reference_solution = True`` for a
     numerically computed solution (checked by finite differences instead of autograd).
+    :attr:`spec` records the constructor arguments, so a run file can make the problem again.
     """
 
     coords: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("u",)
     time_coord: str | None = "t"  # excluded from Field.laplacian() when it is one of coords
 
+    def __new__(cls, *args: object, **kwargs: object) -> Problem:
+        problem = super().__new__(cls)
+        problem._made_with = (args, kwargs)  # the constructor's arguments, for spec
+        return problem
+
     def __init__(self, geometry: Box | Geometry, conditions: Sequence[Condition]) -> None:
         self.geometry = geometry
         self.conditions = tuple(conditions)
         self.validate()
+
+    @property
+    def spec(self) -> dict[str, object]:
+        """How to make this problem again, as plain data: ``{"class": "module:QualName", "kwargs": {...}}``
+        with the constructor arguments it was made with (mappings and sequences turned into dicts and
+        lists). Run files store it beside models that carry a problem (hard constraints)."""
+        cls = type(self)
+        args, kwargs = getattr(self, "_made_with", ((), {}))
+        signature = inspect.signature(cls.__init__)
+        try:
+            bound = dict(signature.bind(self, *args, **kwargs).arguments)
+            bound.pop(next(iter(signature.parameters)))  # self
+        except TypeError:
+            bound = dict(kwargs)
+        flat: dict[str, object] = {}
+        for name, value in bound.items():
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                flat.update(value)
+            else:
+                flat[name] = value
+        return {"class": f"{cls.__module__}:{cls.__qualname__}", "kwargs": {k: _plain(v) for k, v in flat.items()}}
 
     @property
     def name(self) -> str:
@@ -296,6 +324,15 @@ class Problem:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(coords={self.coords}, geometry={self.geometry!r})"
+
+
+def _plain(value: object) -> object:
+    """``value`` with mappings and sequences (e.g. a configuration's containers) as dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _split(n: int, weights: Sequence[float]) -> list[int]:

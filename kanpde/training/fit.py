@@ -19,14 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kanpde.evaluate import module_dtype_device
-from kanpde.derivatives.field import make_field, probe_plan, resolve_engine
-from kanpde.derivatives.jet import DerivativePlan
-from kanpde.training.lm import LevenbergMarquardt, PinnLeastSquares
-from kanpde.models.kan import KAN
-from kanpde.pde.problem import Batch, BoundaryPoints, Problem
+from kanpde.derivatives import DerivativePlan
+from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device, rewrap, unwrap
+from kanpde.pde import Batch, Problem, Sampler
+from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
 from kanpde.training.prune import prune, sparsity_penalty
-from kanpde.pde.sampling import Sampler
 
 __all__ = [
     "Stage",
@@ -35,9 +32,6 @@ __all__ = [
     "ProgressEvent",
     "TrainingDiverged",
     "fit",
-    "loss_terms",
-    "weighted_loss",
-    "derivative_plans",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,79 +148,31 @@ class TrainingDiverged(RuntimeError):
         self.model, self.history, self.seconds = model, history, seconds
 
 
-def derivative_plans(
-    model: nn.Module, problem: Problem, batch: Batch, engine: str = "auto", n_probe: int = 4
-) -> dict[str, DerivativePlan] | None:
-    """Which derivatives each point set's residual needs: ``{"pde": plan, <condition label>: plan}``.
-
-    Found once by running the residuals on the first ``n_probe`` points of each set with a recording
-    field (:func:`kanpde.derivatives.field.probe_plan`), so the forward engine carries exactly those derivatives
-    (the PDE needs ``u_xx, u_yy`` for a Laplacian; a Dirichlet condition needs no derivative at all).
-    ``None`` when ``engine`` resolves to autograd, which needs no plan.
-    """
-    if resolve_engine(engine, model) != "forward":
-        return None
-    args = (problem.coords, problem.outputs, problem.time_coord)
-    x = batch.interior[:n_probe]
-    plans = {"pde": probe_plan(lambda u: problem.pde(x, u), model, x, *args)}
-    for cond in problem.conditions:
-        pts = batch.boundary[cond.label]
-        probe = BoundaryPoints(pts.x[:n_probe], pts.normals[:n_probe])
-        plans[cond.label] = probe_plan(lambda u, c=cond, b=probe: c.residual(b, u), model, probe.x, *args)
-    return plans
-
-
-def loss_terms(
-    model: nn.Module,
-    problem: Problem,
-    batch: Batch,
-    engine: str = "auto",
-    plans: dict[str, DerivativePlan] | None = None,
-) -> dict[str, Tensor]:
-    """Unweighted mean squared residuals: ``{"pde": ..., <condition label>: ...}``, each a 0-d tensor.
-
-    ``engine``: ``"auto"`` (forward when the model supports it), ``"forward"`` or ``"autograd"``;
-    ``plans``: the forward engine's derivative plans per point set (:func:`derivative_plans`); without
-    them the forward engine discovers the derivatives on first use (one extra pass per new one).
-    """
-    engine = resolve_engine(engine, model)
-    plans = plans or {}
-    args = (problem.coords, problem.outputs, engine, problem.time_coord)
-    u = make_field(model, batch.interior, *args, plan=plans.get("pde"))
-    residual = problem.pde(batch.interior, u)
-    residuals = [residual] if isinstance(residual, Tensor) else list(residual)
-    terms = {"pde": sum(r.pow(2).mean() for r in residuals)}
-    for cond in problem.conditions:
-        pts = batch.boundary[cond.label]
-        ub = make_field(model, pts.x, *args, plan=plans.get(cond.label))
-        terms[cond.label] = cond.residual(pts, ub).pow(2).mean()
-    return terms
-
-
-def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float) -> Tensor:
-    """``pde_weight * terms["pde"] + sum_c weight_c * terms[c]``."""
-    return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
-
-
 def _interpret(
     model: nn.Module, stage: Stage, batch: Batch, problem: Problem, pde_weight: float
 ) -> tuple[nn.Module, dict[str, object]]:
-    """A stage's pruning and symbolic snapping (KANs only), before its optimizer is built; returns the
-    (possibly new) model and what changed, for the stage summary."""
+    """A stage's pruning and symbolic snapping, before its optimizer is built; returns the (possibly
+    new) model and what changed, for the stage summary. They act on the network inside any wrapper
+    (:func:`~kanpde.models.protocol.unwrap`) and apply to edge networks (KANs) only: another model (the
+    MLP baseline running the main model's schedule) goes through the stage without them."""
     changes: dict[str, object] = {}
-    if not isinstance(model, KAN):  # an MLP runs the same schedule without these steps
+    if not (stage.prune is not False or stage.symbolic):
+        return model, changes
+    if not is_edge_model(model):
+        log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
         return model, changes
     if stage.prune is not False:
         threshold = 1e-2 if stage.prune is True else float(stage.prune)
-        model = prune(model, batch.interior, threshold)
-        changes["widths"] = model.widths
+        model = rewrap(model, prune(unwrap(model), batch.interior, threshold))
+        changes["widths"] = unwrap(model).widths
     if stage.symbolic:
-        from kanpde.models.symbolic import auto_symbolic, polish_affine  # sympy only when snapping
+        from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
 
         options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
         polish = options.pop("polish", False)
         if options.get("layers", None) != []:
-            model, records = auto_symbolic(model, batch.all_points(), **options)
+            net, records = auto_symbolic(unwrap(model), batch.all_points(), **options)
+            model = rewrap(model, net)
             changes["symbolic"] = records
         if polish:
             changes["polish"] = polish_affine(model, problem, batch, pde_weight)
@@ -235,19 +181,20 @@ def _interpret(
 
 @dataclass
 class _Sparsity:
-    """A stage's sparsification term (KANs only): ``weight * penalty()``, the penalty
-    (:func:`kanpde.training.prune.sparsity_penalty`) of the model's edge activations on the interior points."""
+    """A stage's sparsification term (edge networks only): ``weight * penalty()``, the penalty
+    (:func:`kanpde.training.prune.sparsity_penalty`) of the network's edge activations on the interior points."""
 
-    model: KAN
+    model: nn.Module
     points: Tensor
     weight: float
     mu: float
 
     @classmethod
     def of(cls, stage: Stage, model: nn.Module, batch: Batch) -> _Sparsity | None:
-        if not stage.sparsify or not isinstance(model, KAN):
+        if not stage.sparsify or not is_edge_model(model):
             return None
-        return cls(model, batch.interior, float(stage.sparsify.get("lambda", 1e-3)), float(stage.sparsify.get("mu", 1.0)))
+        weight, mu = float(stage.sparsify.get("lambda", 1e-3)), float(stage.sparsify.get("mu", 1.0))
+        return cls(unwrap(model), batch.interior, weight, mu)
 
     def __call__(self) -> Tensor:
         return sparsity_penalty(self.model, self.points, self.mu)
@@ -255,6 +202,168 @@ class _Sparsity:
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class _Run:
+    """What a fit carries from stage to stage."""
+
+    problem: Problem
+    stages: Sequence[Stage]
+    sampler: Sampler
+    n_points: tuple[int, int]
+    pde_weight: float
+    engine: str
+    progress: Callable[[ProgressEvent], None] | None
+    history: History
+    start: float
+    batch: Batch | None = None
+    sizes: tuple[int, int] | None = None
+
+    def report(self, kind: str, index: int, step: int, steps: int, loss: float = math.nan, description: str = "") -> None:
+        if self.progress:
+            self.progress(ProgressEvent(kind, index, len(self.stages), step, steps, loss, description))
+
+    def draw(self, index: int, stage: Stage, dtype: torch.dtype, device: torch.device) -> tuple[int, int]:
+        """The stage's points: the previous ones unless it asks for other counts or a fresh draw."""
+        want = (stage.n_interior or self.n_points[0], stage.n_boundary or self.n_points[1])
+        if self.batch is None or stage.resample or want != self.sizes:
+            if stage.resample:
+                self.sampler.reseed(index)
+            self.batch, self.sizes = self.problem.sample(self.sampler, *want).to(dtype, device), want
+        return want
+
+
+@dataclass
+class _StageState:
+    """One stage being trained: its model, optimizer, plans and the records of its current step."""
+
+    index: int
+    stage: Stage
+    model: nn.Module
+    description: str
+    optimizer: torch.optim.Optimizer
+    plans: dict[str, DerivativePlan] | None
+    sparsify: _Sparsity | None
+    changes: dict[str, object]
+    want: tuple[int, int]
+    started: float
+    recorded: dict[str, float] = field(default_factory=dict)
+    nonfinite: list[float] = field(default_factory=list)  # non-finite losses met in a step (e.g. a line search)
+
+    def terms(self, run: _Run) -> tuple[dict[str, Tensor], Tensor]:
+        """The loss terms (with the sparsity term when the stage has one) and the weighted loss."""
+        terms = loss_terms(self.model, run.problem, run.batch, run.engine, self.plans)
+        loss = weighted_loss(terms, run.problem, run.pde_weight)
+        if self.sparsify:
+            terms["sparsity"] = self.sparsify()
+            loss = loss + self.sparsify.weight * terms["sparsity"]
+        return terms, loss
+
+
+def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: tuple[int, int], started: float) -> _StageState:
+    """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
+    optimizers that need one) and the forward engine's derivative plans for one stage."""
+    batch = run.batch
+    model, changes = _interpret(model, stage, batch, run.problem, run.pde_weight)  # before the grid follows the new inputs
+    if stage.update_grid is not False and isinstance(model, GridModel):
+        model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
+    if stage.grid_size is not None and isinstance(model, GridModel) and stage.grid_size != model.grid_size:
+        model = model.refine(stage.grid_size, batch.all_points())
+    grid = getattr(model, "grid_size", None)
+    description = f"stage {index + 1}/{len(run.stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
+    log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
+    run.report("stage", index, 0, stage.steps, description=description)
+    optimizer = stage.optimizer(model.parameters())
+    plans = derivative_plans(model, run.problem, batch, run.engine)
+    if getattr(optimizer, "needs_residuals", False):  # second order: the residual vector, not only the loss
+        chunk = getattr(optimizer, "chunk_size", 1024)
+        optimizer.attach(PinnLeastSquares(model, run.problem, batch, run.pde_weight, run.engine, plans, chunk))
+    return _StageState(index, stage, model, description, optimizer, plans, _Sparsity.of(stage, model, batch),
+                       changes, want, started)
+
+
+def _diverged(state: _StageState, run: _Run, good: dict[str, Tensor], loss: float, where: str) -> TrainingDiverged:
+    state.model.load_state_dict(good)
+    return TrainingDiverged(
+        f"non-finite loss ({loss}) {where}; the model was restored to its last parameters with a finite loss",
+        state.model, run.history, time.perf_counter() - run.start,
+    )
+
+
+def _run_steps(run: _Run, state: _StageState) -> dict[str, Tensor]:
+    """The stage's optimizer steps; the loss each step starts from goes into the history. Returns the
+    parameters of the last step that started from a finite loss. A non-finite loss raises
+    :class:`TrainingDiverged` with the model restored to its last finite parameters."""
+    model, stage, optimizer, recorded, nonfinite = state.model, state.stage, state.optimizer, state.recorded, state.nonfinite
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        terms, loss = state.terms(run)
+        if not recorded:  # the first evaluation of a step: the parameters it starts from
+            recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+        if torch.isfinite(loss):
+            loss.backward()
+        else:
+            nonfinite.append(loss.item())
+        return loss
+
+    last_good = _snapshot(model)
+    for step in range(stage.steps):
+        recorded.clear()
+        nonfinite.clear()
+        before = _snapshot(model)
+        try:
+            optimizer.step(closure)
+        except (IndexError, RuntimeError) as exc:
+            # torch's strong-Wolfe line search can fail on a non-finite trial loss (an IndexError in
+            # its bracketing) -- that is a divergence like any other; anything else is a real error
+            if not nonfinite:
+                raise
+            log.debug("optimizer step failed after a non-finite loss: %r", exc)
+            if math.isfinite(recorded.get("loss", math.nan)):
+                last_good = before  # the step started from finite parameters
+            recorded["loss"] = nonfinite[0]
+        if not math.isfinite(recorded["loss"]):
+            where = f"in {state.description}, step {step + 1}/{stage.steps}"
+            raise _diverged(state, run, last_good, recorded["loss"], where)
+        last_good = before
+        global_step = len(run.history.steps)
+        run.history.steps.append(
+            {"stage": float(state.index), "step": float(global_step), "time": time.perf_counter() - run.start, **recorded}
+        )
+        run.report("step", state.index, step + 1, stage.steps, recorded["loss"], state.description)
+    return last_good
+
+
+def _finish_stage(run: _Run, state: _StageState, last_good: dict[str, Tensor]) -> None:
+    """The stage's final loss terms and its summary in the history."""
+    final = {k: v.item() for k, v in loss_terms(state.model, run.problem, run.batch, run.engine, state.plans).items()}
+    final_loss = weighted_loss(final, run.problem, run.pde_weight)
+    if state.sparsify:
+        with torch.no_grad():
+            final["sparsity"] = state.sparsify().item()
+        final_loss += state.sparsify.weight * final["sparsity"]
+    if not math.isfinite(final_loss):
+        raise _diverged(state, run, last_good, final_loss, f"after {state.description}")
+    run.history.stages.append(
+        {
+            "stage": state.index,
+            "optimizer": state.stage.optimizer_name,
+            "steps": state.stage.steps,
+            "grid_size": getattr(state.model, "grid_size", None),
+            "n_params": sum(p.numel() for p in state.model.parameters()),
+            "n_interior": state.want[0],
+            "n_boundary": state.want[1],
+            "seconds": time.perf_counter() - state.started,
+            "loss": final_loss,
+            **final,
+            **state.changes,
+        }
+    )
+    seconds = run.history.stages[-1]["seconds"]
+    log.info("%s done: loss %.3e (pde %.3e) in %.1f s", state.description, final_loss, final["pde"], seconds)
+    run.report("stage_end", state.index, state.stage.steps, state.stage.steps, final_loss, state.description)
 
 
 def fit(
@@ -274,12 +383,15 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``problem`` through ``stages``; points follow the model's dtype and device.
 
-    Grid operations (``update_grid``, ``refine``) are applied only to models that have them, so a KAN
-    and an MLP go through the same schedule. ``progress`` receives :class:`ProgressEvent` s (nothing is
-    printed here); ``on_stage_end(stage_index, model, history)`` is called after each stage (checkpoints).
-    A non-finite loss raises :class:`TrainingDiverged` carrying the last finite model.
-    ``engine`` names the derivative engine (``"auto"``: forward propagation when the model supports it,
-    else autograd); the forward engine's derivative plans are probed once per stage.
+    Grid operations (``update_grid``, ``refine``) are applied only to models that have them
+    (:class:`~kanpde.models.protocol.GridModel`), so a KAN and an MLP go through the same schedule.
+    ``progress`` receives :class:`ProgressEvent` s (nothing is printed here); ``on_stage_end(stage_index,
+    model, history)`` is called after each stage (checkpoints). A non-finite loss raises
+    :class:`TrainingDiverged` carrying the last finite model. ``engine`` names the derivative engine
+    (``"auto"``: forward propagation when the model supports it, else autograd); the forward engine's
+    derivative plans are probed once per stage. Optimizers with ``needs_residuals = True`` (such as
+    :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
+    (:class:`~kanpde.training.loss.PinnLeastSquares`) through their ``attach`` method.
 
     Resuming: ``start_stage=k`` with the ``model`` and ``history`` saved after stage ``k - 1`` skips the
     first ``k`` stages (their point draws are replayed on ``sampler``, a fresh one made with the same
@@ -289,119 +401,20 @@ def fit(
         raise ValueError("fit needs at least one stage")
     if not 0 <= start_stage <= len(stages) or (start_stage > 0) != (history is not None):
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
-    sampler = sampler if sampler is not None else Sampler()
     dtype, device = module_dtype_device(model)
     history = history if history is not None else History()
     start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
-    batch, sizes, global_step = None, None, len(history.steps)
+    run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
+               engine, progress, history, start)
     for index, stage in enumerate(stages):
-        stage_start = time.perf_counter()
-        want = (stage.n_interior or n_interior, stage.n_boundary or n_boundary)
-        if batch is None or stage.resample or want != sizes:
-            if stage.resample:
-                sampler.reseed(index)
-            batch, sizes = problem.sample(sampler, *want).to(dtype, device), want
+        started = time.perf_counter()
+        want = run.draw(index, stage, dtype, device)
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
-        model, changes = _interpret(model, stage, batch, problem, pde_weight)  # before the grid follows the new inputs
-        if stage.update_grid is not False and hasattr(model, "update_grid"):
-            model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
-        if stage.grid_size is not None and hasattr(model, "refine") and stage.grid_size != model.grid_size:
-            model = model.refine(stage.grid_size, batch.all_points())
-        grid = getattr(model, "grid_size", None)
-        description = f"stage {index + 1}/{len(stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
-        log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
-        if progress:
-            progress(ProgressEvent("stage", index, len(stages), 0, stage.steps, description=description))
-        optimizer = stage.optimizer(model.parameters())
-        plans = derivative_plans(model, problem, batch, engine)
-        if isinstance(optimizer, LevenbergMarquardt):  # second order: it needs the residuals, not only the loss
-            optimizer.attach(PinnLeastSquares(model, problem, batch, pde_weight, engine, plans, optimizer.chunk_size))
-        recorded: dict[str, float] = {}
-        sparsify = _Sparsity.of(stage, model, batch)
-
-        def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            terms = loss_terms(model, problem, batch, engine, plans)
-            loss = weighted_loss(terms, problem, pde_weight)
-            if sparsify:
-                terms["sparsity"] = sparsify()
-                loss = loss + sparsify.weight * terms["sparsity"]
-            if not recorded:  # the first evaluation of a step: the parameters it starts from
-                recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
-            if torch.isfinite(loss):
-                loss.backward()
-            else:
-                nonfinite.append(loss.item())
-            return loss
-
-        last_good = _snapshot(model)
-        nonfinite: list[float] = []  # non-finite losses met inside the current step (e.g. in a line search)
-        for step in range(stage.steps):
-            recorded.clear()
-            nonfinite.clear()
-            before = _snapshot(model)
-            try:
-                optimizer.step(closure)
-            except (IndexError, RuntimeError) as exc:
-                # torch's strong-Wolfe line search can fail on a non-finite trial loss (an IndexError in
-                # its bracketing) -- that is a divergence like any other; anything else is a real error
-                if not nonfinite:
-                    raise
-                log.debug("optimizer step failed after a non-finite loss: %r", exc)
-                if math.isfinite(recorded.get("loss", math.nan)):
-                    last_good = before  # the step started from finite parameters
-                recorded["loss"] = nonfinite[0]
-            if not math.isfinite(recorded["loss"]):
-                model.load_state_dict(last_good)
-                seconds = time.perf_counter() - start
-                raise TrainingDiverged(
-                    f"non-finite loss ({recorded['loss']}) in {description}, step {step + 1}/{stage.steps}; "
-                    "the model was restored to its last parameters with a finite loss",
-                    model,
-                    history,
-                    seconds,
-                )
-            last_good = before
-            history.steps.append(
-                {"stage": float(index), "step": float(global_step), "time": time.perf_counter() - start, **recorded}
-            )
-            global_step += 1
-            if progress:
-                progress(ProgressEvent("step", index, len(stages), step + 1, stage.steps, recorded["loss"], description))
-        final = {k: v.item() for k, v in loss_terms(model, problem, batch, engine, plans).items()}
-        final_loss = weighted_loss(final, problem, pde_weight)
-        if sparsify:
-            with torch.no_grad():
-                final["sparsity"] = sparsify().item()
-            final_loss += sparsify.weight * final["sparsity"]
-        if not math.isfinite(final_loss):
-            model.load_state_dict(last_good)
-            raise TrainingDiverged(
-                f"non-finite loss ({final_loss}) after {description}; "
-                "the model was restored to its last parameters with a finite loss",
-                model,
-                history,
-                time.perf_counter() - start,
-            )
-        history.stages.append(
-            {
-                "stage": index,
-                "optimizer": stage.optimizer_name,
-                "steps": stage.steps,
-                "grid_size": grid,
-                "n_params": sum(p.numel() for p in model.parameters()),
-                "n_interior": want[0],
-                "n_boundary": want[1],
-                "seconds": time.perf_counter() - stage_start,
-                "loss": final_loss,
-                **final,
-                **changes,
-            }
-        )
-        log.info("%s done: loss %.3e (pde %.3e) in %.1f s", description, final_loss, final["pde"], history.stages[-1]["seconds"])
-        if progress:
-            progress(ProgressEvent("stage_end", index, len(stages), stage.steps, stage.steps, final_loss, description))
+        state = _prepare_stage(run, index, stage, model, want, started)
+        last_good = _run_steps(run, state)
+        _finish_stage(run, state, last_good)
+        model = state.model
         if on_stage_end:
             on_stage_end(index, model, history)
     return FitResult(model, history, time.perf_counter() - start)

@@ -1,0 +1,311 @@
+"""A Hydra/OmegaConf configuration turned, once, into a typed :class:`RunSpec`.
+
+:func:`build_spec` checks the whole configuration (dtype, device, engine, problem, model widths and
+constructor arguments, stages and their optimizers, sampler, evaluation grid, output directory) before
+any training starts and raises :class:`ConfigError` with one clear sentence when something is off. The
+rest of the application reads the :class:`RunSpec` only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from torch import nn
+
+from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
+from kanpde.models import HardDirichlet, warm_up
+from kanpde.models.protocol import is_edge_model
+from kanpde.pde import Problem, Sampler
+from kanpde.pde.hard import soft_problem
+from kanpde.training import Stage
+
+__all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES"]
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STAGE_KEYS = {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid", "sparsify",
+              "prune", "symbolic"}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be run; the message says which value and why."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the run: ``name`` (``"model"`` or ``"baseline"``), its checked config node, and
+    ``make(dtype, device)``, which builds it (wrapped in hard constraints when the run asks for them)."""
+
+    name: str
+    node: DictConfig
+    make: Callable[[torch.dtype, torch.device], nn.Module]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    n_per_axis: int
+    chunk_size: int
+    max_points: int
+    every_stage: bool
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    figures: bool
+    checkpoint: bool
+    activations: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs, checked: built once from the configuration by :func:`build_spec`."""
+
+    run_id: str
+    output_dir: Path
+    problem: Problem
+    fit_problem: Problem  # the problem trained on: without the conditions hard constraints enforce
+    models: tuple[ModelSpec, ...]  # the main model, then the baseline if any
+    stages: tuple[Stage, ...]
+    make_sampler: Callable[[], Sampler]
+    dtype: torch.dtype
+    dtype_name: str
+    device: torch.device
+    engine: str
+    seed: int
+    n_interior: int
+    n_boundary: int
+    pde_weight: float
+    eval: EvalSpec
+    output: OutputSpec
+    resume: bool
+    config_yaml: str
+
+
+def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with its errors turned into one-line :class:`ConfigError` s."""
+    try:
+        return instantiate(node, **kwargs)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{what}: {exc.full_key} is required; give it on the command line ({exc.full_key}=...)") from None
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{what}: {cause}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{what}: {first}") from None
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
+    return device
+
+
+def _fit_widths(model_cfg: DictConfig, problem: Problem, what: str) -> DictConfig:
+    """The model config with ``null`` ends of ``widths`` filled from the problem, checked against it."""
+    widths = model_cfg.get("widths")
+    if widths is None:
+        return model_cfg
+    widths = list(widths)
+    if len(widths) < 2:
+        raise ConfigError(f"{what}.widths={widths} needs at least an input and an output size")
+    widths[0] = problem.dim if widths[0] is None else widths[0]
+    widths[-1] = problem.n_outputs if widths[-1] is None else widths[-1]
+    if any(w is None for w in widths):
+        raise ConfigError(f"{what}.widths={widths}: only the first and last entries may be null")
+    if widths[0] != problem.dim or widths[-1] != problem.n_outputs:
+        raise ConfigError(
+            f"{what}.widths={widths} does not fit problem {problem.name}: it has {problem.dim} inputs "
+            f"{problem.coords} and {problem.n_outputs} output(s) {problem.outputs}, so widths must be "
+            f"[{problem.dim}, ..., {problem.n_outputs}] (or null at either end)"
+        )
+    filled = model_cfg.copy()
+    filled.widths = widths
+    return filled
+
+
+def _optimizer_factory(opt: Any, named: Any, where: str) -> Callable:
+    if isinstance(opt, str):
+        if opt not in named:
+            raise ConfigError(f"{where}: unknown optimizer {opt!r}; valid: {sorted(named)} or a _target_ node")
+        opt = named[opt]
+    if not isinstance(opt, DictConfig) or "_target_" not in opt:
+        raise ConfigError(f"{where}: optimizer must be a name from trainer.optimizers or a _target_ node")
+    try:
+        cls = get_class(opt._target_)
+    except Exception:
+        raise ConfigError(f"{where}: unknown optimizer class {opt._target_!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"{where}: {opt._target_!r} is not a torch.optim.Optimizer")
+    factory = _instantiate(OmegaConf.merge(opt, {"_partial_": True}), f"{where}.optimizer")
+    try:  # the optimizer's own argument checks (a negative lr, a bad LM damping) before any training
+        factory([nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.optimizer: {exc}") from None
+    return factory
+
+
+def build_stages(trainer: DictConfig) -> list[Stage]:
+    """:class:`Stage` s from ``trainer.stages``; a stage's ``optimizer`` is a name in ``trainer.optimizers``
+    or a ``{_target_: ..., _partial_: true, ...}`` node."""
+    named = trainer.get("optimizers") or {}
+    stages_cfg = trainer.get("stages")
+    if not stages_cfg:
+        raise ConfigError("trainer.stages is empty: give at least one {optimizer, steps} stage")
+    stages = []
+    for i, node in enumerate(stages_cfg):
+        where = f"trainer.stages[{i}]"
+        factory = _optimizer_factory(node.get("optimizer"), named, where)
+        extra = set(node) - STAGE_KEYS
+        if extra:
+            raise ConfigError(f"{where}: unknown stage key(s) {sorted(extra)}")
+        kwargs = {k: node[k] for k in node if k != "optimizer"}
+        kwargs.update({k: OmegaConf.to_container(v) for k, v in kwargs.items() if isinstance(v, DictConfig)})
+        try:
+            stages.append(Stage(optimizer=factory, **kwargs))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return stages
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    try:
+        params = inspect.signature(get_class(node._target_)).parameters
+    except Exception:
+        raise ConfigError(f"{what}: unknown model class {node.get('_target_')!r}") from None
+    kwargs = {"dtype": dtype, "device": device} if {"dtype", "device"} <= set(params) else {}
+    model = _instantiate(node, what, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{what}: {type(model).__name__} is not a torch.nn.Module")
+    return model.to(dtype=dtype, device=device)
+
+
+def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
+    """The configured problem, and the problem trained on (without the hard-constrained conditions)."""
+    problem = _instantiate(cfg.problem, "problem")
+    if not isinstance(problem, Problem):
+        raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
+    if not problem.has_exact:
+        raise ConfigError(f"problem {problem.name} has no exact solution to evaluate against")
+    if not cfg.get("hard_bc", False):
+        return problem, problem
+    try:
+        return problem, soft_problem(problem)
+    except ValueError as exc:
+        raise ConfigError(f"hard_bc=true: {exc}") from None
+
+
+def _model_nodes(cfg: DictConfig, problem: Problem) -> list[tuple[str, DictConfig]]:
+    baseline_cfg = cfg.get("baseline")
+    if baseline_cfg is not None and not isinstance(baseline_cfg, DictConfig):
+        raise ConfigError(
+            f"baseline={baseline_cfg!r} is not a model config: choose one with model@baseline={baseline_cfg} "
+            "(or baseline=null for none)"
+        )
+    nodes = [("model", _fit_widths(cfg.model, problem, "model"))]
+    if baseline_cfg is not None:
+        baseline_cfg = _fit_widths(baseline_cfg, problem, "baseline")
+        if OmegaConf.to_container(baseline_cfg) == OmegaConf.to_container(nodes[0][1]):
+            log.info("baseline is the same model as the main one: not trained twice")
+        else:
+            nodes.append(("baseline", baseline_cfg))
+    return nodes
+
+
+def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool) -> None:
+    """Stage kinds that cannot apply to the main model are refused (the baseline runs the same schedule
+    and skips the interpretability steps, which need edge functions)."""
+    for i, st in enumerate(stages):
+        kinds = [k for k, on in (("sparsify", bool(st.sparsify)), ("prune", st.prune is not False),
+                                 ("symbolic", bool(st.symbolic))) if on]
+        if kinds and not is_edge_model(main):
+            raise ConfigError(f"trainer.stages[{i}]: {'/'.join(kinds)} needs a model with edge functions (a KAN), "
+                              f"not {type(main).__name__}")
+        if "symbolic" in kinds and hard_bc:
+            raise ConfigError(f"trainer.stages[{i}]: symbolic stages with hard_bc=true would snap the network N inside "
+                              "u = g + D N, whose formula is not the solution's; use hard_bc=false")
+
+
+def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[Stage]) -> tuple[ModelSpec, ...]:
+    hard_bc = bool(cfg.get("hard_bc", False))
+    specs = []
+    for name, node in _model_nodes(cfg, problem):
+        model = _make_model(node, name, torch.float64, torch.device("cpu"))  # constructor checks, before training
+        if engine == "forward" and not supports_forward(model):
+            raise ConfigError(f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd")
+        if name == "model":
+            _check_stage_kinds(stages, model, hard_bc)
+
+        def make(dtype: torch.dtype, device: torch.device, node: DictConfig = node, name: str = name) -> nn.Module:
+            net = _make_model(node, name, dtype, device)
+            return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
+
+        specs.append(ModelSpec(name, node, make))
+    return tuple(specs)
+
+
+def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
+    """Check the whole configuration and build the :class:`RunSpec` (models are built per fit)."""
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype={cfg.dtype!r}; valid: {sorted(DTYPES)}")
+    engine = cfg.get("engine", "auto")
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
+    device = _resolve_device(str(cfg.device))
+    problem, fit_problem = _problems(cfg)
+    stages = build_stages(cfg.trainer)
+    models = _model_specs(cfg, problem, engine, stages)
+    _instantiate(cfg.sampler, "sampler")
+    if int(cfg.eval.n_per_axis) < 2:
+        raise ConfigError(f"eval.n_per_axis must be >= 2, got {cfg.eval.n_per_axis}")
+    _check_output_dir(output_dir)
+    if device.type == "cpu":
+        warm_up()  # numba's one-off start, here rather than inside the first model's timed training
+    return RunSpec(
+        run_id=run_id,
+        output_dir=output_dir,
+        problem=problem,
+        fit_problem=fit_problem,
+        models=models,
+        stages=tuple(stages),
+        make_sampler=lambda: _instantiate(cfg.sampler, "sampler"),
+        dtype=DTYPES[cfg.dtype],
+        dtype_name=str(cfg.dtype),
+        device=device,
+        engine=str(engine),
+        seed=int(cfg.seed),
+        n_interior=int(cfg.trainer.n_interior),
+        n_boundary=int(cfg.trainer.n_boundary),
+        pde_weight=float(cfg.trainer.pde_weight),
+        eval=EvalSpec(int(cfg.eval.n_per_axis), int(cfg.eval.chunk_size), int(cfg.eval.get("max_points", 250_000)),
+                      bool(cfg.eval.get("every_stage", False))),
+        output=OutputSpec(bool(cfg.output.figures), bool(cfg.output.checkpoint), bool(cfg.output.get("activations", False))),
+        resume=bool(cfg.get("resume", False)),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )

@@ -1,0 +1,313 @@
+"""The PINN loss, assembled in one place.
+
+    loss = pde_weight * mean |r_pde|^2 + sum_c weight_c * mean |r_c|^2
+
+A problem's residuals live on point sets (:class:`ResidualSet`): the interior points (label ``"pde"``,
+weight ``pde_weight``) and each condition's boundary points (its label and weight). On a set with
+``n`` residual entries per residual tensor, a block's scaled residual is ``sqrt(weight / n) r``, so the
+squared norm of all scaled blocks stacked is exactly the loss (a PDE with several residuals, or a
+periodic condition with several differences, contributes the mean of each). Everything that needs the
+loss builds on :func:`residual_sets` and :func:`residual_blocks`:
+
+* :func:`loss_terms` / :func:`weighted_loss`: the scalar loss and its unweighted terms (the trainer, the
+  history, the benchmarks);
+* :class:`PinnLeastSquares`: the scaled residual vector as a least-squares system (``J^T J``, ``J^T r``)
+  for second-order optimizers such as :class:`~kanpde.training.lm.LevenbergMarquardt`;
+* :func:`scaled_residuals`: the scaled residual vector itself (the symbolic affine polish).
+
+:class:`PinnLeastSquares` never stores the whole Jacobian: it builds it over chunks of ``chunk_size``
+units and accumulates ``J^T J`` (``P x P``) and ``J^T r``, so its memory is ``O(P^2 + chunk_size * P)``
+whatever the number of points. Per-unit Jacobians come from ``torch.func``: ``vmap`` over units of
+``jacrev`` of one unit's residual through :func:`torch.func.functional_call`, evaluated by the forward
+derivative engine, so a unit's rows cost one forward and one backward pass of that unit alone. Models
+without a forward engine (``engine="autograd"``) use batched reverse-mode rows of the chunk instead.
+A unit is one point, or a periodic condition's matched pair of points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+from kanpde.derivatives import DerivativePlan, Field, make_field, probe_plan, resolve_engine
+from kanpde.pde import Batch, BoundaryPoints, Problem
+
+__all__ = [
+    "ResidualSet",
+    "ResidualBlock",
+    "residual_sets",
+    "residual_blocks",
+    "loss_terms",
+    "weighted_loss",
+    "scaled_residuals",
+    "derivative_plans",
+    "PinnLeastSquares",
+]
+
+Residual = Callable[[Tensor, Tensor, Field], list[Tensor]]
+
+
+@dataclass(frozen=True)
+class ResidualSet:
+    """One point set of the loss: ``x`` ``(n, d)`` with ``normals`` ``(n, d)`` (the interior's are ``x``
+    itself, unused), its ``label`` and ``weight``, and ``residual(x, normals, field) -> [r, ...]``.
+
+    ``unit``: points per residual unit (1; 2 for a periodic condition, whose first half of points is
+    matched by the second); ``entries``: residual entries per unit and residual tensor, so that
+    ``scale = sqrt(weight / (units * entries))`` turns the set's residuals into its part of the loss."""
+
+    label: str
+    weight: float
+    x: Tensor
+    normals: Tensor
+    residual: Residual
+    unit: int = 1
+    entries: int = 1
+
+    @property
+    def units(self) -> int:
+        return self.x.shape[0] // self.unit
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(self.weight / (self.units * self.entries))
+
+    def unit_points(self) -> tuple[Tensor, Tensor]:
+        """``x`` and ``normals`` laid out by unit: ``(units, unit, d)`` each."""
+        if self.unit == 1:
+            return self.x[:, None], self.normals[:, None]
+        n = self.units
+        return (torch.stack([self.x[:n], self.x[n:]], dim=1), torch.stack([self.normals[:n], self.normals[n:]], dim=1))
+
+
+@dataclass(frozen=True)
+class ResidualBlock:
+    """One residual tensor of a set evaluated on all its points: ``residual`` (any shape), with the
+    set's ``label`` and ``scale``."""
+
+    label: str
+    scale: float
+    residual: Tensor
+
+
+def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> list[ResidualSet]:
+    """The point sets of ``problem``'s loss on ``batch``: the PDE's first, then one per condition, in the
+    problem's order (the order in which the loss sums them)."""
+
+    def pde(x: Tensor, normals: Tensor, u: Field) -> list[Tensor]:
+        res = problem.pde(x, u)
+        return [res] if isinstance(res, Tensor) else list(res)
+
+    sets = [ResidualSet("pde", float(pde_weight), batch.interior, batch.interior, pde)]
+    for cond in problem.conditions:
+        pts = batch.boundary[cond.label]
+
+        def residual(x: Tensor, normals: Tensor, u: Field, c=cond) -> list[Tensor]:
+            return [c.residual(BoundaryPoints(x, normals), u)]
+
+        periodic = cond.kind == "periodic"
+        sets.append(ResidualSet(cond.label, float(cond.weight), pts.x, pts.normals, residual,
+                                unit=2 if periodic else 1, entries=1 + len(cond.derivatives) if periodic else 1))
+    return sets
+
+
+def _field(model: nn.Module, problem: Problem, x: Tensor, engine: str, plan: DerivativePlan | None) -> Field:
+    return make_field(model, x, problem.coords, problem.outputs, engine, problem.time_coord, plan=plan)
+
+
+def residual_blocks(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+    pde_weight: float = 1.0,
+) -> list[ResidualBlock]:
+    """Every residual of ``model`` on ``batch``, set by set (:func:`residual_sets`), each set's residual
+    tensors in the order its residual returns them. ``engine`` and ``plans`` as in :func:`loss_terms`."""
+    engine = resolve_engine(engine, model)
+    plans = plans or {}
+    blocks = []
+    for s in residual_sets(problem, batch, pde_weight):
+        u = _field(model, problem, s.x, engine, plans.get(s.label))
+        blocks += [ResidualBlock(s.label, s.scale, r) for r in s.residual(s.x, s.normals, u)]
+    return blocks
+
+
+def loss_terms(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+) -> dict[str, Tensor]:
+    """Unweighted mean squared residuals: ``{"pde": ..., <condition label>: ...}``, each a 0-d tensor
+    (a set with several residuals: the sum of their means).
+
+    ``engine``: ``"auto"`` (forward when the model supports it), ``"forward"`` or ``"autograd"``;
+    ``plans``: the forward engine's derivative plans per point set (:func:`derivative_plans`); without
+    them the forward engine discovers the derivatives on first use (one extra pass per new one).
+    """
+    terms: dict[str, Tensor] = {}
+    for block in residual_blocks(model, problem, batch, engine, plans):
+        square = block.residual.pow(2).mean()
+        terms[block.label] = terms[block.label] + square if block.label in terms else square
+    return terms
+
+
+def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float) -> Tensor:
+    """``pde_weight * terms["pde"] + sum_c weight_c * terms[c]``."""
+    return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
+
+
+def scaled_residuals(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    pde_weight: float,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+) -> Tensor:
+    """The scaled residual vector ``[sqrt(weight / n) r, ...]`` ``(N,)``: its squared norm is the loss."""
+    blocks = residual_blocks(model, problem, batch, engine, plans, pde_weight)
+    return torch.cat([(b.residual.reshape(-1) * b.scale) for b in blocks])
+
+
+def derivative_plans(
+    model: nn.Module, problem: Problem, batch: Batch, engine: str = "auto", n_probe: int = 4
+) -> dict[str, DerivativePlan] | None:
+    """Which derivatives each point set's residual needs: ``{"pde": plan, <condition label>: plan}``.
+
+    Found once by running the residuals on the first ``n_probe`` points of each set with a recording
+    field (:func:`kanpde.derivatives.probe_plan`), so the forward engine carries exactly those
+    derivatives (the PDE needs one trace row for a Laplacian; a Dirichlet condition needs no derivative
+    at all). ``None`` when ``engine`` resolves to autograd, which needs no plan.
+    """
+    if resolve_engine(engine, model) != "forward":
+        return None
+    args = (problem.coords, problem.outputs, problem.time_coord)
+    plans = {}
+    for s in residual_sets(problem, batch):
+        x, normals = s.x[:n_probe], s.normals[:n_probe]
+        plans[s.label] = probe_plan(lambda u, s=s, x=x, nx=normals: s.residual(x, nx, u), model, x, *args)
+    return plans
+
+
+class _UnitResidual(nn.Module):
+    """One set's residual as a module of the model, so :func:`functional_call` can swap parameters."""
+
+    def __init__(self, model: nn.Module, problem: Problem, rset: ResidualSet, engine: str, plan: DerivativePlan | None) -> None:
+        super().__init__()
+        self.model = model
+        self._problem, self._set, self._engine, self._plan = problem, rset, engine, plan
+
+    def forward(self, x: Tensor, normals: Tensor) -> Tensor:
+        u = _field(self.model, self._problem, x, self._engine, self._plan)
+        return torch.cat([r.reshape(-1) for r in self._set.residual(x, normals, u)])
+
+
+class PinnLeastSquares:
+    """The scaled PINN residual vector of ``problem`` on ``batch`` (module docstring) as a least-squares
+    problem over ``model.parameters()``: the :class:`~kanpde.training.lm.LeastSquares` interface.
+
+    ``engine`` and ``plans`` as in :func:`loss_terms`; ``chunk_size``: units per Jacobian chunk (memory
+    ``chunk_size x P`` floats plus the per-point intermediates); ``dtype``: of ``J^T J``.
+    :meth:`value` equals :func:`weighted_loss` of :func:`loss_terms`. Residuals must be pointwise (a
+    point's residual depends on that point only; periodic conditions on their matched pairs), which
+    every residual written against a :class:`kanpde.Field` is.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        problem: Problem,
+        batch: Batch,
+        pde_weight: float = 0.01,
+        engine: str = "auto",
+        plans: dict | None = None,
+        chunk_size: int = 1024,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.model, self.problem, self.batch = model, problem, batch
+        self.pde_weight, self.engine, self.plans = float(pde_weight), resolve_engine(engine, model), plans or {}
+        self.chunk_size, self.dtype = int(chunk_size), dtype
+        self.names = [n for n, _ in model.named_parameters()]
+
+    def value(self) -> float:
+        """``||r||^2``, the loss at the current parameters (no graph)."""
+        with torch.no_grad():
+            terms = loss_terms(self.model, self.problem, self.batch, self.engine, self.plans)
+            return float(weighted_loss(terms, self.problem, self.pde_weight))
+
+    def _chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """Scaled ``(J, r)`` chunk by chunk: set by set (PDE, then conditions), unit by unit."""
+        for s in residual_sets(self.problem, self.batch, self.pde_weight):
+            module = _UnitResidual(self.model, self.problem, s, self.engine, self.plans.get(s.label))
+            xu, nu = s.unit_points()
+            for start in range(0, xu.shape[0], self.chunk_size):
+                stop = start + self.chunk_size
+                J, r = self._chunk_jacobian(module, xu[start:stop], nu[start:stop])
+                yield (s.scale * J).to(self.dtype), (s.scale * r).to(self.dtype)
+
+    def jacobian(self) -> tuple[Tensor, Tensor]:
+        """The whole scaled Jacobian ``(N, P)`` and residual vector ``(N,)`` (small problems and tests; the
+        optimizer uses :meth:`normal_equations`)."""
+        Js, rs = zip(*self._chunks())
+        return torch.cat(Js), torch.cat(rs)
+
+    def normal_equations(self) -> tuple[Tensor, Tensor, float]:
+        """``(J^T J, J^T r, ||r||^2)`` accumulated over chunks, in ``dtype``."""
+        params = list(self.model.parameters())
+        n_params = sum(p.numel() for p in params)
+        device = params[0].device
+        A = torch.zeros(n_params, n_params, dtype=self.dtype, device=device)
+        g = torch.zeros(n_params, dtype=self.dtype, device=device)
+        f = 0.0
+        for J, r in self._chunks():
+            A.addmm_(J.T, J)
+            g.addmv_(J.T, r)
+            f += float(r @ r)
+        return A, g, f
+
+    def _chunk_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows of ``d r / d theta`` ``(m, P)`` and the residuals ``(m,)`` of a chunk of units, unscaled."""
+        if self.engine == "forward":
+            return self._vmap_jacobian(module, xs, ns)
+        return self._autograd_jacobian(module, xs, ns)
+
+    def _vmap_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor) -> tuple[Tensor, Tensor]:
+        params = {f"model.{n}": p.detach() for n, p in self.model.named_parameters()}
+
+        def unit(theta: dict, xu: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
+            r = functional_call(module, theta, (xu, nu))  # (k,)
+            return r, r
+
+        jac, r = vmap(jacrev(unit, has_aux=True), in_dims=(None, 0, 0))(params, xs, ns)  # (c, k, ...), (c, k)
+        rows = r.numel()
+        J = torch.cat([jac[f"model.{n}"].reshape(rows, -1) for n in self.names], dim=1)
+        return J, r.reshape(-1)
+
+    def _autograd_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor) -> tuple[Tensor, Tensor]:
+        params = list(self.model.parameters())
+        q = xs.shape[1]  # the unit's points, laid out as the set is (periodic: all first, then all second)
+        x = torch.cat([xs[:, j] for j in range(q)])
+        normals = torch.cat([ns[:, j] for j in range(q)])
+        with torch.enable_grad():
+            r = module(x, normals).reshape(-1)
+            eye = torch.eye(r.shape[0], dtype=r.dtype, device=r.device)
+            try:
+                grads = torch.autograd.grad(r, params, eye, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            except RuntimeError:  # an op without a batching rule: one row at a time
+                rows = [torch.autograd.grad(r[i], params, retain_graph=True, allow_unused=True) for i in range(r.shape[0])]
+                grads = [torch.stack([row[k] if row[k] is not None else torch.zeros_like(p) for row in rows])
+                         for k, p in enumerate(params)]
+        grads = [torch.zeros(r.shape[0], *p.shape, dtype=r.dtype, device=r.device) if gr is None else gr
+                 for gr, p in zip(grads, params)]
+        return torch.cat([gr.reshape(r.shape[0], -1) for gr in grads], dim=1), r.detach()
