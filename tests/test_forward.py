@@ -413,7 +413,7 @@ def test_run_with_each_engine_gives_the_same_result(tmp_path) -> None:
     from hydra import compose, initialize_config_module
 
     from kanpde.app.config import ConfigError
-from kanpde.app.run import run
+    from kanpde.app.run import run
 
     metrics = {}
     with initialize_config_module("kanpde.conf", version_base="1.3"):

@@ -100,6 +100,54 @@ def plot_history(results: list[LoadedModel], path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
+def _node_x(widths: list[int], l: int, i: int) -> float:
+    return (i + 0.5) / widths[l]
+
+
+def _draw_nodes(main: object, widths: list[int], node_y: list[float], coords: tuple[str, ...] | None,
+                outputs: tuple[str, ...] | None) -> None:
+    """The network's nodes in rows, inputs at the bottom, labelled with coordinate and output names."""
+    n_layers = len(widths) - 1
+    for l in range(n_layers + 1):
+        names = (coords if l == 0 else outputs if l == n_layers else None) or ()
+        for i in range(widths[l]):
+            main.plot(_node_x(widths, l, i), node_y[l], "ko", ms=6)
+            if i < len(names):
+                main.annotate(names[i], (_node_x(widths, l, i), node_y[l]), textcoords="offset points",
+                              xytext=(0, -14 if l == 0 else 8), ha="center", fontsize=10)
+
+
+def _draw_edges(fig: Figure, main: object, widths: list[int], node_y: list[float], row: float, l: int,
+                h: np.ndarray, edges: np.ndarray, layer: object, beta: float) -> None:
+    """Layer ``l``'s edges: a line from each input node to a small plot of ``phi_oi`` over its inputs
+    ``h`` ``(n, in)`` and on to the output node, with opacity ``tanh(beta * mean |phi_oi|)``."""
+    from kanpde.models.symbolic import LIBRARY
+
+    n_out, n_in = edges.shape[:2]
+    score = np.abs(edges).mean(-1)  # (out, in)
+    n_edges = n_out * n_in
+    box_w, box_h = min(0.8 / n_edges, 0.18), 0.45 * row
+    mask = getattr(layer, "symbolic_mask", None)
+    for i in range(n_in):
+        order = np.argsort(h[:, i])
+        for o in range(n_out):
+            alpha = float(np.tanh(beta * score[o, i]))
+            cx = (i * n_out + o + 0.5) / n_edges
+            bottom = node_y[l] + 0.27 * row
+            symbolic = mask is not None and float(mask[o, i]) > 0
+            color = "tab:red" if symbolic else "k"
+            main.plot([_node_x(widths, l, i), cx], [node_y[l], bottom], color=color, alpha=alpha, lw=1)
+            main.plot([cx, _node_x(widths, l + 1, o)], [bottom + box_h, node_y[l + 1]], color=color, alpha=alpha, lw=1)
+            ax = fig.add_axes((cx - box_w / 2, bottom, box_w, box_h))
+            ax.plot(h[order, i], edges[o, i, order], color=color, alpha=max(alpha, 0.05), lw=1.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_alpha(max(alpha, 0.05))
+            if symbolic:
+                ax.set_title(LIBRARY[int(layer.symbolic_index[o, i])].name, fontsize=8, color="tab:red", pad=2)
+
+
 def plot_activations(
     model: object,
     x: object,
@@ -117,7 +165,6 @@ def plot_activations(
 
     from kanpde.training.prune import edge_activations
 
-    path = Path(path)
     with torch.no_grad():
         layers = [(h.detach().cpu().double().numpy(), e.detach().cpu().double().numpy())
                   for h, e in edge_activations(model, x)]
@@ -131,47 +178,10 @@ def plot_activations(
     main.axis("off")
     row = 1.0 / (n_layers + 0.5)
     node_y = [0.25 * row + l * row for l in range(n_layers + 1)]
-
-    def node_x(l: int, i: int) -> float:
-        return (i + 0.5) / widths[l]
-
-    for l in range(n_layers + 1):
-        names = (coords if l == 0 else outputs if l == n_layers else None) or ()
-        for i in range(widths[l]):
-            main.plot(node_x(l, i), node_y[l], "ko", ms=6)
-            if i < len(names):
-                main.annotate(names[i], (node_x(l, i), node_y[l]), textcoords="offset points",
-                              xytext=(0, -14 if l == 0 else 8), ha="center", fontsize=10)
-    from kanpde.models.symbolic import LIBRARY
-
+    _draw_nodes(main, widths, node_y, coords, outputs)
     for l, (h, edges) in enumerate(layers):
-        n_out, n_in = edges.shape[:2]
-        score = np.abs(edges).mean(-1)  # (out, in)
-        n_edges = n_out * n_in
-        box_w = min(0.8 / n_edges, 0.18)
-        box_h = 0.45 * row
-        lay = model.layers[l]
-        mask = getattr(lay, "symbolic_mask", None)
-        for i in range(n_in):
-            order = np.argsort(h[:, i])
-            for o in range(n_out):
-                alpha = float(np.tanh(beta * score[o, i]))
-                k = i * n_out + o
-                cx = (k + 0.5) / n_edges
-                bottom = node_y[l] + 0.27 * row
-                symbolic = mask is not None and float(mask[o, i]) > 0
-                color = "tab:red" if symbolic else "k"
-                main.plot([node_x(l, i), cx], [node_y[l], bottom], color=color, alpha=alpha, lw=1)
-                main.plot([cx, node_x(l + 1, o)], [bottom + box_h, node_y[l + 1]], color=color, alpha=alpha, lw=1)
-                ax = fig.add_axes((cx - box_w / 2, bottom, box_w, box_h))
-                ax.plot(h[order, i], edges[o, i, order], color=color, alpha=max(alpha, 0.05), lw=1.5)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for spine in ax.spines.values():
-                    spine.set_alpha(max(alpha, 0.05))
-                if symbolic:
-                    ax.set_title(LIBRARY[int(lay.symbolic_index[o, i])].name, fontsize=8, color="tab:red", pad=2)
-    return _save(fig, path)
+        _draw_edges(fig, main, widths, node_y, row, l, h, edges, model.layers[l], beta)
+    return _save(fig, Path(path))
 
 
 def plot_run(run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -27,7 +27,7 @@ A unit is one point, or a periodic condition's matched pair of points.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch

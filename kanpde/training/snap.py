@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kanpde.models import KAN
 from kanpde.models.protocol import unwrap
 from kanpde.models.symbolic import (
     LIBRARY,

@@ -1,0 +1,125 @@
+"""What a fit is made of and what it reports: :class:`Stage` (one optimizer's run between grid changes),
+:class:`History`, :class:`FitResult`, :class:`ProgressEvent` and :class:`TrainingDiverged`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "OptimizerFactory"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class Stage:
+    """One training stage.
+
+    ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (e.g. ``functools.partial(torch.optim.LBFGS,
+    line_search_fn="strong_wolfe")``, or a Hydra ``_partial_: true`` config); ``steps``: number of
+    ``optimizer.step`` calls (an L-BFGS step runs up to its ``max_iter`` iterations); ``grid_size``: extend a
+    KAN's grid to this many intervals first; ``n_interior`` / ``n_boundary``: point counts for this stage
+    (default: the ``fit`` arguments); ``resample``: draw fresh points; ``update_grid``: adapt a KAN's
+    knots to the stage's points first — ``True``: every layer, ``False``: none, ``None`` (default): only
+    the layers whose inputs have left their grid range. Re-fitting a trained spline onto moved knots
+    keeps its values only roughly and its second derivatives worse, which costs PDE accuracy, so the
+    default moves knots only where the data demands it; grid extension onto subdivided knots is exact.
+
+    Interpretability (KAN only, :mod:`kanpde.training.prune`, :mod:`kanpde.models.symbolic`): ``sparsify``
+    ``{"lambda": 1e-3, "mu": 1.0}`` adds ``lambda * (sum L1 + mu * entropy)`` of the edge activations on
+    the interior points to the loss (history column ``sparsity``, unweighted); ``prune``: ``True`` (threshold
+    1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
+    ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
+    functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
+    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.models.symbolic.polish_affine`),
+    and ``layers: []`` snaps nothing (a polish-only stage).
+    """
+
+    optimizer: OptimizerFactory
+    steps: int
+    grid_size: int | None = None
+    n_interior: int | None = None
+    n_boundary: int | None = None
+    resample: bool = False
+    update_grid: bool | None = None
+    sparsify: dict[str, float] | None = None
+    prune: bool | float = False
+    symbolic: bool | dict[str, object] | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.optimizer):
+            raise ValueError(f"stage optimizer must be a factory params -> Optimizer, got {self.optimizer!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"stage steps must be a positive integer, got {self.steps!r}")
+        if self.grid_size is not None and (not isinstance(self.grid_size, int) or self.grid_size < 1):
+            raise ValueError(f"stage grid_size must be an integer >= 1, got {self.grid_size!r}")
+        for key in ("n_interior", "n_boundary"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"stage {key} must be a positive integer, got {value!r}")
+        if self.sparsify is not None and (not isinstance(self.sparsify, dict) or set(self.sparsify) - {"lambda", "mu"}):
+            raise ValueError(f"stage sparsify must be {{lambda: ..., mu: ...}}, got {self.sparsify!r}")
+        if not isinstance(self.prune, bool) and (not isinstance(self.prune, (int, float)) or self.prune < 0):
+            raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {self.prune!r}")
+
+    @property
+    def optimizer_name(self) -> str:
+        target = getattr(self.optimizer, "func", self.optimizer)
+        return getattr(target, "__name__", type(target).__name__)
+
+
+@dataclass
+class History:
+    """Loss terms per optimizer step and a summary per stage.
+
+    ``steps``: one dict per step with ``stage``, ``step`` (global), ``time`` (seconds since the start),
+    ``loss`` (weighted total) and every unweighted term (``pde`` and one per condition label), all taken
+    at the parameters the step started from. ``stages``: one dict per stage (optimizer, steps,
+    grid_size, n_params, seconds, final loss and terms).
+    """
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    stages: list[dict[str, object]] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The step records as columns: ``{name: (n_steps,) float64 array}``."""
+        names = list(dict.fromkeys(n for rec in self.steps for n in rec))  # stages may add terms (sparsity)
+        return {n: np.array([rec.get(n, np.nan) for rec in self.steps], dtype=np.float64) for n in names}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained (possibly grid-extended) ``model``, its ``history`` and ``seconds``."""
+
+    model: nn.Module
+    history: History
+    seconds: float
+
+
+@dataclass
+class ProgressEvent:
+    """Progress report handed to the ``progress`` callback of :func:`fit`.
+
+    ``kind`` is ``"stage"`` (a stage starts), ``"step"`` (a step finished) or ``"stage_end"``.
+    """
+
+    kind: str
+    stage: int
+    n_stages: int
+    step: int
+    steps: int
+    loss: float = math.nan
+    description: str = ""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss stopped training; ``model`` holds the last parameters with a finite loss."""
+
+    def __init__(self, message: str, model: nn.Module, history: History, seconds: float) -> None:
+        super().__init__(message)
+        self.model, self.history, self.seconds = model, history, seconds
