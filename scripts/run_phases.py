@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
 
     _phase("import kanpde (numba, Hydra, h5py, ...)", start)
 
-    original_build = run_module._build
+    original_build = run_module.build_spec
 
     def build(*args, **kwargs):
         for module in ("torch._dynamo", "scipy.stats"):
@@ -104,14 +104,15 @@ def main(argv: list[str]) -> int:
         finally:
             _phase("  build the rest (problem, configs, optimizers)", start)
 
-    run_module._build = build
+    run_module.build_spec = build
     original_train = run_module._train_and_evaluate
 
-    def train_and_evaluate(name, *args, **kwargs):
+    def train_and_evaluate(model_spec, *args, **kwargs):
+        name = model_spec.name
         _CURRENT[0] = name
         start = time.perf_counter()
         try:
-            return original_train(name, *args, **kwargs)
+            return original_train(model_spec, *args, **kwargs)
         finally:
             _phase(f"train + evaluate: {name}", start)
             _CURRENT[0] = "-"
