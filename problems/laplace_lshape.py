@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from kanpde.derivatives.field import Field
-from kanpde.pde.geometry import LShape
+from kanpde.pde.shapes import LShape
 from kanpde.pde.problem import Dirichlet, Problem
 
 

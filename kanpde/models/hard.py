@@ -8,12 +8,8 @@ For every output component ``c`` with Dirichlet data ``u_c = g_c`` on boundary p
 where ``N`` is the wrapped network and ``phi_p`` is a smooth distance-like function that vanishes on
 piece ``p`` and is positive inside the domain:
 
-* :class:`~kanpde.pde.geometry.Box` face ``x_i = a_i`` (``"<name>-"``): ``phi = 2 (x_i - a_i) / L_i``, face
-  ``x_i = b_i`` (``"<name>+"``): ``phi = 2 (b_i - x_i) / L_i`` (``L_i = b_i - a_i``; both faces give
-  ``4 (x_i - a_i)(b_i - x_i) / L_i^2``, 1 at the centre);
-* :class:`~kanpde.pde.geometry.Disk` ``"circle"``: ``phi = (r^2 - |x - c|^2) / r^2``;
-* :class:`~kanpde.pde.geometry.Annulus` ``"outer"``: ``(r_o^2 - |x - c|^2) / r_o^2``, ``"inner"``:
-  ``(|x - c|^2 - r_i^2) / r_i^2``.
+the domain's :meth:`~kanpde.pde.Geometry.dirichlet_factor` of piece ``p`` (:class:`~kanpde.pde.Box` faces,
+the :class:`~kanpde.pde.Disk`'s circle, the :class:`~kanpde.pde.Annulus`' two circles).
 
 The extension ``g_c`` of the boundary data is the condition's target function itself, evaluated
 inside the domain (a constant, or the callable ``g(x)``), so all hard conditions of one component must

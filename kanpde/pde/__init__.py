@@ -2,7 +2,8 @@
 conditions as data, the solution where known), its domain, and the sampling of collocation points.
 No ``nn.Module`` lives here."""
 
-from kanpde.pde.geometry import Annulus, Box, Disk, Geometry, LShape, Polygon
+from kanpde.pde.geometry import Box, Geometry
+from kanpde.pde.shapes import Annulus, Disk, LShape, Polygon
 from kanpde.pde.problem import (
     Batch,
     BoundaryPoints,
