@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 __all__ = ["ReportError", "Point", "find_runs", "collect", "aggregate", "fit_exponent", "exponents", "report"]
 
@@ -95,22 +96,23 @@ def find_runs(directory: str | os.PathLike) -> list[Path]:
 
 
 def _read_config(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The run's resolved config (``.hydra/config.yaml``, else solution.h5's copy) and its overrides."""
-    from omegaconf import OmegaConf  # the report CLI may use OmegaConf; the library modules don't
-
-    cfg: dict[str, Any] = {}
+    """The run's config (``.hydra/config.yaml``, else solution.h5's copy) and its overrides, read as plain
+    YAML data (``yaml.safe_load``: nothing in them is executed or resolved)."""
+    cfg: Any = {}
     hydra_dir = run_dir / ".hydra"
     if (hydra_dir / "config.yaml").is_file():
-        cfg = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"), resolve=False)
+        cfg = yaml.safe_load((hydra_dir / "config.yaml").read_text())
     elif (run_dir / "solution.h5").is_file():
         import h5py
 
         with h5py.File(run_dir / "solution.h5", "r") as f:
             if "config" in f:
-                cfg = OmegaConf.to_container(OmegaConf.create(str(f["config"].attrs["yaml"])), resolve=False)
+                cfg = yaml.safe_load(str(f["config"].attrs["yaml"]))
     overrides: list[str] = []
     if (hydra_dir / "overrides.yaml").is_file():
-        overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))]
+        overrides = [str(o) for o in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []]
+    if not isinstance(cfg, dict):
+        raise ValueError("its config is not a mapping")
     return cfg, overrides
 
 
@@ -152,7 +154,7 @@ def collect(directory: str | os.PathLike) -> list[Point]:
             if not isinstance(metrics, dict):
                 raise ValueError("not a JSON object")
             cfg, overrides = _read_config(run_dir)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             raise ReportError(f"{run_dir / 'metrics.json'} cannot be read: {exc}") from None
         seed = cfg.get("seed")
         others = _other_overrides(overrides)
