@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from torch import Tensor
 
-from conftest import CONF_DIR, F64, FunctionModule
+from conftest import CONF_DIR, F64, FunctionModule, load_script
 from kanpde import (
     Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
@@ -322,31 +322,27 @@ def importlib_module(path: Path, name: str):
 
 
 def test_problem_table_script_builds_the_table_from_metrics(tmp_path: Path) -> None:
-    """scripts/problem_table.py --collect: one row per shipped problem, numbers from metrics.json, README rewritten."""
-    import importlib.util
+    """scripts/problem_table.py --collect: one row per shipped problem, numbers from metrics.json, docs page rewritten."""
     import json
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "problem_table.py"
-    spec = importlib.util.spec_from_file_location("problem_table", script)
-    table_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_mod)
+    table_mod = load_script("problem_table")
     runs = tmp_path / "runs"
     (runs / "heat1d").mkdir(parents=True)
     kan = {"l2_rel": 1.5e-3, "l2_rel_final": 2.5e-3, "n_params": 450, "train_seconds": 12.3,
            "baseline": {"l2_rel": 4e-3, "l2_rel_final": 5e-3, "n_params": 5301, "train_seconds": 4.0}}
     (runs / "heat1d" / "metrics.json").write_text(json.dumps(kan))
     (runs / "settings.json").write_text(json.dumps({"overrides": [], "machine": "m", "date": "d", "threads": "1"}))
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{table_mod.START}\nold\n{table_mod.END}\nrest\n")
+    page = tmp_path / "problems.md"
+    page.write_text(f"intro\n{table_mod.START}\nold\n{table_mod.END}\nrest\n")
     import sys
 
     argv = sys.argv
-    sys.argv = ["problem_table.py", "--collect", str(runs), "--readme", str(readme)]
+    sys.argv = ["problem_table.py", "--collect", str(runs), "--docs", str(page)]
     try:
         table_mod.main()
     finally:
         sys.argv = argv
-    text = readme.read_text()
+    text = page.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| heat1d | 1.50e-03 | 4.00e-03 | 2.50e-03 | 5.00e-03 | 450 | 5301 | 12 | 4 | KAN |" in text
     assert "| poisson2d | not run |" in text and "default configuration" in text
