@@ -1,8 +1,8 @@
-"""Run the poisson2d accuracy presets (KAN and its MLP baseline) and write the README's precision table.
+"""Run the poisson2d accuracy presets (KAN and its MLP baseline) and write the precision table of docs/accuracy.md.
 
-    python scripts/precision_table.py --readme README.md          # both presets, README updated
-    python scripts/precision_table.py --presets poisson2d_quick   # one preset, table in precision-table/
-    python scripts/precision_table.py --collect precision-table --readme README.md   # table from finished runs
+    python scripts/precision_table.py                             # both presets, docs page updated
+    python scripts/precision_table.py --presets poisson2d_quick --no-docs   # one preset, table in precision-table/ only
+    python scripts/precision_table.py --collect precision-table   # table from finished runs
 
 Each preset runs through the CLI, ``python -m kanpde problem=poisson2d experiment=<preset>``, in its own
 directory ``<out>/<preset>`` (one torch thread, figures and checkpoints off); the command's wall time
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from kanpde.outputs.run_file import replace_marked_section
+from _docs import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("poisson2d_quick", "poisson2d_precise")
+DOCS = ROOT / "docs" / "accuracy.md"  # the page holding the table between START and END
 START, END = "<!-- precision-table:start -->", "<!-- precision-table:end -->"
 
 
@@ -93,16 +94,9 @@ def table(out: Path, settings: dict) -> str:
                 f"| {schedule} | {m['l2_rel']:.2e} | {m['h1_rel']:.2e} | {m['train_seconds']:.1f} "
                 f"| {'—' if wall is None else format(wall, '.0f')} |"
             )
-    cmd = "python scripts/precision_table.py --readme README.md"
+    cmd = "python scripts/precision_table.py"
     rows += ["", f"Command: `{cmd}`; each preset alone: `python -m kanpde problem=poisson2d experiment=<preset>`."]
     return "\n".join(rows) + "\n"
-
-
-def write_readme(readme: Path, text: str) -> None:
-    try:
-        replace_marked_section(readme, START, END, text)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
 
 
 def main() -> None:
@@ -110,7 +104,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "precision-table", help="run directories and table.md")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--collect", type=Path, help="only rebuild the table from finished runs in this directory")
-    parser.add_argument("--readme", type=Path, help="rewrite the table between the markers of this README")
+    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
+                        help="rewrite the table between the markers of this page (default: docs/accuracy.md)")
+    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
     args = parser.parse_args()
     out = (args.collect or args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -125,8 +121,8 @@ def main() -> None:
             run_preset(preset, out)
     text = table(out, settings)
     (out / "table.md").write_text(text)
-    if args.readme:
-        write_readme(args.readme, text)
+    if not args.no_docs:
+        write_section(args.docs, START, END, text)
     print(text)
 
 

@@ -1,8 +1,8 @@
-"""Run every shipped problem (KAN and its MLP baseline) and write the README's results table.
+"""Run every shipped problem (KAN and its MLP baseline) and write the results table of docs/problems.md.
 
-    python scripts/problem_table.py --out problem-table            # default config, every problem
-    python scripts/problem_table.py --reduced --readme README.md   # the reduced budget, README updated
-    python scripts/problem_table.py --collect problem-table --readme README.md   # table from finished runs
+    python scripts/problem_table.py --out problem-table            # default config, every problem, docs page updated
+    python scripts/problem_table.py --reduced --no-docs            # the reduced budget, table in problem-table/ only
+    python scripts/problem_table.py --collect problem-table        # table from finished runs
 
 Each problem runs through the CLI (``python -m kanpde problem=<stem> ...``) in its own directory
 ``<out>/<stem>``; the table is rebuilt from the ``metrics.json`` files after every run, so an interrupted
@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from kanpde.outputs.run_file import replace_marked_section
+from _docs import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = sorted(p.stem for p in (ROOT / "conf" / "problem").glob("*.yaml") if p.stem != "custom")
+DOCS = ROOT / "docs" / "problems.md"  # the page holding the table between START and END
 START, END = "<!-- problem-table:start -->", "<!-- problem-table:end -->"
 # A smaller training budget for a loaded 2-core machine: fewer points, shorter stages, no grid-20 stage.
 REDUCED = [
@@ -71,13 +72,6 @@ def table(out: Path, header: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_readme(readme: Path, text: str) -> None:
-    try:
-        replace_marked_section(readme, START, END, text)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-
-
 def _run_threads() -> str:
     """torch threads of every run: ``OMP_NUM_THREADS`` if set, else one (as ``run_problem`` passes it)."""
     return os.environ.get("OMP_NUM_THREADS", "1")
@@ -89,7 +83,9 @@ def main() -> None:
     parser.add_argument("--problems", nargs="*", default=STEMS)
     parser.add_argument("--reduced", action="store_true", help="the smaller training budget REDUCED")
     parser.add_argument("--collect", type=Path, help="only rebuild the table from finished runs in this directory")
-    parser.add_argument("--readme", type=Path, help="rewrite the table between the markers of this README")
+    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
+                        help="rewrite the table between the markers of this page (default: docs/problems.md)")
+    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args()
     out = (args.collect or args.out).resolve()
@@ -115,12 +111,12 @@ def main() -> None:
             print(f"[problem_table] {stem}", flush=True)
             run_problem(stem, out, settings["overrides"])
             (out / "table.md").write_text(table(out, header))
-            if args.readme:
-                write_readme(args.readme, table(out, header))
+            if not args.no_docs:
+                write_section(args.docs, START, END, table(out, header))
     text = table(out, header)
     (out / "table.md").write_text(text)
-    if args.readme:
-        write_readme(args.readme, text)
+    if not args.no_docs:
+        write_section(args.docs, START, END, text)
     print(text)
 
 

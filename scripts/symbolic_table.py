@@ -1,8 +1,8 @@
 """Run the symbolic pipeline on the shipped problems with closed-form solutions and tabulate the formulas.
 
-    python scripts/symbolic_table.py --out symbolic-table                    # every problem below
-    python scripts/symbolic_table.py --out symbolic-table --readme README.md # and update the README's table
-    python scripts/symbolic_table.py --collect symbolic-table --readme README.md   # table from finished runs
+    python scripts/symbolic_table.py --out symbolic-table        # every problem below, docs/interpretability.md updated
+    python scripts/symbolic_table.py --collect symbolic-table    # table from finished runs
+    python scripts/symbolic_table.py --only heat1d --no-docs     # one problem, table in symbolic-table/ only
 
 Each problem runs through the CLI (``python -m kanpde problem=<stem> ...``) in ``<out>/<stem>``. poisson2d
 runs its preset ``experiment=poisson2d_symbolic``; the others share one small generic schedule (train a
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kanpde.outputs.run_file import replace_marked_section
+from _docs import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "interpretability.md"  # the page holding the table between START and END
 START, END = "<!-- symbolic-table:start -->", "<!-- symbolic-table:end -->"
 TOL = 1e-6
 # Hidden width per problem: how many ridge functions c f(a.x + b) the closed form is a sum of (products
@@ -139,19 +140,14 @@ def table(out: Path, header: str) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_readme(readme: Path, text: str) -> None:
-    try:
-        replace_marked_section(readme, START, END, text)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("symbolic-table"))
     parser.add_argument("--collect", type=Path, help="only rebuild the table from the runs in this directory")
     parser.add_argument("--only", nargs="*", help="problems to run (default: all of WIDTHS)")
-    parser.add_argument("--readme", type=Path, help="replace the table between the markers in this file")
+    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
+                        help="rewrite the table between the markers of this page (default: docs/interpretability.md)")
+    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
     args = parser.parse_args()
     out = (args.collect or args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -168,8 +164,8 @@ def main() -> None:
     text = table(out, header)
     (out / "table.md").write_text(text)
     print(text)
-    if args.readme:
-        write_readme(args.readme, text)
+    if not args.no_docs:
+        write_section(args.docs, START, END, text)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,39 @@ def observed_orders(errors: Sequence[float], ratio: float = 2.0) -> list[float]:
     """``log(e_i / e_{i+1}) / log(ratio)`` for a sequence of errors on grids refined by ``ratio``."""
     return [math.log(a / b) / math.log(ratio) for a, b in zip(errors[:-1], errors[1:])]
 
+
+
+# -- the docs site and the scripts ------------------------------------------------------------------------
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+DOCS_DIR = REPO_DIR / "docs"
+SCRIPTS_DIR = REPO_DIR / "scripts"
+
+
+def code_blocks(path: Path, lang: str = "python") -> list[str]:
+    """The fenced ``lang`` code blocks of a Markdown file, in order, without their fences."""
+    import re
+
+    return re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def code_block(path: Path, contains: str, lang: str = "python") -> str:
+    """The one fenced ``lang`` block of a Markdown file that contains ``contains``: tests run the docs' own text."""
+    found = [b for b in code_blocks(path, lang) if contains in b]
+    assert len(found) == 1, f"{path}: {len(found)} {lang} blocks contain {contains!r}"
+    return found[0]
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module; ``scripts/`` is on ``sys.path`` while it loads, as when it runs."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"kanpde_script_{name}", SCRIPTS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS_DIR))
+    return module

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from torch import Tensor
 
-from conftest import CONF_DIR, F64, FunctionModule
+from conftest import CONF_DIR, DOCS_DIR, F64, FunctionModule, code_block, load_script
 from kanpde import (
     Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
@@ -285,28 +285,38 @@ def test_final_time_norms() -> None:
     assert ev.metrics["linf_final"] == pytest.approx(0.5, rel=1e-12)
 
 
-# -- the worked example of the README, through the real command line ------------------------------------------
+# -- the worked example of the docs, through the real command line --------------------------------------------
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+WORKED_EXAMPLE = DOCS_DIR / "problems.md"  # "Adding a problem": the block that starts "# reaction_diffusion.py"
+
+
+@pytest.mark.parametrize("source", ["docs", "examples"])
+def test_user_problem_in_one_file_has_an_exact_solution(source: str, tmp_path: Path) -> None:
+    """The worked example's exact solution satisfies its PDE and its Neumann, Robin and initial conditions."""
+    module = "reaction_diffusion"
+    if source == "docs":
+        (tmp_path / f"{module}.py").write_text(code_block(WORKED_EXAMPLE, f"# {module}.py"))
+    path = tmp_path / f"{module}.py" if source == "docs" else EXAMPLES / f"{module}.py"
+    problem = importlib_module(path, module).ReactionDiffusion(k=0.5)
+    batch = problem.sample(Sampler("sobol", seed=0), 64, 96)
+    terms = loss_terms(FunctionModule(problem.exact), problem, batch)
+    assert max(t.item() for t in terms.values()) <= 1e-24
 
 
 def test_user_problem_in_one_file_runs_through_the_cli(tmp_path: Path) -> None:
-    """`python -m kanpde problem=custom problem._target_=...` with the example's own conditions."""
+    """The docs' worked example, verbatim, as a file: `python -m kanpde problem=custom problem._target_=...`."""
     import json
     import os
     import subprocess
     import sys
 
     module = "reaction_diffusion"
-    ex = importlib_module(EXAMPLES / f"{module}.py", module)
-    problem = ex.ReactionDiffusion(k=0.5)
-    batch = problem.sample(Sampler("sobol", seed=0), 64, 96)
-    terms = loss_terms(FunctionModule(problem.exact), problem, batch)
-    assert max(t.item() for t in terms.values()) <= 1e-24  # the example's exact solution is exact
+    (tmp_path / f"{module}.py").write_text(code_block(WORKED_EXAMPLE, f"# {module}.py"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "kanpde", "problem=custom", f"problem._target_={module}.ReactionDiffusion",
            "+problem.k=0.5", "debug=fast", "output.figures=false", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["problem"] == module and "l2_rel_final" in metrics and "l2_rel" in metrics["baseline"]
@@ -323,31 +333,27 @@ def importlib_module(path: Path, name: str):
 
 
 def test_problem_table_script_builds_the_table_from_metrics(tmp_path: Path) -> None:
-    """scripts/problem_table.py --collect: one row per shipped problem, numbers from metrics.json, README rewritten."""
-    import importlib.util
+    """scripts/problem_table.py --collect: one row per shipped problem, numbers from metrics.json, docs page rewritten."""
     import json
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "problem_table.py"
-    spec = importlib.util.spec_from_file_location("problem_table", script)
-    table_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_mod)
+    table_mod = load_script("problem_table")
     runs = tmp_path / "runs"
     (runs / "heat1d").mkdir(parents=True)
     kan = {"l2_rel": 1.5e-3, "l2_rel_final": 2.5e-3, "n_params": 450, "train_seconds": 12.3,
            "baseline": {"l2_rel": 4e-3, "l2_rel_final": 5e-3, "n_params": 5301, "train_seconds": 4.0}}
     (runs / "heat1d" / "metrics.json").write_text(json.dumps(kan))
     (runs / "settings.json").write_text(json.dumps({"overrides": [], "machine": "m", "date": "d", "threads": "1"}))
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{table_mod.START}\nold\n{table_mod.END}\nrest\n")
+    page = tmp_path / "problems.md"
+    page.write_text(f"intro\n{table_mod.START}\nold\n{table_mod.END}\nrest\n")
     import sys
 
     argv = sys.argv
-    sys.argv = ["problem_table.py", "--collect", str(runs), "--readme", str(readme)]
+    sys.argv = ["problem_table.py", "--collect", str(runs), "--docs", str(page)]
     try:
         table_mod.main()
     finally:
         sys.argv = argv
-    text = readme.read_text()
+    text = page.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| heat1d | 1.50e-03 | 4.00e-03 | 2.50e-03 | 5.00e-03 | 450 | 5301 | 12 | 4 | KAN |" in text
     assert "| poisson2d | not run |" in text and "default configuration" in text

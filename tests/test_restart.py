@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+from conftest import DOCS_DIR, code_block
 from kanpde.app.checkpoint import finished_run, run_id
 from kanpde.app.run import run
 from kanpde.outputs.xdmf import write_xdmf
@@ -138,19 +139,33 @@ def _check_xdmf(xdmf: Path, h5: Path, dims: int) -> None:
                 assert int(item.get("Precision")) == f[path].dtype.itemsize
 
 
+def _docs_snippet(contains: str, run_file: Path) -> str:
+    """A Python block of docs/outputs.md, verbatim but for its placeholder path."""
+    snippet = code_block(DOCS_DIR / "outputs.md", contains)
+    assert '"outputs/.../solution.h5"' in snippet
+    return snippet.replace('"outputs/.../solution.h5"', repr(str(run_file)))
+
+
 def test_run_writes_a_well_formed_xdmf_sidecar(tmp_path: Path) -> None:
     run(make_cfg(), tmp_path)
     _check_xdmf(tmp_path / "solution.xdmf", tmp_path / "solution.h5", 2)
+    # the docs' h5py and load_run reading
+    ns: dict = {}
+    exec(_docs_snippet("kanpde.load_run(", tmp_path / "solution.h5"), ns)
+    assert ns["u"].shape == (21, 21) and ns["u_new"].shape == (2, 1)
     try:
-        import xarray as xr
+        import xarray  # noqa: F401
     except ImportError:
         return
-    # the README's xarray reading, verbatim
-    with h5py.File(tmp_path / "solution.h5") as f:
-        g = f["main"]
-        coords = {c: g[f"axes/{c}"][()] for c in f.attrs["coords"]}
-        ds = xr.Dataset({f"{out}_{k}": (tuple(coords), g[f"fields/{out}/{k}"][()])
-                         for out in g["fields"] for k in ("predicted", "exact", "error")}, coords=coords)
+    # the docs' xarray reading
+    import matplotlib.pyplot as plt
+
+    ns = {}
+    try:
+        exec(_docs_snippet("xr.Dataset(", tmp_path / "solution.h5"), ns)
+    finally:
+        plt.close("all")
+    ds = ns["ds"]
     assert ds.u_error.dims == ("x", "y") and ds.u_error.shape == (21, 21)
     np.testing.assert_array_equal(ds.u_predicted.sel(x=ds.x[3], y=ds.y[5]), ds.u_predicted.values[3, 5])
 
