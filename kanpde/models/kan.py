@@ -32,9 +32,9 @@ from kanpde.models._kernels import activation_jet, fused_available, knot_tables,
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
+    conversion_matrix,
     fit_coefficients,
     knot_interval,
-    power_basis,
     subdivide_grid,
     uniform_grid,
 )
@@ -127,31 +127,14 @@ class KANLinear(nn.Module):
         return cached[2]
 
     def _conversion(self) -> Tensor:
-        """The linear map from B-spline coefficients to per-interval polynomial coefficients.
-
-        ``(in, (k + 1) * (G + 2k + 1), G + k)``: row ``d * (G + 2k + 1) + mu`` of input ``i`` holds
-        ``M[i, mu, d, r]`` (:func:`~kanpde.models.bspline.power_basis`) at column ``j = mu - k + r`` for
-        the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last interval of every
-        power, ``mu = G + 2k``, is an all-zero row for points outside the knots. It depends only on the
-        knots, so it is kept with them (:meth:`_knot_constants`).
+        """The linear map from B-spline coefficients to per-interval polynomial coefficients,
+        ``(in, (k + 1) * (G + 2k + 1), G + k)`` (:func:`~kanpde.models.bspline.conversion_matrix`). It depends
+        only on the knots, so it is kept with them (:meth:`_knot_constants`).
         """
         store = self._knot_constants()
         if "conversion" not in store:
-            store["conversion"] = self._build_conversion()
+            store["conversion"] = conversion_matrix(self.grid, self.spline_order)
         return store["conversion"]
-
-    def _build_conversion(self) -> Tensor:
-        grid, k = self.grid, self.spline_order
-        basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
-        n_in, n_int = basis.shape[:2]
-        n_coef = n_int - k  # G + k
-        blocks = []
-        for r in range(k + 1):  # B_{mu-k+r} lives in column mu - k + r, dropped where out of range
-            shifted = F.pad(basis[..., r].permute(0, 2, 1), (0, 1))  # (in, k+1, G+2k+1): + zero interval
-            band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
-            band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
-            blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
-        return torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
 
     def polynomial_table(self) -> Tensor:
         """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
