@@ -28,7 +28,8 @@ from torch.nn import functional as F
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
-from kanpde.models._kernels import activation_jet, fused_available, knot_tables, spline_jet
+from kanpde.models._kernels import under_transform
+from kanpde.models._kernels.spline import kan_layer_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -112,10 +113,11 @@ class KANLinear(nn.Module):
         return bspline_basis(x, self.grid, self.spline_order)
 
     def _knot_constants(self) -> dict[str, object]:
-        """A store for what depends on the knots only (:meth:`_conversion`, the fused kernel's knot
-        tables): kept between calls and emptied whenever ``grid`` is replaced or modified in place
-        (tensor identity, storage and version counter are checked); under ``torch.func`` transforms
-        (wrapped tensors without storage) a fresh one on every call."""
+        """A store for what depends on the knots only (:meth:`_conversion`, and the fused kernel's knot
+        tables, which :mod:`kanpde.models._kernels.spline` keeps here): kept between calls and emptied
+        whenever ``grid`` is replaced or modified in place (tensor identity, storage and version counter
+        are checked); under ``torch.func`` transforms (wrapped tensors without storage) a fresh one on
+        every call."""
         grid = self.grid
         try:
             key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
@@ -149,7 +151,7 @@ class KANLinear(nn.Module):
         k = self.spline_order
         coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
         conversion = self._conversion().transpose(1, 2)  # (in, G+k, (k+1)*(G+2k+1))
-        if torch._C._functorch.peek_interpreter_stack() is None:
+        if not under_transform():
             table = torch.bmm(coef, conversion)  # (in, out, (k+1)*(G+2k+1))
         else:
             # Under torch.func transforms (per-point Jacobians, kanpde.training.lm) one 2-D product per input:
@@ -219,10 +221,9 @@ class KANLinear(nn.Module):
         if xt.ndim != 2 or xt.shape[0] != self.in_features:
             raise ValueError(f"KANLinear expects a jet of {self.in_features} inputs, got value of shape {tuple(xt.shape)}")
         order = plan.order
-        if fused_available(xt, jet.first, jet.second, self.spline_weight):
-            fused = self._fused_jet(jet, plan)
-            if fused is not None:
-                return fused
+        fused = kan_layer_jet(self, jet, plan)  # the fused CPU kernel, where it applies
+        if fused is not None:
+            return fused
         if order == 0:
             return Jet(self._value(xt))
         acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
@@ -244,31 +245,6 @@ class KANLinear(nn.Module):
             else:
                 second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
         return Jet(value, first, second)
-
-    @torch.no_grad()
-    def _kernel_table(self) -> Tensor:
-        """:meth:`polynomial_table` in the fused kernel's layout ``(in, G + 2k + 1, out, k + 1)``, without a
-        graph: the kernel's backward maps its gradient through the conversion itself."""
-        return self.polynomial_table().permute(2, 3, 1, 0).contiguous()
-
-    def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
-        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models._kernels.spline_jet`):
-        the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
-        base activation has no third-derivative formula (the kernel's input gradient needs it)."""
-        xt = jet.value
-        acts = activation_jet(self.base_activation, xt)
-        if acts is None:
-            return None
-        first_in = jet.first if plan.m else None
-        second_in = jet.second if plan.p else None
-        store = self._knot_constants()
-        if "kernel_grid" not in store:
-            store["kernel_grid"] = knot_tables(self.grid)
-        value, first, second = spline_jet(
-            xt, self.spline_weight, self.spline_scaler, self._kernel_table(), self._conversion(), self.base_weight,
-            acts, store["kernel_grid"], first_in, second_in, plan,
-        )
-        return Jet(value, first if plan.m else None, second if plan.p else None)
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""
