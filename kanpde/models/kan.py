@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -231,20 +231,29 @@ class KANLinear(nn.Module):
         value = self.base_weight @ acts[0] + spline[0].sum(1)  # (out, n)
         w_b = self.base_weight.unsqueeze(-1)  # (out, in, 1)
         phi1 = torch.addcmul(spline[1], acts[1], w_b)  # (out, in, n)
+        first, second = self._edge_jet(jet, plan, phi1, lambda: torch.addcmul(spline[2], acts[2], w_b))
+        return Jet(value, first, second)
+
+    def _edge_jet(
+        self, jet: Jet, plan: DerivativePlan, phi1: Tensor, phi2: Callable[[], Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """The chain rule from the edges to the outputs: first ``(out, m, n)`` and second ``(out, p, n)``
+        derivatives (``None`` without planned second derivatives) from every edge's ``phi'`` (``phi1``,
+        ``(out, in, n)``) and the input jet. ``phi2`` gives ``phi''`` and is called only when the plan has
+        second derivatives, after the first derivatives are contracted (so the graph keeps the tensor
+        path's order of operations). Shared with :class:`~kanpde.models.symbolic.SymbolicKANLinear`."""
         if jet.first is None:
             first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[:, list(plan.dirs)]  # (out, m, n)
         else:
             first = contract_inputs((phi1, jet.first))  # (out, m, n)
-        second = None
-        if plan.p:
-            phi2 = torch.addcmul(spline[2], acts[2], w_b)  # (out, in, n)
-            if jet.first is None:
-                second = input_second(plan, phi2)  # (out, p, n)
-            elif jet.second is None:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)))
-            else:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
-        return Jet(value, first, second)
+        if not plan.p:
+            return first, None
+        phi2 = phi2()  # (out, in, n)
+        if jet.first is None:
+            return first, input_second(plan, phi2)
+        if jet.second is None:
+            return first, contract_inputs((phi2, pair_products(jet.first, plan)))
+        return first, contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""
