@@ -13,6 +13,7 @@ from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
     bspline_local,
+    conversion_matrix,
     knot_interval,
     power_basis,
     uniform_grid,
@@ -105,6 +106,24 @@ def test_power_basis_reproduces_local_bases(k: int) -> None:
     got = (powers.unsqueeze(-1) * m).sum(-2)
     assert (got - values[0])[inside].abs().max() < 1e-13
 
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_conversion_matrix_gives_the_spline_per_interval(k: int) -> None:
+    """The coefficient -> piecewise-polynomial map: its polynomials, evaluated in local coordinates on
+    each point's interval, are the spline; the extra last interval (points outside the knots) is zero."""
+    grid = _grids(2, 6, k)["adaptive"]
+    n_in, n_knots = grid.shape
+    x = _points(grid, 200)  # (n, in), over and beyond the knots
+    coef = torch.randn(n_in, n_knots - k - 1, generator=torch.Generator().manual_seed(k), dtype=D)  # (in, G+k)
+    conversion = conversion_matrix(grid, k)
+    assert conversion.shape == (n_in, (k + 1) * n_knots, n_knots - k - 1)
+    poly = torch.bmm(conversion, coef.unsqueeze(-1)).view(n_in, k + 1, n_knots)  # (in, power, interval)
+    assert not poly[:, :, -1].any()
+    mu = knot_interval(x.T, grid)  # (in, n)
+    u = x.T - F.pad(grid, (0, 1)).gather(1, mu)
+    got = sum(poly[:, d].gather(1, mu) * u**d for d in range(k + 1))
+    want = (bspline_basis(x, grid, k) * coef).sum(-1).T  # (in, n)
+    assert (got - want).abs().max() < 1e-12
 
 def _dense_layer_forward(layer: KANLinear, x: torch.Tensor) -> torch.Tensor:
     """The foundation's dense forward: the full basis tensor and one contraction."""

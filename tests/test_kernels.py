@@ -16,7 +16,8 @@ from torch import nn
 
 from kanpde import KAN, MLP
 from kanpde.derivatives.jet import DerivativePlan
-from kanpde.models import kernels
+from kanpde.models import _kernels as kernels
+from kanpde.models._kernels import elementwise, spline
 from kanpde.models.activations import Sin, activation_derivatives, activation_third
 from kanpde.models.bspline import knot_interval
 from kanpde.app.runtime import tune_malloc
@@ -128,8 +129,8 @@ def test_fused_kernel_gradcheck() -> None:
         with torch.no_grad():
             coef = (sw * sc.unsqueeze(-1)).transpose(0, 1)
             table = torch.bmm(coef, conversion.transpose(1, 2)).view(n_in, 2, 4, -1).permute(0, 3, 1, 2).contiguous()
-        acts = kernels.activation_jet(nn.SiLU(), xt)
-        return kernels.spline_jet(xt, sw, sc, table, conversion, wb, acts, kernels.knot_tables(layer.grid), first, second, plan)
+        acts = elementwise.activation_jet(nn.SiLU(), xt)
+        return spline.spline_jet(xt, sw, sc, table, conversion, wb, acts, spline.knot_tables(layer.grid), first, second, plan)
 
     assert torch.autograd.gradcheck(f, (xt, sw, sc, wb, first, second), eps=1e-6, atol=1e-8, rtol=1e-6)
 
@@ -143,7 +144,7 @@ def test_elementwise_kernel_gradcheck() -> None:
     z2 = torch.randn(w, 3, n, dtype=D, requires_grad=True)
 
     def f(z, z1, z2):
-        return kernels.elementwise_jet_fused(z, z1, z2, kernels.activation_jet(nn.Tanh(), z), plan)
+        return elementwise.elementwise_jet_fused(z, z1, z2, elementwise.activation_jet(nn.Tanh(), z), plan)
 
     assert torch.autograd.gradcheck(f, (z, z1, z2), eps=1e-6, atol=1e-8, rtol=1e-6)
 
@@ -155,8 +156,8 @@ def test_bucket_interval_search_matches_searchsorted() -> None:
     layer.update_grid(x)
     grid = layer.grid
     probe = torch.cat([x, grid.T, grid.T - 1e-13, torch.full((2, 3), 1e3, dtype=D), torch.full((1, 3), float("nan"), dtype=D)])
-    buckets, scale = kernels._search_tables(grid.numpy())
-    got = torch.tensor([[kernels._interval(grid.numpy(), buckets, scale, i, float(v)) for i, v in enumerate(row)] for row in probe])
+    buckets, scale = spline._search_tables(grid.numpy())
+    got = torch.tensor([[spline._interval(grid.numpy(), buckets, scale, i, float(v)) for i, v in enumerate(row)] for row in probe])
     torch.testing.assert_close(got, knot_interval(probe.T.contiguous(), grid).T, rtol=0, atol=0)
 
 
@@ -167,7 +168,7 @@ def test_activation_third_derivative_matches_autograd(module: nn.Module) -> None
     (ref,) = torch.autograd.grad(f2.sum(), z)
     got = activation_third(module, z.detach(), f0.detach(), f1.detach(), f2.detach())
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    jet = kernels.activation_jet(module, z.detach())
+    jet = elementwise.activation_jet(module, z.detach())
     torch.testing.assert_close(jet[3], ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(jet[0], module(z).detach(), rtol=1e-15, atol=1e-15)
 
@@ -181,8 +182,8 @@ def test_kernel_switch_and_transforms_use_the_tensor_path(monkeypatch) -> None:
     assert not kernels.fused_available(x)
     monkeypatch.setenv("KANPDE_KERNEL", "auto")
     seen = []
-    torch.func.vmap(lambda row: seen.append(kernels.fused_available(row)) or row.sum())(x)
-    assert seen == [False]
+    torch.func.vmap(lambda row: seen.append((kernels.fused_available(row), kernels.under_transform())) or row.sum())(x)
+    assert seen == [(False, True)] and not kernels.under_transform()
 
 
 def test_tune_malloc_is_harmless() -> None:
@@ -208,9 +209,10 @@ def test_without_numba_the_tensor_path_runs(monkeypatch) -> None:
 def test_disabled_block_uses_the_tensor_path(monkeypatch) -> None:
     monkeypatch.setenv("KANPDE_KERNEL", "auto")
     x = torch.rand(4, 2, dtype=D)
-    with kernels.disabled():
+    assert kernels.disabled is kernels.tensor_path  # the former name, kept as an alias
+    with kernels.tensor_path():
         assert not kernels.fused_available(x)
-        with kernels.disabled():
+        with kernels.tensor_path():
             assert not kernels.fused_available(x)
         assert not kernels.fused_available(x)
     assert kernels.fused_available(x)
@@ -227,7 +229,7 @@ def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
 
     def tables_are_fresh(m: KAN) -> bool:
         grid = m.layers[0].grid
-        cached, fresh = m.layers[0]._knot_constants()["kernel_grid"], kernels._search_tables(grid.numpy())
+        cached, fresh = m.layers[0]._knot_constants()["kernel_grid"], spline._search_tables(grid.numpy())
         return bool(np.array_equal(cached[1], fresh[0]) and np.array_equal(cached[2], fresh[1]))
 
     _assert_paths_agree(model, x, plan, monkeypatch)  # tables cached for the uniform knots
@@ -247,10 +249,11 @@ def test_warm_up_starts_numba_in_a_fresh_process() -> None:
     import sys
 
     code = (
-        "from kanpde.models import kernels\n"
-        "assert not kernels._search_tables.overloads\n"
+        "from kanpde.models import _kernels as kernels\n"
+        "from kanpde.models._kernels import spline\n"
+        "assert not spline._search_tables.overloads\n"
         "assert kernels.warm_up() is WANT\n"
-        "assert bool(kernels._search_tables.overloads) is WANT\n"
+        "assert bool(spline._search_tables.overloads) is WANT\n"
     )
     for setting, want in (("auto", True), ("torch", False)):
         env = {**os.environ, "KANPDE_KERNEL": setting}

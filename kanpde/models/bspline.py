@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 __all__ = [
     "uniform_grid",
@@ -24,6 +25,7 @@ __all__ = [
     "bspline_basis",
     "bspline_local",
     "power_basis",
+    "conversion_matrix",
     "knot_interval",
     "fit_coefficients",
 ]
@@ -244,6 +246,28 @@ def power_basis(grid: Tensor, k: int) -> Tensor:
         factorial *= max(d, 1)
         rows.append(v / factorial)
     return torch.stack(rows, dim=2).permute(1, 0, 2, 3)  # (in, G+2k, k+1 powers, k+1 bases)
+
+
+def conversion_matrix(grid: Tensor, k: int) -> Tensor:
+    """The linear map from B-spline coefficients to per-interval polynomial coefficients.
+
+    ``grid``: ``(in, G + 2k + 1)``; returns ``(in, (k + 1) * (G + 2k + 1), G + k)``: row
+    ``d * (G + 2k + 1) + mu`` of input ``i`` holds ``M[i, mu, d, r]`` (:func:`power_basis`) at column
+    ``j = mu - k + r`` for the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last
+    interval of every power, ``mu = G + 2k``, is an all-zero row for points outside the knots. Applied to
+    a spline's coefficients ``c`` ``(G + k,)`` it gives the coefficients ``a_d`` of ``(x - t_mu)^d`` on
+    every interval. It depends only on the knots.
+    """
+    basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
+    n_in, n_int = basis.shape[:2]
+    n_coef = n_int - k  # G + k
+    blocks = []
+    for r in range(k + 1):  # B_{mu-k+r} lives in column mu - k + r, dropped where out of range
+        shifted = F.pad(basis[..., r].permute(0, 2, 1), (0, 1))  # (in, k+1, G+2k+1): + zero interval
+        band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
+        band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
+        blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
+    return torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
 
 
 def fit_coefficients(x: Tensor, y: Tensor, grid: Tensor, k: int, ridge: float | None = None) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,13 +28,14 @@ from torch.nn import functional as F
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
 from kanpde.models.activations import activation_derivatives
-from kanpde.models._kernels import activation_jet, fused_available, knot_tables, spline_jet
+from kanpde.models._kernels import under_transform
+from kanpde.models._kernels.spline import kan_layer_jet
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
+    conversion_matrix,
     fit_coefficients,
     knot_interval,
-    power_basis,
     subdivide_grid,
     uniform_grid,
 )
@@ -112,10 +113,11 @@ class KANLinear(nn.Module):
         return bspline_basis(x, self.grid, self.spline_order)
 
     def _knot_constants(self) -> dict[str, object]:
-        """A store for what depends on the knots only (:meth:`_conversion`, the fused kernel's knot
-        tables): kept between calls and emptied whenever ``grid`` is replaced or modified in place
-        (tensor identity, storage and version counter are checked); under ``torch.func`` transforms
-        (wrapped tensors without storage) a fresh one on every call."""
+        """A store for what depends on the knots only (:meth:`_conversion`, and the fused kernel's knot
+        tables, which :mod:`kanpde.models._kernels.spline` keeps here): kept between calls and emptied
+        whenever ``grid`` is replaced or modified in place (tensor identity, storage and version counter
+        are checked); under ``torch.func`` transforms (wrapped tensors without storage) a fresh one on
+        every call."""
         grid = self.grid
         try:
             key = (grid.data_ptr(), grid._version, grid.dtype, grid.device)
@@ -127,31 +129,14 @@ class KANLinear(nn.Module):
         return cached[2]
 
     def _conversion(self) -> Tensor:
-        """The linear map from B-spline coefficients to per-interval polynomial coefficients.
-
-        ``(in, (k + 1) * (G + 2k + 1), G + k)``: row ``d * (G + 2k + 1) + mu`` of input ``i`` holds
-        ``M[i, mu, d, r]`` (:func:`~kanpde.models.bspline.power_basis`) at column ``j = mu - k + r`` for
-        the ``k + 1`` B-splines ``B_j`` alive on interval ``mu`` (banded); the last interval of every
-        power, ``mu = G + 2k``, is an all-zero row for points outside the knots. It depends only on the
-        knots, so it is kept with them (:meth:`_knot_constants`).
+        """The linear map from B-spline coefficients to per-interval polynomial coefficients,
+        ``(in, (k + 1) * (G + 2k + 1), G + k)`` (:func:`~kanpde.models.bspline.conversion_matrix`). It depends
+        only on the knots, so it is kept with them (:meth:`_knot_constants`).
         """
         store = self._knot_constants()
         if "conversion" not in store:
-            store["conversion"] = self._build_conversion()
+            store["conversion"] = conversion_matrix(self.grid, self.spline_order)
         return store["conversion"]
-
-    def _build_conversion(self) -> Tensor:
-        grid, k = self.grid, self.spline_order
-        basis = power_basis(grid, k)  # (in, G+2k, k+1 powers, k+1 bases)
-        n_in, n_int = basis.shape[:2]
-        n_coef = n_int - k  # G + k
-        blocks = []
-        for r in range(k + 1):  # B_{mu-k+r} lives in column mu - k + r, dropped where out of range
-            shifted = F.pad(basis[..., r].permute(0, 2, 1), (0, 1))  # (in, k+1, G+2k+1): + zero interval
-            band = torch.zeros(n_int + 1, n_coef + 2 * k, dtype=grid.dtype, device=grid.device)
-            band[torch.arange(n_int), torch.arange(n_int) + r] = 1.0  # padded column mu + r
-            blocks.append(shifted.unsqueeze(-1) * band[:, k : k + n_coef])  # (in, k+1, G+2k+1, G+k)
-        return torch.stack(blocks).sum(0).reshape(n_in, (k + 1) * (n_int + 1), n_coef)
 
     def polynomial_table(self) -> Tensor:
         """Every edge's spline ``w_s * sum_j c_j B_j`` as piecewise polynomials in local coordinates.
@@ -166,7 +151,7 @@ class KANLinear(nn.Module):
         k = self.spline_order
         coef = self.scaled_spline_weight.transpose(0, 1)  # (in, out, G+k)
         conversion = self._conversion().transpose(1, 2)  # (in, G+k, (k+1)*(G+2k+1))
-        if torch._C._functorch.peek_interpreter_stack() is None:
+        if not under_transform():
             table = torch.bmm(coef, conversion)  # (in, out, (k+1)*(G+2k+1))
         else:
             # Under torch.func transforms (per-point Jacobians, kanpde.training.lm) one 2-D product per input:
@@ -236,10 +221,9 @@ class KANLinear(nn.Module):
         if xt.ndim != 2 or xt.shape[0] != self.in_features:
             raise ValueError(f"KANLinear expects a jet of {self.in_features} inputs, got value of shape {tuple(xt.shape)}")
         order = plan.order
-        if fused_available(xt, jet.first, jet.second, self.spline_weight):
-            fused = self._fused_jet(jet, plan)
-            if fused is not None:
-                return fused
+        fused = kan_layer_jet(self, jet, plan)  # the fused CPU kernel, where it applies
+        if fused is not None:
+            return fused
         if order == 0:
             return Jet(self._value(xt))
         acts = activation_derivatives(self.base_activation, xt, order)  # each (in, n)
@@ -247,45 +231,29 @@ class KANLinear(nn.Module):
         value = self.base_weight @ acts[0] + spline[0].sum(1)  # (out, n)
         w_b = self.base_weight.unsqueeze(-1)  # (out, in, 1)
         phi1 = torch.addcmul(spline[1], acts[1], w_b)  # (out, in, n)
+        first, second = self._edge_jet(jet, plan, phi1, lambda: torch.addcmul(spline[2], acts[2], w_b))
+        return Jet(value, first, second)
+
+    def _edge_jet(
+        self, jet: Jet, plan: DerivativePlan, phi1: Tensor, phi2: Callable[[], Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """The chain rule from the edges to the outputs: first ``(out, m, n)`` and second ``(out, p, n)``
+        derivatives (``None`` without planned second derivatives) from every edge's ``phi'`` (``phi1``,
+        ``(out, in, n)``) and the input jet. ``phi2`` gives ``phi''`` and is called only when the plan has
+        second derivatives, after the first derivatives are contracted (so the graph keeps the tensor
+        path's order of operations). Shared with :class:`~kanpde.models.symbolic.SymbolicKANLinear`."""
         if jet.first is None:
             first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[:, list(plan.dirs)]  # (out, m, n)
         else:
             first = contract_inputs((phi1, jet.first))  # (out, m, n)
-        second = None
-        if plan.p:
-            phi2 = torch.addcmul(spline[2], acts[2], w_b)  # (out, in, n)
-            if jet.first is None:
-                second = input_second(plan, phi2)  # (out, p, n)
-            elif jet.second is None:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)))
-            else:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))  # (out, p, n)
-        return Jet(value, first, second)
-
-    @torch.no_grad()
-    def _kernel_table(self) -> Tensor:
-        """:meth:`polynomial_table` in the fused kernel's layout ``(in, G + 2k + 1, out, k + 1)``, without a
-        graph: the kernel's backward maps its gradient through the conversion itself."""
-        return self.polynomial_table().permute(2, 3, 1, 0).contiguous()
-
-    def _fused_jet(self, jet: Jet, plan: DerivativePlan) -> Jet | None:
-        """:meth:`forward_jet` by the fused CPU kernel (:func:`~kanpde.models._kernels.spline_jet`):
-        the same chain rule, every ``(out, in, n)`` edge quantity kept in registers. ``None`` when the
-        base activation has no third-derivative formula (the kernel's input gradient needs it)."""
-        xt = jet.value
-        acts = activation_jet(self.base_activation, xt)
-        if acts is None:
-            return None
-        first_in = jet.first if plan.m else None
-        second_in = jet.second if plan.p else None
-        store = self._knot_constants()
-        if "kernel_grid" not in store:
-            store["kernel_grid"] = knot_tables(self.grid)
-        value, first, second = spline_jet(
-            xt, self.spline_weight, self.spline_scaler, self._kernel_table(), self._conversion(), self.base_weight,
-            acts, store["kernel_grid"], first_in, second_in, plan,
-        )
-        return Jet(value, first if plan.m else None, second if plan.p else None)
+        if not plan.p:
+            return first, None
+        phi2 = phi2()  # (out, in, n)
+        if jet.first is None:
+            return first, input_second(plan, phi2)
+        if jet.second is None:
+            return first, contract_inputs((phi2, pair_products(jet.first, plan)))
+        return first, contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))
 
     def edge_splines(self, x: Tensor) -> Tensor:
         """Unscaled spline part of every edge, ``sum_j c_oij B_j(x_i)``: ``(n, in) -> (n, in, out)``."""

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_jet
 from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
-from kanpde.models._kernels import activation_jet, elementwise_jet_fused, fused_available
+from kanpde.models._kernels import fused_available
+from kanpde.models._kernels.elementwise import activation_jet, elementwise_jet_fused
 
 __all__ = ["MLP"]
 

@@ -250,27 +250,11 @@ class SymbolicKANLinear(KANLinear):
         """As :meth:`KANLinear.forward_jet`, with every edge's ``phi, phi', phi''`` from :meth:`edge_values`."""
         if self.n_symbolic == 0:
             return super().forward_jet(jet, plan)
-        xt = jet.value
-        order = plan.order
-        phis = self.edge_values(xt, order)
+        phis = self.edge_values(jet.value, plan.order)
         value = phis[0].sum(1)  # (out, n)
-        if order == 0:
+        if plan.order == 0:
             return Jet(value)
-        phi1 = phis[1]
-        if jet.first is None:
-            first = phi1 if plan.dirs == tuple(range(self.in_features)) else phi1[:, list(plan.dirs)]
-        else:
-            first = contract_inputs((phi1, jet.first))
-        second = None
-        if plan.p:
-            phi2 = phis[2]
-            if jet.first is None:
-                second = input_second(plan, phi2)
-            elif jet.second is None:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)))
-            else:
-                second = contract_inputs((phi2, pair_products(jet.first, plan)), (phi1, jet.second))
-        return Jet(value, first, second)
+        return Jet(value, *self._edge_jet(jet, plan, phis[1], lambda: phis[2]))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", symbolic_edges={self.n_symbolic}"

@@ -1,44 +1,29 @@
-"""Fused CPU kernels for the forward derivative engine (numba).
+"""Fused CPU kernels for the forward derivative engine (numba): dispatch and shared machinery.
 
-:meth:`kanpde.KANLinear.forward_jet` in plain torch evaluates every edge's spline and its derivatives
-as ``(out, in, n)`` tensors and contracts them with the input jet: some thirty elementwise passes
-forward and more for their autograd backward, each a full sweep over memory. :func:`spline_jet` does
-the same arithmetic point by point in compiled loops, with a hand-written backward, so every
-``(out, in, n)`` intermediate stays in registers. For a layer ``y_o = sum_i phi_oi(x_i)`` with edges
-``phi_oi = w_b[o, i] act(x_i) + s_oi(x_i)``:
+The forward engine's plain-torch path evaluates every layer quantity as full tensors, each a sweep
+over memory forward and another in autograd's backward. The kernels do the same arithmetic point by
+point in compiled loops, with hand-written backward passes, so the intermediates stay in registers:
 
-    y0[o, n]    = sum_i phi_oi(x_in)
-    y1[o, s, n] = sum_i phi'_oi(x_in) F[i, s, n]
-    y2[o, q, n] = sum_i phi''_oi(x_in) P[i, q, n] + phi'_oi(x_in) S[i, q, n],
-    P[i, q, n]  = sum_{(a, b) in row q} F[i, a, n] F[i, b, n]
+* :mod:`.spline` -- a KAN layer on a jet (:func:`~.spline.kan_layer_jet`, :func:`~.spline.spline_jet`);
+* :mod:`.elementwise` -- an MLP's activation on a jet (:func:`~.elementwise.elementwise_jet_fused`) and
+  the base activations' derivatives up to the third (:func:`~.elementwise.activation_jet`).
 
-with ``s_oi = w_s * sum_j c_j B_j`` evaluated from the layer's piecewise polynomial table (simultaneous
-Horner steps give the spline and its first two derivatives, and the third in the backward), ``F`` and
-``S`` the input jet's first and second derivatives (``F`` the identity on the plan's directions for the
-network input, ``S`` zero when absent) and the pairs of row ``q`` one of the plan's pairs or all the
-pure pairs of one of its traces (a Laplacian carried as one row). Each point's knot interval
-comes from a bucket table (one or two comparisons, adaptive knots included); the forward keeps it for
-the backward.
-
-The backward returns the gradients with respect to the inputs ``x`` (through the spline and the base
-activation, whose derivatives up to the third are given), the input jet, ``w_b`` and the polynomial
-table; the table's gradient (per-thread partial sums, no atomics) is mapped onto ``c`` and ``w_s``
-through the same coefficient-to-polynomial map. :func:`elementwise_jet_fused` does the same for an MLP's
-activation ``a = f(z)`` on a jet.
+This module decides where they apply (:func:`fused_available`): CPU tensors of float32/float64, numba
+importable, no ``torch.func`` transform active (:func:`under_transform`; per-point Jacobians,
+:mod:`kanpde.training.lm`, go through the pure-tensor path), not inside a :func:`tensor_path` block,
+and not switched off with ``KANPDE_KERNEL=torch``. It also holds what both kernel modules share: the
+registry of compiled kernels (:func:`_built`, which logs a first compilation), the thread count
+(:func:`_blocks`), numpy views (:func:`_np`) and the plan's pair table (:func:`_entry_arrays`).
 
 The backward passes are first-order only (``once_differentiable``): the forward engine never
 differentiates its own outputs twice -- derivatives of order > 2 go through the autograd engine, which
-does not use these kernels. They are used only where they apply (:func:`fused_available`): CPU tensors
-of float32/float64, numba importable, no ``torch.func`` transform active (per-point Jacobians,
-:mod:`kanpde.training.lm`, go through the pure-tensor path), and not switched off with ``KANPDE_KERNEL=torch``.
-Loops are specialised per layer configuration, compiled on first use and cached on disk; they run on
-``torch.get_num_threads()`` threads.
+does not use these kernels. Loops are specialised per configuration, compiled on first use and cached
+on disk; they run on ``torch.get_num_threads()`` threads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
@@ -49,16 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.derivatives.jet import DerivativePlan
-from kanpde.models.activations import activation_derivatives, activation_third
-
 try:  # numba is a dependency, but the torch path must keep working without it
     import numba
-    from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["activation_jet", "disabled", "elementwise_jet_fused", "fused_available", "knot_tables", "spline_jet", "warm_up"]
+__all__ = ["disabled", "fused_available", "tensor_path", "under_transform", "warm_up"]
 
 _log = logging.getLogger(__name__)
 
@@ -67,7 +48,7 @@ _DISABLED = threading.local()
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
+def tensor_path() -> Iterator[None]:
     """Within this block (in this thread) the forward engine takes the tensor path: for one-off
     evaluations, such as probing which derivatives a residual asks for, where compiling a kernel for
     a configuration never used again would cost more than it saves."""
@@ -79,11 +60,20 @@ def disabled() -> Iterator[None]:
         _DISABLED.depth = depth
 
 
+disabled = tensor_path  # the former name, still imported by kanpde.derivatives.field
+
+
+def under_transform() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is active: tensors are then
+    wrapped, without storage. The one use of the private ``torch._C._functorch`` API in kanpde."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def fused_available(*tensors: Tensor | None) -> bool:
-    """Whether :func:`spline_jet` can run on these tensors (see the module docstring)."""
+    """Whether the fused kernels can run on these tensors (see the module docstring)."""
     if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch" or getattr(_DISABLED, "depth", 0):
         return False
-    if torch._C._functorch.peek_interpreter_stack() is not None:  # inside vmap / grad / jacrev
+    if under_transform():  # inside vmap / grad / jacrev
         return False
     for t in tensors:
         if t is not None and (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)):
@@ -91,288 +81,19 @@ def fused_available(*tensors: Tensor | None) -> bool:
     return True
 
 
-_BLOCK = 256  # points per inner block: every per-block scratch row stays in L1
+def warm_up() -> bool:
+    """Start numba in this process: its first kernel (compiled or loaded from the cache) sets up numba's
+    compiler context, about 0.15 s once per process. A run calls this while it is built, so the first
+    model's timed training does not pay for it. Returns whether the CPU kernels are in use."""
+    if not fused_available():
+        return False
+    from kanpde.models._kernels.spline import knot_tables  # the kernel modules import this one
+
+    knot_tables(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    return True
 
 
-if numba is not None:
-
-    @njit(cache=True, inline="always")
-    def _interval(grid, buckets, scale, i, xv):
-        """Knot interval ``mu`` with ``t_mu <= xv < t_{mu+1}``; ``K - 1`` (the table's zero interval)
-        outside ``[t_0, t_{K-1})`` and for NaN.
-
-        ``buckets[i, b]`` is the interval holding the left end of the ``b``-th of ``L`` equal buckets
-        over the knot range (``scale[i] = L / (t_{K-1} - t_0)``): the point's bucket gives its interval
-        up to the few knots inside that bucket, found by stepping. With ``L`` a few times ``K`` this is
-        one or two comparisons even on adaptive (non-uniform) knots -- a binary search would be a chain
-        of dependent loads per point.
-        """
-        n_knots = grid.shape[1]
-        if not (xv >= grid[i, 0] and xv < grid[i, n_knots - 1]):
-            return n_knots - 1
-        b = min(int((xv - grid[i, 0]) * scale[i]), buckets.shape[1] - 1)
-        mu = buckets[i, b]
-        while mu > 0 and grid[i, mu] > xv:  # round-off at a bucket edge
-            mu -= 1
-        while grid[i, mu + 1] <= xv:
-            mu += 1
-        return mu
-
-    @njit(cache=True, inline="always")
-    def _setup(x, grid, buckets, scale, MU, U, search, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp):
-        """Interval and local coordinate of input ``i`` at a block of points -- found (``search``, the
-        forward pass, which keeps them in ``MU``/``U``) or read back (the backward pass) -- and, for a
-        per-point input jet, ``dx_i/ds`` and the pair products summed per second-derivative row (the
-        row ``q`` sums the entries ``start[q] <= e < start[q + 1]``, factors ``ea[e]``, ``eb[e]``)."""
-        last = grid.shape[1] - 1
-        for jj in range(nb):
-            if search:
-                xv = x[i, j0 + jj]
-                mi = _interval(grid, buckets, scale, i, xv)
-                mu[jj] = mi
-                u[jj] = xv - grid[i, mi] if mi < last else 0.0
-                MU[i, j0 + jj] = mi
-                U[i, j0 + jj] = u[jj]
-            else:
-                mu[jj] = MU[i, j0 + jj]
-                u[jj] = U[i, j0 + jj]
-            if per_point:
-                for s in range(m):
-                    f[s, jj] = F[i, s, j0 + jj]
-                for q in range(p):
-                    t = 0.0
-                    for e in range(start[q], start[q + 1]):
-                        t += f[ea[e], jj] * f[eb[e], jj]
-                    pp[q, jj] = t
-
-
-    @njit(cache=True)
-    def _search_tables(grid):  # pragma: no cover - compiled
-        """Bucket tables for :func:`_interval`: ``4 (K - 1)`` equal buckets over each input's knot range;
-        the interval holding each bucket's left end ``(in, L)`` and ``L / (t_{K-1} - t_0)`` ``(in,)``."""
-        n_in, n_knots = grid.shape
-        n_buckets = 4 * (n_knots - 1)
-        buckets = np.empty((n_in, n_buckets), dtype=np.int64)
-        scale = np.empty(n_in, dtype=grid.dtype)
-        for i in range(n_in):
-            lo, hi = grid[i, 0], grid[i, n_knots - 1]
-            scale[i] = n_buckets / (hi - lo)
-            mu = 0
-            for b in range(n_buckets):
-                edge = lo + (hi - lo) * (b / n_buckets)
-                while mu < n_knots - 2 and grid[i, mu + 1] <= edge:
-                    mu += 1
-                buckets[i, b] = mu
-        return buckets, scale
-
-
-    @njit(parallel=True, cache=True)
-    def _silu_jet(z, sig, a0, a1, a2, a3):  # pragma: no cover - compiled
-        """silu and its first three derivatives from ``z`` and ``sigmoid(z)``, elementwise over flat arrays
-        (one pass, no temporaries; the exponentials come vectorised from torch's sigmoid)."""
-        for j in prange(z.shape[0]):
-            x = z[j]
-            s = sig[j]
-            q = s * (1.0 - s)
-            a0[j] = x * s
-            a1[j] = s + x * q
-            a2[j] = q * (2.0 + x * (1.0 - 2.0 * s))
-            a3[j] = q * ((1.0 - 2.0 * s) * (3.0 + x - 2.0 * x * s) - 2.0 * x * q)
-
-
-    @njit(parallel=True, cache=True)
-    def _tanh_jet(t, a1, a2, a3):  # pragma: no cover - compiled
-        """tanh's derivatives from ``t = tanh(z)``: ``1 - t^2``, ``-2 t f'``, ``-2 (f'^2 + t f'')``."""
-        for j in prange(t.shape[0]):
-            v = t[j]
-            d1 = 1.0 - v * v
-            d2 = -2.0 * v * d1
-            a1[j] = d1
-            a2[j] = d2
-            a3[j] = -2.0 * (d1 * d1 + v * d2)
-
-
-def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-    """The base activation and its first three derivatives at ``xt``, without a graph (the kernel's
-    backward applies them itself); ``None`` for an activation without a third-derivative formula.
-    ``silu`` (the KAN default) takes one compiled pass, ``tanh`` (the MLP default) one after torch's
-    ``tanh``; the others go through the torch formulas of :mod:`kanpde.models.activations`."""
-    with torch.no_grad():
-        if type(module) is torch.nn.Tanh and numba is not None and xt.device.type == "cpu":
-            t = torch.tanh(xt).contiguous()
-            acts = (t, *(torch.empty_like(t) for _ in range(3)))
-            _blocks(t.numel())
-            _tanh_jet(t.view(-1).numpy(), *(a.view(-1).numpy() for a in acts[1:]))
-            return acts
-        if type(module) is torch.nn.SiLU and numba is not None and xt.device.type == "cpu":
-            z = xt.detach().contiguous()
-            sig = torch.sigmoid(z)
-            acts = tuple(torch.empty_like(z) for _ in range(4))
-            _blocks(z.numel())  # the thread count
-            _silu_jet(z.view(-1).numpy(), sig.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
-            return acts
-        a0, a1, a2 = activation_derivatives(module, xt, 2)
-        a3 = activation_third(module, xt, a0, a1, a2)
-    return None if a3 is None else (a0, a1, a2, a3)
-
-
-def _entry_arrays(entries: tuple[tuple[int, int, int], ...], p: int) -> tuple[np.ndarray, ...]:
-    """The plan's :attr:`~kanpde.derivatives.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
-    entry (``start``, ``p + 1``), per entry its row and factors."""
-    start = np.searchsorted(np.array([q for q, _, _ in entries], dtype=np.int64), np.arange(p + 1)).astype(np.int64)
-    eq, ea, eb = (np.array([e[r] for e in entries] or [0], dtype=np.int64) for r in range(3))
-    return start, eq, ea, eb
-
-
-def _make_kernels(k1: int, m: int, p: int, entries: tuple[tuple[int, int, int], ...], network_input: bool, has_s: bool):
-    """Forward and backward kernels for one layer configuration. Everything that shapes the loops is a
-    compile-time constant (numba freezes closure variables): the spline order ``k1 - 1``, the numbers
-    ``m``/``p`` of directions/second-derivative rows and the rows' pair products (``entries``),
-    whether the input jet is the network input (identity first derivatives) and whether it has second
-    derivatives. The inner loops then unroll into straight-line code per point; each configuration
-    compiles once and is cached on disk."""
-    k = k1 - 1
-    start, eq, ea, eb = _entry_arrays(entries, p)
-    ne = len(entries)
-    per_point = not network_input
-    mf, pf = max(m, 1), max(p, 1)
-
-    @njit(parallel=True, cache=True)
-    def forward(grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks):  # pragma: no cover
-        n_in, n = x.shape
-        n_out = tab.shape[2]
-        chunk = (n + n_chunks - 1) // n_chunks
-        for c in prange(n_chunks):
-            mu = np.empty(_BLOCK, dtype=np.int64)
-            u = np.empty(_BLOCK, dtype=x.dtype)
-            f = np.empty((mf, _BLOCK), dtype=x.dtype)
-            pp = np.empty((pf, _BLOCK), dtype=x.dtype)
-            end = min(n, (c + 1) * chunk)
-            for j0 in range(c * chunk, end, _BLOCK):
-                nb = min(_BLOCK, end - j0)
-                for o in range(n_out):
-                    for jj in range(nb):
-                        y0[o, j0 + jj] = 0.0
-                        for s in range(m):
-                            y1[o, s, j0 + jj] = 0.0
-                        for q in range(p):
-                            y2[o, q, j0 + jj] = 0.0
-                for i in range(n_in):
-                    _setup(x, grid, buckets, scale, MU, U, True, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp)
-                    si = sel[i, 0]
-                    for o in range(n_out):
-                        w = wb[o, i]
-                        for jj in range(nb):
-                            j, mi, ui = j0 + jj, mu[jj], u[jj]
-                            v = tab[i, mi, o, k]
-                            d1 = 0.0
-                            d2 = 0.0
-                            for d in range(k - 1, -1, -1):  # simultaneous Horner: s, s', s''
-                                d2 = d2 * ui + 2.0 * d1
-                                d1 = d1 * ui + v
-                                v = v * ui + tab[i, mi, o, d]
-                            y0[o, j] += v + w * a0[i, j]  # the edge: phi = w_b act + spline
-                            if m > 0:
-                                d1 += w * a1[i, j]
-                                if per_point:
-                                    for s in range(m):
-                                        y1[o, s, j] += d1 * f[s, jj]
-                                elif si >= 0:  # network input: dx_i/ds = 1 for s = si only
-                                    y1[o, si, j] += d1
-                            if p > 0:
-                                d2 += w * a2[i, j]
-                                if per_point:
-                                    for q in range(p):
-                                        t = d2 * pp[q, jj]
-                                        if has_s:
-                                            t += d1 * S[i, q, j]
-                                        y2[o, q, j] += t
-                                else:  # network input: the rows holding the pure pair (si, si) see input i
-                                    for q in range(p):
-                                        if sel[i, 1 + q]:
-                                            y2[o, q, j] += d2
-
-    @njit(parallel=True, cache=True)
-    def backward(
-        grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, need_x, n_chunks,
-    ):  # pragma: no cover - compiled
-        n_in, n = x.shape
-        n_out = tab.shape[2]
-        chunk = (n + n_chunks - 1) // n_chunks
-        for c in prange(n_chunks):
-            mu = np.empty(_BLOCK, dtype=np.int64)
-            u = np.empty(_BLOCK, dtype=x.dtype)
-            f = np.empty((mf, _BLOCK), dtype=x.dtype)
-            pp = np.empty((pf, _BLOCK), dtype=x.dtype)
-            end = min(n, (c + 1) * chunk)
-            for j0 in range(c * chunk, end, _BLOCK):
-                nb = min(_BLOCK, end - j0)
-                for i in range(n_in):
-                    _setup(x, grid, buckets, scale, MU, U, False, F, start, ea, eb, per_point, m, p, i, j0, nb, mu, u, f, pp)
-                    si = sel[i, 0]
-                    for o in range(n_out):
-                        w = wb[o, i]
-                        gw = 0.0
-                        for jj in range(nb):
-                            j, mi, ui = j0 + jj, mu[jj], u[jj]
-                            # c0, c1, c2: gradients of the loss w.r.t. phi, phi', phi'' of edge i -> o
-                            c0 = g0[o, j]
-                            c1 = 0.0
-                            c2 = 0.0
-                            if per_point:
-                                for s in range(m):
-                                    c1 += g1[o, s, j] * f[s, jj]
-                                for q in range(p):
-                                    c2 += g2[o, q, j] * pp[q, jj]
-                                    if has_s:
-                                        c1 += g2[o, q, j] * S[i, q, j]
-                            else:
-                                if m > 0 and si >= 0:
-                                    c1 = g1[o, si, j]
-                                for q in range(p):
-                                    if sel[i, 1 + q]:
-                                        c2 += g2[o, q, j]
-                            v = tab[i, mi, o, k]
-                            s1 = 0.0
-                            s2 = 0.0
-                            s3 = 0.0
-                            for d in range(k - 1, -1, -1):
-                                s3 = s3 * ui + 3.0 * s2
-                                s2 = s2 * ui + 2.0 * s1
-                                s1 = s1 * ui + v
-                                v = v * ui + tab[i, mi, o, d]
-                            # d s^(r) / d a_d = d!/(d-r)! u^(d-r): c0 u^d + c1 d u^(d-1) + c2 d(d-1) u^(d-2)
-                            w0, w1, w2 = 1.0, 0.0, 0.0
-                            for d in range(k1):
-                                gtab[c, i, mi, o, d] += c0 * w0 + c1 * w1 + c2 * w2
-                                w2 = w2 * ui + 2.0 * w1
-                                w1 = w1 * ui + w0
-                                w0 = w0 * ui
-                            if need_x:  # phi^(r+1) = s^(r+1) + w_b act^(r+1)
-                                gxo = c0 * (s1 + w * a1[i, j]) + c1 * (s2 + w * a2[i, j]) + c2 * (s3 + w * a3[i, j])
-                                gx[i, j] = gxo + (gx[i, j] if o > 0 else 0.0)
-                            gw += c0 * a0[i, j]
-                            if m > 0:
-                                gw += c1 * a1[i, j]
-                                phi1 = s1 + w * a1[i, j]
-                                if per_point:
-                                    for s in range(m):
-                                        gF[i, s, j] = g1[o, s, j] * phi1 + (gF[i, s, j] if o > 0 else 0.0)
-                                if has_s:
-                                    for q in range(p):
-                                        gS[i, q, j] = g2[o, q, j] * phi1 + (gS[i, q, j] if o > 0 else 0.0)
-                            if p > 0:
-                                gw += c2 * a2[i, j]
-                                if per_point:
-                                    phi2 = s2 + w * a2[i, j]
-                                    for e in range(ne):
-                                        t = g2[o, eq[e], j] * phi2
-                                        gF[i, ea[e], j] += t * f[eb[e], jj]
-                                        gF[i, eb[e], j] += t * f[ea[e], jj]
-                        gwb[c, o, i] += gw
-
-    return forward, backward
-
+# -- the registry of compiled kernels --------------------------------------------------------------------
 
 _KERNELS: dict[tuple, tuple] = {}
 
@@ -405,10 +126,7 @@ def _built(what: str, make, config: tuple) -> tuple:
     return _KERNELS[key]
 
 
-def _kernels(*config) -> tuple:
-    """The KAN layer's (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`)."""
-    return _built("KAN layer", _make_kernels, config)
-
+# -- helpers shared by the kernel modules ----------------------------------------------------------------
 
 _THREADS = threading.local()
 
@@ -422,39 +140,6 @@ def _blocks(n: int) -> int:
     return max(1, min(threads, n))
 
 
-def warm_up() -> bool:
-    """Start numba in this process: its first kernel (compiled or loaded from the cache) sets up numba's
-    compiler context, about 0.15 s once per process. A run calls this while it is built, so the first
-    model's timed training does not pay for it. Returns whether the CPU kernels are in use."""
-    if not fused_available():
-        return False
-    knot_tables(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
-    return True
-
-
-def knot_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the kernels need of the knots ``grid`` ``(in, K)``: a numpy view of them and their bucket
-    tables (:func:`_search_tables`). It depends on the knots only: the layer keeps it with them."""
-    grid_np = grid.detach().contiguous().numpy()
-    return (grid_np, *_search_tables(grid_np))
-
-
-@functools.lru_cache(maxsize=256)
-def _input_selection(n_in: int, dirs: tuple[int, ...], entries: tuple[tuple[int, int, int], ...], p: int) -> np.ndarray:
-    """For the network input (``dx_i/dx_s = delta``): ``(in, 1 + p)`` with, per input column ``i``, its
-    position ``s`` among the plan's directions (-1: none), then a 1 for every second-derivative row that
-    holds the pure pair ``(s, s)`` (its own pair or a trace over ``s``)."""
-    sel = np.zeros((n_in, 1 + p), dtype=np.int64)
-    sel[:, 0] = -1
-    for s, col in enumerate(dirs):
-        if col < n_in:
-            sel[col, 0] = s
-            for q, a, b in entries:
-                if a == b == s:
-                    sel[col, 1 + q] = 1
-    return sel
-
-
 def _np(t: Tensor | None, ndim: int, dtype: torch.dtype) -> np.ndarray:
     """A C-contiguous numpy view of ``t`` (an empty array of ``ndim`` dimensions for ``None``)."""
     if t is None:
@@ -466,201 +151,9 @@ def _np(t: Tensor | None, ndim: int, dtype: torch.dtype) -> np.ndarray:
 _EMPTY = {(d, dt): np.empty((0,) * d, dtype=npt) for d in (2, 3) for dt, npt in ((torch.float64, np.float64), (torch.float32, np.float32))}
 
 
-class _SplineJet(torch.autograd.Function):
-    """Inputs with gradients: ``xt``, the spline coefficients ``sw`` and scales ``sc``, ``wb``, ``first``,
-    ``second``. Constants of the call: the polynomial ``table`` of ``sc * sw`` (computed by the layer
-    for this call), the ``conversion`` from coefficients to ``table`` (the backward maps the table's
-    gradient through it), ``acts`` (the base activation and its first three derivatives at ``xt``) and
-    the knots with their bucket tables (:func:`knot_tables`)."""
-
-    @staticmethod
-    def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid_tables, dirs, p, entries):
-        (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
-        m = len(dirs)
-        config = (table.shape[3], m, p, entries, first is None, second is not None)
-        y0 = torch.empty(n_out, n, dtype=dtype)
-        y1 = torch.empty(n_out, m, n, dtype=dtype)
-        y2 = torch.empty(n_out, p, n, dtype=dtype)
-        grid_np, buckets, scale = grid_tables
-        ins = (xt, table, wb, *acts[:3])
-        sel = _input_selection(n_in, dirs, entries, p)
-        mu = np.empty((n_in, n), dtype=np.int64)  # each point's knot interval and local coordinate,
-        u = np.empty((n_in, n), dtype=grid_np.dtype)  # found by the forward kernel, reused by the backward
-        args = (grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
-        _kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
-        ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts)
-        ctx.meta = (config, sel, grid_np, buckets, scale, mu, u, xt.requires_grad)
-        return y0, y1, y2
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g0, g1, g2):
-        xt, sw, sc, table, conversion, wb, first, second, a0, a1, a2, a3 = ctx.saved_tensors
-        config, sel, grid_np, buckets, scale, mu, u, need_x = ctx.meta
-        m, p = config[1], config[2]
-        dtype, (n_in, n), n_out = xt.dtype, xt.shape, table.shape[2]
-        g0 = torch.zeros(n_out, n, dtype=dtype) if g0 is None else g0
-        g1 = torch.zeros(n_out, m, n, dtype=dtype) if g1 is None else g1
-        g2 = torch.zeros(n_out, p, n, dtype=dtype) if g2 is None else g2
-        blocks = _blocks(n)
-        gtab = torch.zeros((blocks, *table.shape), dtype=dtype)
-        gwb = torch.zeros((blocks, *wb.shape), dtype=dtype)
-        gx = torch.empty(n_in, n, dtype=dtype) if need_x else None
-        gF = torch.empty(n_in, m, n, dtype=dtype) if first is not None else None
-        gS = torch.empty(n_in, p, n, dtype=dtype) if second is not None else None
-        ins = (xt, table, wb, a0, a1, a2, a3)
-        _kernels(*config)[1](
-            grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel,
-            _np(second, 3, dtype), _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
-            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), need_x, blocks,
-        )
-        # table[i, mu, o, d] = sum_c conversion[i, d K + mu, c] coef[i, o, c] with coef = (sc * sw) transposed
-        n_coef_rows = table.shape[1] * table.shape[3]
-        gtab = gtab.sum(0).permute(0, 2, 3, 1).reshape(n_in, n_out, n_coef_rows)  # (in, out, (k+1) K)
-        gcoef = torch.bmm(gtab, conversion).transpose(0, 1)  # (out, in, G+k)
-        return (
-            gx, gcoef * sc.unsqueeze(-1), (gcoef * sw).sum(-1), gwb.sum(0), gF if ctx.needs_input_grad[4] else None,
-            gS if ctx.needs_input_grad[5] else None, None, None, None, None, None, None, None,
-        )
-
-
-def spline_jet(
-    xt: Tensor,
-    spline_weight: Tensor,
-    spline_scaler: Tensor,
-    table: Tensor,
-    conversion: Tensor,
-    base_weight: Tensor,
-    acts: tuple[Tensor, Tensor, Tensor, Tensor],
-    grid_tables: tuple[np.ndarray, np.ndarray, np.ndarray],
-    first: Tensor | None,
-    second: Tensor | None,
-    plan: DerivativePlan,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """A KAN layer's output jet, fused (see the module docstring).
-
-    ``xt`` ``(in, n)`` layer inputs; ``spline_weight`` ``(out, in, C)`` and ``spline_scaler`` ``(out, in)``
-    the layer's ``c`` and ``w_s``; ``table`` ``(in, K, out, k + 1)`` every edge's spline ``w_s c`` as
-    polynomial coefficients per knot interval (powers of ``x - t_mu``; the last interval, all zero,
-    serves points outside the knots), equal to ``conversion`` ``(in, (k + 1) K, C)`` applied to
-    ``w_s c`` (:meth:`kanpde.KANLinear._conversion`); ``base_weight`` ``(out, in)``; ``acts`` the base
-    activation and its first three derivatives at ``xt`` (``(in, n)`` each, taken as constants: their
-    dependence on ``xt`` is part of the kernel's gradient); ``grid_tables`` the knots' :func:`knot_tables`; ``first``
-    ``(in, m, n)`` or ``None`` (the network input: identity on the columns ``dirs``); ``second``
-    ``(in, p, n)`` or ``None`` (zero); ``plan`` the derivatives carried (``first`` holds its directions,
-    ``second`` its rows: pairs and traces).
-    Returns value ``(out, n)``, first ``(out, m, n)`` and second ``(out, p, n)`` derivatives,
-    differentiable in ``xt``, ``spline_weight``, ``spline_scaler``, ``base_weight``, ``first`` and
-    ``second``.
-    """
-    acts = tuple(a.detach() for a in acts)
-    return _SplineJet.apply(
-        xt, spline_weight, spline_scaler, base_weight, first, second, table.detach(), conversion.detach(), acts,
-        grid_tables, plan.dirs, plan.p, plan.entries,
-    )
-
-
-# -- elementwise activations of an MLP layer ------------------------------------------------------------
-
-
-def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int], ...], has_s: bool):
-    """Forward and backward of ``a = f(z)`` on a jet, for one plan (compile-time constants as above)."""
-    start, eq, ea, eb = _entry_arrays(entries, p)
-    ne = len(entries)
-
-    @njit(parallel=True, cache=True)
-    def forward(f1, f2, Z1, Z2, y1, y2):  # pragma: no cover - compiled
-        w, n = f1.shape
-        for r in prange(w):
-            for j in range(n):
-                d1, d2 = f1[r, j], f2[r, j]
-                for s in range(m):
-                    y1[r, s, j] = d1 * Z1[r, s, j]
-                for q in range(p):
-                    t = 0.0
-                    for e in range(start[q], start[q + 1]):
-                        t += Z1[r, ea[e], j] * Z1[r, eb[e], j]
-                    t *= d2
-                    if has_s:
-                        t += d1 * Z2[r, q, j]
-                    y2[r, q, j] = t
-
-    @njit(parallel=True, cache=True)
-    def backward(f1, f2, f3, Z1, Z2, g0, g1, g2, gz, gZ1, gZ2):  # pragma: no cover - compiled
-        w, n = f1.shape
-        for r in prange(w):
-            for j in range(n):
-                d1, d2, d3 = f1[r, j], f2[r, j], f3[r, j]
-                acc = g0[r, j] * d1
-                for s in range(m):
-                    acc += g1[r, s, j] * Z1[r, s, j] * d2
-                    gZ1[r, s, j] = g1[r, s, j] * d1
-                for q in range(p):
-                    if has_s:
-                        acc += g2[r, q, j] * d2 * Z2[r, q, j]
-                        gZ2[r, q, j] = g2[r, q, j] * d1
-                for e in range(ne):
-                    a, b, gq = ea[e], eb[e], g2[r, eq[e], j]
-                    acc += gq * d3 * Z1[r, a, j] * Z1[r, b, j]
-                    t = gq * d2
-                    gZ1[r, a, j] += t * Z1[r, b, j]
-                    gZ1[r, b, j] += t * Z1[r, a, j]
-                gz[r, j] = acc
-
-    return forward, backward
-
-
-def _elementwise_kernels(*config) -> tuple:
-    """The activation's (forward, backward) pair for ``config`` (the arguments of :func:`_make_elementwise_kernels`)."""
-    return _built("activation", _make_elementwise_kernels, config)
-
-
-class _ElementwiseJet(torch.autograd.Function):
-    """``a = f(z)`` on a jet: inputs with gradients ``z``, ``Z1``, ``Z2``; ``acts`` (``f .. f'''`` at ``z``)
-    constants of the call (their dependence on ``z`` is in the backward)."""
-
-    @staticmethod
-    def forward(ctx, z, Z1, Z2, acts, p, entries):
-        (w, n), dtype = z.shape, z.dtype
-        m = Z1.shape[1]
-        config = (m, p, entries, Z2 is not None)
-        y1 = torch.empty(w, m, n, dtype=dtype)
-        y2 = torch.empty(w, p, n, dtype=dtype)
-        _blocks(w)
-        f0, f1, f2, f3 = acts
-        _elementwise_kernels(*config)[0](
-            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype), y1.numpy(), y2.numpy()
-        )
-        ctx.save_for_backward(Z1, Z2, f1, f2, f3)
-        ctx.config = config
-        return f0.clone(), y1, y2
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g0, g1, g2):
-        Z1, Z2, f1, f2, f3 = ctx.saved_tensors
-        m, p, _, has_s = ctx.config
-        (w, n), dtype = f1.shape, f1.dtype
-        g0 = torch.zeros(w, n, dtype=dtype) if g0 is None else g0
-        g1 = torch.zeros(w, m, n, dtype=dtype) if g1 is None else g1
-        g2 = torch.zeros(w, p, n, dtype=dtype) if g2 is None else g2
-        gz, gZ1 = torch.empty(w, n, dtype=dtype), torch.empty(w, m, n, dtype=dtype)
-        gZ2 = torch.empty(w, p, n, dtype=dtype) if has_s else None
-        _blocks(w)
-        _elementwise_kernels(*ctx.config)[1](
-            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(f3, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype),
-            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype), gz.numpy(), gZ1.numpy(), _np(gZ2, 3, dtype),
-        )
-        return gz, gZ1, gZ2, None, None, None
-
-
-def elementwise_jet_fused(
-    z: Tensor, first: Tensor, second: Tensor | None, acts: tuple[Tensor, Tensor, Tensor, Tensor], plan: DerivativePlan
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`kanpde.derivatives.jet.elementwise_jet` in one compiled pass each way: ``a = f(z)`` with
-    ``da_s = f'(z) dz_s`` and ``d2a_q = f''(z) sum_{(a, b) in q} dz_a dz_b + f'(z) d2z_q`` for the plan's
-    second-derivative rows ``q`` (a pair, or the pure pairs of a trace).
-    ``z`` ``(w, n)``, ``first`` ``(w, m, n)`` (``m >= 1``), ``second`` ``(w, p, n)`` or ``None`` (zero);
-    ``acts`` ``f, f', f'', f'''`` at ``z``. Returns the value, first and second derivatives."""
-    acts = tuple(a.detach() for a in acts)
-    return _ElementwiseJet.apply(z, first, second, acts, plan.p, plan.entries)
+def _entry_arrays(entries: tuple[tuple[int, int, int], ...], p: int) -> tuple[np.ndarray, ...]:
+    """The plan's :attr:`~kanpde.derivatives.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
+    entry (``start``, ``p + 1``), per entry its row and factors."""
+    start = np.searchsorted(np.array([q for q, _, _ in entries], dtype=np.int64), np.arange(p + 1)).astype(np.int64)
+    eq, ea, eb = (np.array([e[r] for e in entries] or [0], dtype=np.int64) for r in range(3))
+    return start, eq, ea, eb
