@@ -209,7 +209,6 @@ def test_without_numba_the_tensor_path_runs(monkeypatch) -> None:
 def test_disabled_block_uses_the_tensor_path(monkeypatch) -> None:
     monkeypatch.setenv("KANPDE_KERNEL", "auto")
     x = torch.rand(4, 2, dtype=D)
-    assert kernels.disabled is kernels.tensor_path  # the former name, kept as an alias
     with kernels.tensor_path():
         assert not kernels.fused_available(x)
         with kernels.tensor_path():

@@ -17,7 +17,9 @@ autograd, so the engine behind it can change without touching any problem. Two e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,7 @@ __all__ = [
     "resolve_engine",
     "supports_forward",
     "probe_plan",
+    "probing",
     "ENGINES",
     "ENGINE_CHOICES",
 ]
@@ -335,6 +338,24 @@ def make_field(
     return ENGINES[resolve_engine(engine, model)](model, x, coords, outputs, time_coord, plan=plan)
 
 
+_PROBE = threading.local()
+
+
+def probing() -> bool:
+    """Whether a :func:`probe_plan` is running in this thread: its passes only record which derivatives
+    a residual asks for, and their plans are never used again."""
+    return getattr(_PROBE, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _probing() -> Iterator[None]:
+    _PROBE.depth = getattr(_PROBE, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PROBE.depth -= 1
+
+
 def probe_plan(
     residual: Callable[[Field], object],
     model: nn.Module,
@@ -345,10 +366,9 @@ def probe_plan(
 ) -> DerivativePlan:
     """The derivatives ``residual(field)`` asks for, found by running it once on a :class:`ForwardField`
     over the points ``x`` (a few suffice) and recording the requests. Gradients are off during the probe,
-    and so are the compiled CPU kernels (the plans the probe passes through are never used again)."""
-    from kanpde.models._kernels import disabled
-
-    with torch.no_grad(), disabled():
+    and :func:`probing` is true, so models skip work worth doing only for plans used again (compiled
+    kernels)."""
+    with torch.no_grad(), _probing():
         field = ForwardField(model, x, coords, outputs, time_coord)
         residual(field)
     return DerivativePlan.of(field.requested, field.requested_traces)

@@ -6,8 +6,7 @@ Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU k
 :func:`tensor_path` turns them off in a block (plain torch operations instead).
 """
 
-from kanpde.models._kernels import disabled as tensor_path
-from kanpde.models._kernels import warm_up
+from kanpde.models._kernels import tensor_path, warm_up
 from kanpde.models.hard import HardDirichlet
 from kanpde.models.kan import KAN, KANLinear
 from kanpde.models.mlp import MLP

@@ -27,7 +27,7 @@ import sympy
 import torch
 from torch import Tensor, nn
 
-from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_second, pair_products
+from kanpde.derivatives.jet import DerivativePlan, Jet
 from kanpde.models.activations import activation_derivatives
 from kanpde.models.kan import KAN, KANLinear
 

@@ -10,7 +10,8 @@ point in compiled loops, with hand-written backward passes, so the intermediates
 
 This module decides where they apply (:func:`fused_available`): CPU tensors of float32/float64, numba
 importable, no ``torch.func`` transform active (:func:`under_transform`; per-point Jacobians,
-:mod:`kanpde.training.lm`, go through the pure-tensor path), not inside a :func:`tensor_path` block,
+:mod:`kanpde.training.lm`, go through the pure-tensor path), not inside a :func:`tensor_path` block nor a derivative probe
+(:func:`kanpde.derivatives.field.probing`),
 and not switched off with ``KANPDE_KERNEL=torch``. It also holds what both kernel modules share: the
 registry of compiled kernels (:func:`_built`, which logs a first compilation), the thread count
 (:func:`_blocks`), numpy views (:func:`_np`) and the plan's pair table (:func:`_entry_arrays`).
@@ -34,12 +35,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kanpde.derivatives.field import probing
+
 try:  # numba is a dependency, but the torch path must keep working without it
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["disabled", "fused_available", "tensor_path", "under_transform", "warm_up"]
+__all__ = ["fused_available", "tensor_path", "under_transform", "warm_up"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,9 +63,6 @@ def tensor_path() -> Iterator[None]:
         _DISABLED.depth = depth
 
 
-disabled = tensor_path  # the former name, still imported by kanpde.derivatives.field
-
-
 def under_transform() -> bool:
     """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is active: tensors are then
     wrapped, without storage. The one use of the private ``torch._C._functorch`` API in kanpde."""
@@ -72,6 +72,8 @@ def under_transform() -> bool:
 def fused_available(*tensors: Tensor | None) -> bool:
     """Whether the fused kernels can run on these tensors (see the module docstring)."""
     if numba is None or os.environ.get("KANPDE_KERNEL", "auto") == "torch" or getattr(_DISABLED, "depth", 0):
+        return False
+    if probing():  # a probe's plans are never used again: no kernel compiled for them
         return False
     if under_transform():  # inside vmap / grad / jacrev
         return False
