@@ -19,7 +19,7 @@ from kanpde import KAN, MLP, Dirichlet, Neumann, Problem, Sampler, evaluate, los
 from kanpde.derivatives.field import AutogradField, ForwardField, make_field, probe_plan, resolve_engine, supports_forward
 from kanpde.pde.geometry import Box
 from kanpde.derivatives.jet import DerivativePlan
-from kanpde.models import kernels
+from kanpde.models import _kernels as kernels
 from kanpde.problems.poisson2d import Poisson2D
 from kanpde.training.fit import derivative_plans
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from kanpde import KAN, MLP
 from kanpde.derivatives.jet import DerivativePlan
-from kanpde.models import kernels
+from kanpde.models import _kernels as kernels
 from kanpde.models.activations import Sin, activation_derivatives, activation_third
 from kanpde.models.bspline import knot_interval
 from kanpde.app.runtime import tune_malloc
@@ -247,7 +247,7 @@ def test_warm_up_starts_numba_in_a_fresh_process() -> None:
     import sys
 
     code = (
-        "from kanpde.models import kernels\n"
+        "from kanpde.models import _kernels as kernels\n"
         "assert not kernels._search_tables.overloads\n"
         "assert kernels.warm_up() is WANT\n"
         "assert bool(kernels._search_tables.overloads) is WANT\n"
