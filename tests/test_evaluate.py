@@ -10,7 +10,7 @@ import torch
 from scipy.integrate import quad
 from torch import nn
 
-from conftest import F64, FunctionModule, observed_orders
+from tests.helpers import F64, FunctionModule, observed_orders
 from kanpde import Box, error_norms, evaluate, trapezoid_weights
 from kanpde.evaluate import lp_norm, predict
 from kanpde.models import KAN

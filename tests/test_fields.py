@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import F64, FunctionModule
+from tests.helpers import F64, FunctionModule
 from kanpde.derivatives.field import AutogradField, Field, make_field
 
 A, B = 1.3, -0.7

@@ -15,7 +15,7 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import CONF_DIR
+from tests.helpers import CONF_DIR
 from kanpde import KAN, MLP, load_run, trapezoid_weights
 from kanpde.problems.poisson2d import Poisson2D
 from kanpde.app.run import ConfigError, RunFailed, _build, run

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import F64, observed_orders
+from tests.helpers import F64, observed_orders
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,

@@ -10,7 +10,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.func import functional_call
 
 import kanpde.models.kan as kan_module
-from conftest import F64, inside_grids, layer_ranges, max_rel, smooth_kan, smooth_layer
+from tests.helpers import F64, inside_grids, layer_ranges, max_rel, smooth_kan, smooth_layer
 from kanpde.derivatives.field import make_field
 from kanpde.models import KAN, MLP, KANLinear
 

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 from torch import Tensor
 
-from conftest import CONF_DIR, F64, FunctionModule
+from tests.helpers import CONF_DIR, F64, REPO_ROOT, FunctionModule
 from kanpde import (
     Annulus, Box, Dirichlet, Disk, Initial, LShape, Periodic, Polygon, Problem, Robin, Sampler,
     evaluate, loss_terms, make_field,
@@ -286,7 +286,7 @@ def test_final_time_norms() -> None:
 
 # -- the worked example of the README, through the real command line ------------------------------------------
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = REPO_ROOT / "examples"
 
 
 def test_user_problem_in_one_file_runs_through_the_cli(tmp_path: Path) -> None:
@@ -326,7 +326,7 @@ def test_problem_table_script_builds_the_table_from_metrics(tmp_path: Path) -> N
     import importlib.util
     import json
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "problem_table.py"
+    script = REPO_ROOT / "scripts" / "problem_table.py"
     spec = importlib.util.spec_from_file_location("problem_table", script)
     table_mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_mod)

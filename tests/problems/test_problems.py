@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from conftest import CONF_DIR, F64, PROBLEMS_DIR, SMALL_PROBLEM_KWARGS, FunctionModule
+from tests.helpers import CONF_DIR, F64, PROBLEMS_DIR, SMALL_PROBLEM_KWARGS, FunctionModule
 from kanpde import Box, Condition, Dirichlet, Initial, Neumann, Problem, Sampler, loss_terms, make_field
 from kanpde.pde.problem import _split
 from kanpde.pde.sampling import METHODS

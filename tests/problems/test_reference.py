@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import F64
+from tests.helpers import F64
 from kanpde.problems.allencahn1d import AllenCahn1D
 from kanpde.problems.burgers1d import Burgers1D
 from kanpde.problems._reference import allen_cahn_etdrk4, burgers_cole_hopf, cache_dir, cached, fourier_eval

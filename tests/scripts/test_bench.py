@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+from tests.helpers import REPO_ROOT
+
+BENCH = REPO_ROOT / "scripts" / "bench.py"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "precision_table.py"
+from tests.helpers import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "precision_table.py"
 
 
 @pytest.fixture(scope="module")
