@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers import CONF_DIR, PACKAGE_DIR, PROBLEMS_DIR
+from tests.helpers import CONF_DIR, PACKAGE_DIR, PROBLEMS_DIR, make_cfg
 
 # On a small shared machine torch's intra-op thread pool thrashes: one loss evaluation of a tiny KAN
 # takes ~0.3 s with 2 threads under load and ~0.01 s with one. Tests only, never the library.
@@ -41,3 +41,16 @@ def _deterministic() -> Iterator[None]:
     dtype = torch.get_default_dtype()
     yield
     assert torch.get_default_dtype() == dtype, "a test or the library changed torch's default dtype"
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory: pytest.TempPathFactory):
+    """One ``run(cfg)`` of the fast preset (KAN and MLP baseline on poisson2d, with figures and checkpoints),
+    shared by the tests of the run (tests/app/test_run.py), its run file (tests/outputs/test_run_file.py) and
+    its checkpoints (tests/app/test_checkpoint.py): ``(output_dir, metrics, progress_events)``."""
+    from kanpde.app.run import run
+
+    out = tmp_path_factory.mktemp("fast")
+    events = []
+    metrics = run(make_cfg("debug=fast"), output_dir=out, progress=events.append)
+    return out, metrics, events

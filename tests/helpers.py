@@ -5,6 +5,7 @@ Everything here is test infrastructure: the library itself never sets threads, d
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from collections.abc import Callable, Sequence
@@ -18,8 +19,10 @@ from torch import Tensor, nn
 import kanpde
 import kanpde.conf
 import kanpde.problems
+from kanpde import Box, Dirichlet, LShape, Problem, Stage, evaluate, fit, save_run
 from kanpde.models import KAN
 from kanpde.models.bspline import fit_coefficients
+from kanpde.outputs.run_file import RunResult
 
 PACKAGE_DIR = Path(kanpde.__file__).resolve().parent
 CONF_DIR = Path(kanpde.conf.__file__).resolve().parent
@@ -37,6 +40,10 @@ parametrize_devices = pytest.mark.parametrize("device", DEVICES)
 # resolution; its accuracy at the shipped resolution is measured in tests/problems/test_reference.py).
 SMALL_PROBLEM_KWARGS = {"allencahn1d": {"n_modes": 256, "dt": 1e-3, "n_out": 101}}
 SMALL_PROBLEM_OVERRIDES = {stem: [f"problem.{k}={v}" for k, v in kw.items()] for stem, kw in SMALL_PROBLEM_KWARGS.items()}
+
+# metrics.json (DESIGN.md): the norms and the keys of every model's metrics.
+NORMS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
+METRIC_KEYS = {*NORMS, "n_params", "train_seconds", "model", "problem"}
 
 
 def make_cfg(*overrides: str, hydra: bool = False):
@@ -124,6 +131,15 @@ def smooth_kan(widths: Sequence[int], grid_size: int = 5, freq: float = 1.0, **k
     return model
 
 
+def perturb(model: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:
+    """Move parameters away from their initialisation so every term of the chain rule matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return model
+
+
 def max_rel(a: Tensor, b: Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
@@ -131,3 +147,60 @@ def max_rel(a: Tensor, b: Tensor) -> float:
 def observed_orders(errors: Sequence[float], ratio: float = 2.0) -> list[float]:
     """``log(e_i / e_{i+1}) / log(ratio)`` for a sequence of errors on grids refined by ``ratio``."""
     return [math.log(a / b) / math.log(ratio) for a, b in zip(errors[:-1], errors[1:])]
+
+
+# -- small problems shared by several test files ---------------------------------------------------------------
+
+
+class SineLine(Problem):
+    """u'' = -pi^2 sin(pi x) on [-1, 1], u = sin(pi x)."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        super().__init__(Box([-1.0], [1.0], self.coords), [Dirichlet("all", 0.0)])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.d("xx") + math.pi**2 * torch.sin(math.pi * x[:, 0])
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.sin(math.pi * x[:, 0])
+
+
+class SineCube(Problem):
+    """Δu = -3 pi^2 u on [0, 1]^3, u = sin(pi x) sin(pi y) sin(pi z)."""
+
+    coords = ("x", "y", "z")
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0] * 3, [1.0] * 3, self.coords), [Dirichlet("all", 0.0)])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.laplacian() + 3 * math.pi**2 * self.exact(x)
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.sin(math.pi * x).prod(dim=1)
+
+
+class LinearLShape(Problem):
+    """Δu = 0 on the L-shape, u = x + 2 y (Dirichlet 0 declared: only the geometry and the evaluation matter)."""
+
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        super().__init__(LShape(self.coords), [Dirichlet("all", 0.0)])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.laplacian()
+
+    def exact(self, x: Tensor) -> Tensor:
+        return x[:, 0] + 2 * x[:, 1]
+
+
+def save_small_run(problem: Problem, widths: Sequence[int], n: int, path: Path) -> Path:
+    """A KAN after 3 Adam steps on ``problem``, evaluated on ``n`` points per axis and saved to ``path``."""
+    fitted = fit(KAN(widths, grid_size=3, dtype=F64), problem,
+                 [Stage(functools.partial(torch.optim.Adam, lr=0.01), 3)], n_interior=32, n_boundary=12)
+    ev = evaluate(fitted.model, problem, n)
+    result = RunResult("kan", fitted.model, fitted.history, ev, dict(ev.metrics))
+    return save_run(path, problem.name, problem.coords, problem.outputs, result)

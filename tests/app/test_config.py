@@ -1,33 +1,21 @@
-"""Hydra configuration groups and the end-to-end run(cfg): outputs, metrics, HDF5 layout, load_run, errors."""
+"""The configuration (kanpde.app.run today, kanpde.app.config after the split): every combination of the Hydra
+config groups composes and builds, and every bad input is a one-line ConfigError before any training."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from torch import Tensor
 
-from tests.helpers import CONF_DIR
-from kanpde import KAN, MLP, load_run, trapezoid_weights
+from kanpde import Box, Dirichlet, Problem
+from kanpde.app.run import ConfigError, _build, build_stages, run
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.app.run import ConfigError, RunFailed, _build, run
-
-METRIC_KEYS = {"l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse", "n_params", "train_seconds",
-               "model", "problem"}
-NORMS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
-
-
-def make_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from tests.helpers import CONF_DIR, fast_cfg, make_cfg
 
 
 def options(group: str) -> list[str]:
@@ -43,11 +31,11 @@ def target(group: str, option: str) -> str:
 PROBLEMS = [
     ["problem=custom", "problem._target_=kanpde.problems.poisson2d.Poisson2D"] if p == "custom" else [f"problem={p}"]
     for p in options("problem")
-    if p in ("poisson2d", "custom")  # the other shipped problems: tests/test_library.py
+    if p in ("poisson2d", "custom")  # the other shipped problems: tests/problems/test_problems.py
 ]
 BASELINES = [[f"model@baseline={m}"] for m in options("model")] + [["baseline=null"]]
 # Studies (experiments naming a `study`, e.g. paper_fig33) sweep architectures of their own, so they
-# replace the model and baseline choices: tests/test_restart.py checks that each of theirs builds.
+# replace the model and baseline choices: test_paper_fig33_architectures_compose_and_build builds each of theirs.
 STUDIES = {e for e in options("experiment") if "study" in yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())}
 # Presets that drop the baseline on purpose (a formula of the main model only, e.g. poisson2d_symbolic).
 NO_BASELINE = {e for e in options("experiment") if "baseline" in yaml.safe_load((CONF_DIR / "experiment" / f"{e}.yaml").read_text())
@@ -124,172 +112,6 @@ def test_every_mlp_combination_builds(experiment, debug, tmp_path: Path) -> None
     assert _build_failures("mlp", experiment, debug, tmp_path) == []
 
 
-# -- the end-to-end fast run ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fast_run(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("fast")
-    events = []
-    metrics = run(make_cfg("debug=fast"), output_dir=out, progress=events.append)
-    return out, metrics, events
-
-
-@pytest.fixture(scope="module")
-def mlp_run(tmp_path_factory: pytest.TempPathFactory):
-    """model=mlp through the same path."""
-    out = tmp_path_factory.mktemp("mlp")
-    metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null"), output_dir=out)
-    return out, metrics
-
-
-def test_fast_run_writes_its_outputs(fast_run) -> None:
-    out, _, events = fast_run
-    names = {p.name for p in out.iterdir()}
-    assert {"solution.h5", "metrics.json", "solution.png", "baseline_solution.png", "history.png",
-            "checkpoint.pt", "baseline_checkpoint.pt"} <= names
-    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".write-test")]  # atomic writes left nothing
-    for png in ("solution.png", "baseline_solution.png", "history.png"):
-        data = (out / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    kinds = [e.kind for e in events]
-    assert kinds.count("stage") == 4 and kinds.count("stage_end") == 4 and kinds.count("step") == 2 * (5 + 2)
-
-
-def test_fast_run_metrics(fast_run) -> None:
-    out, metrics, _ = fast_run
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(metrics))
-    assert METRIC_KEYS <= set(saved) and METRIC_KEYS <= set(saved["baseline"])
-    for m, name, n_params in ((saved, "kan", 108), (saved["baseline"], "mlp", 33)):
-        assert m["model"] == name and m["problem"] == "poisson2d" and m["n_params"] == n_params
-        assert m["status"] == "ok" and m["train_seconds"] > 0
-        assert all(math.isfinite(m[k]) and m[k] >= 0 for k in NORMS)
-        assert m["h1"] == pytest.approx(math.hypot(m["l2"], m["h1_semi"]), rel=1e-12)
-        assert 0 < m["l2_rel"] < 1.5 and m["l2"] <= m["h1"] and m["mse"] <= m["h1_mse"]
-        assert m["linf"] >= math.sqrt(m["mse"])
-    assert "baseline" not in saved["baseline"]
-
-
-def test_fast_run_metrics_agree_with_saved_fields(fast_run) -> None:
-    out, metrics, _ = fast_run
-    with h5py.File(out / "solution.h5", "r") as f:
-        for group, m in (("main", metrics), ("baseline", metrics["baseline"])):
-            g = f[group]
-            axes = [g["axes/x"][()], g["axes/y"][()]]
-            err = g["fields/u/error"][()]
-            assert m["linf"] == pytest.approx(np.abs(err).max(), rel=1e-12)
-            assert m["mse"] == pytest.approx((err**2).mean(), rel=1e-12)
-            assert m["l2"] == pytest.approx(math.sqrt(trapezoid_weights(axes) @ (err**2).reshape(-1)), rel=1e-12)
-
-
-def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
-    out, metrics, _ = fast_run
-    with h5py.File(out / "solution.h5", "r") as f:
-        assert f.attrs["format"] == "kanpde-run" and int(f.attrs["format_version"]) == 1
-        assert f.attrs["problem"] == "poisson2d"
-        assert list(f.attrs["coords"]) == ["x", "y"] and list(f.attrs["outputs"]) == ["u"]
-        config = yaml.safe_load(f["config"].attrs["yaml"])
-        assert config["model"]["widths"] == [None, 3, None] and config["eval"]["n_per_axis"] == 21
-        assert set(f) == {"config", "main", "baseline"}
-        for group, name in (("main", "kan"), ("baseline", "mlp")):
-            g = f[group]
-            assert g.attrs["name"] == name
-            assert set(g) == {"axes", "fields", "history", "metrics", "model"}
-            x, y = g["axes/x"][()], g["axes/y"][()]
-            np.testing.assert_array_equal(x, np.linspace(-1, 1, 21))
-            np.testing.assert_array_equal(y, np.linspace(-1, 1, 21))
-            fu = g["fields/u"]
-            assert set(fu) == {"predicted", "exact", "error"}
-            assert all(fu[k].shape == (21, 21) for k in fu)
-            np.testing.assert_array_equal(fu["error"][()], fu["predicted"][()] - fu["exact"][()])
-            X, Y = np.meshgrid(x, y, indexing="ij")
-            np.testing.assert_allclose(fu["exact"][()], np.sin(np.pi * X) * np.sin(np.pi * Y**2), rtol=0, atol=1e-15)
-            hist = g["history"]
-            assert set(hist) == {"stage", "step", "time", "loss", "pde", "dirichlet[all]"}
-            assert all(hist[k].shape == (7,) for k in hist)
-            stages = json.loads(hist.attrs["stages"])
-            assert [s["steps"] for s in stages] == [5, 2]
-            m = metrics if group == "main" else metrics["baseline"]
-            assert {k: g["metrics"].attrs[k] for k in NORMS} == pytest.approx({k: m[k] for k in NORMS}, rel=1e-15)
-            cls = g["model"].attrs["class"]
-            assert cls == ("kanpde.models.kan:KAN" if name == "kan" else "kanpde.models.mlp:MLP")
-            assert "widths" in json.loads(g["model"].attrs["config"])
-            assert len(g["model/state"]) > 0
-        assert json.loads(f["main/model"].attrs["config"])["grid_size"] == 7
-        assert f["main/model/state/layers.0.grid"].shape == (2, 7 + 2 * 3 + 1)
-
-
-def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> None:
-    out, metrics, _ = fast_run
-    loaded = load_run(out)  # a run directory works as well as the file
-    assert loaded.problem == "poisson2d" and loaded.coords == ("x", "y") and loaded.outputs == ("u",)
-    assert isinstance(loaded.model, KAN) and loaded.model.grid_size == 7
-    assert isinstance(loaded.baseline.model, MLP)
-    assert "poisson2d" in loaded.config_yaml
-    with h5py.File(out / "solution.h5", "r") as f:
-        knots = f["main/model/state/layers.1.grid"][()]
-    assert torch.equal(loaded.model.layers[1].grid, torch.from_numpy(knots))
-    assert not np.allclose(np.diff(knots, axis=1), np.diff(knots, axis=1).mean())  # adapted, non-uniform knots
-    for result, m in ((loaded.main, metrics), (loaded.baseline, metrics["baseline"])):
-        assert next(result.model.parameters()).dtype == torch.float64
-        X, Y = np.meshgrid(result.axes["x"], result.axes["y"], indexing="ij")
-        pts = np.stack([X.ravel(), Y.ravel()], axis=1)
-        pred = result(pts).numpy().reshape(21, 21)
-        np.testing.assert_allclose(pred, result.fields["u"]["predicted"], rtol=0, atol=1e-12)
-        new = result(torch.rand(13, 2, dtype=torch.float64) * 2 - 1)
-        assert new.shape == (13, 1) and bool(torch.isfinite(new).all())
-        assert {k: result.metrics[k] for k in NORMS} == pytest.approx({k: m[k] for k in NORMS}, rel=1e-15)
-        assert len(result.history["loss"]) == 7 and [s["grid_size"] for s in result.stages][-1] in (7, None)
-    assert [s["grid_size"] for s in loaded.main.stages] == [5, 7]
-
-
-def test_checkpoints_load_with_torch_load(fast_run) -> None:
-    out, _, _ = fast_run
-    ckpt = torch.load(out / "checkpoint.pt")  # weights_only loading works: plain containers and tensors
-    assert ckpt["stage"] == 1 and ckpt["model_class"] == "kanpde.models.kan:KAN"
-    model = KAN(**ckpt["model_config"], dtype=torch.float64)
-    model.load_state_dict(ckpt["state_dict"])
-    assert model.grid_size == 7 and len(ckpt["history"]["steps"]) == 7
-    loaded = load_run(out / "solution.h5").model
-    x = torch.rand(20, 2, dtype=torch.float64)
-    assert torch.equal(model(x), loaded(x))
-
-
-def test_mlp_run_has_the_same_keys_and_no_baseline(mlp_run, fast_run) -> None:
-    out, metrics = mlp_run
-    saved = json.loads((out / "metrics.json").read_text())
-    assert "baseline" not in saved
-    assert set(saved) == set(fast_run[1]) - {"baseline"}
-    assert saved["model"] == "mlp" and saved["n_params"] == 2 * 3 + 3 + 3 + 1
-    assert not (out / "baseline_solution.png").exists() and (out / "solution.png").exists()
-    with h5py.File(out / "solution.h5", "r") as f:
-        assert "baseline" not in f
-    loaded = load_run(out / "solution.h5")
-    assert loaded.baseline is None and isinstance(loaded.model, MLP)
-    grid = loaded.main
-    X, Y = np.meshgrid(grid.axes["x"], grid.axes["y"], indexing="ij")
-    pred = grid(np.stack([X.ravel(), Y.ravel()], 1)).numpy().reshape(21, 21)
-    np.testing.assert_allclose(pred, grid.fields["u"]["predicted"], rtol=0, atol=1e-12)
-
-
-def test_fast_preset_runs_with_mlp_model(tmp_path: Path) -> None:
-    metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null", "output.figures=false"), output_dir=tmp_path)
-    assert metrics["model"] == "mlp"
-
-
-def test_diverged_run_still_writes_outputs(tmp_path: Path) -> None:
-    cfg = make_cfg("debug=fast", "trainer.optimizers.adam.lr=1e300", "output.figures=false")
-    with pytest.raises(RunFailed, match="non-finite loss"):
-        run(cfg, output_dir=tmp_path)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["status"] == "diverged" and "baseline" not in saved  # the baseline is not trained after a failure
-    assert not list(tmp_path.glob("*.png"))
-    loaded = load_run(tmp_path)
-    assert all(bool(torch.isfinite(p).all()) for p in loaded.model.parameters())
-    assert len(loaded.main.history["loss"]) == 1
-
-
 # -- configuration errors: raised before any training ----------------------------------------------------------------
 
 CONFIG_ERRORS = [
@@ -360,3 +182,67 @@ def test_custom_problem_with_target_runs_the_checks(tmp_path: Path) -> None:
     assert isinstance(built.problem, Poisson2D) and built.dtype == torch.float64
     assert [s.steps for s in built.stages] == [5, 2] and [s.grid_size for s in built.stages] == [None, 7]
     assert OmegaConf.to_container(built.model_cfg)["widths"] == [2, 3, 1]
+
+
+class MissingInitial(Problem):
+    """A time-dependent problem with no initial condition: refused before training."""
+
+    coords = ("x", "t")
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0, 0.0], [1.0, 2.0], self.coords), [Dirichlet(("x-", "x+"))])
+
+    def exact(self, x: Tensor) -> Tensor:
+        return x[:, 0]
+
+
+def test_bad_problem_is_a_config_error_before_training(tmp_path: Path) -> None:
+    cfg = make_cfg("problem=custom", f"problem._target_={__name__}.MissingInitial", "debug=fast")
+    with pytest.raises(ConfigError, match="no initial condition"):
+        run(cfg, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "solution.h5").exists()
+
+
+def test_hard_bc_config_error_for_an_unsupported_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"hard_bc=true: hard Dirichlet constraints support Box, Disk and Annulus"):
+        run(fast_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
+    assert not (tmp_path / "solution.h5").exists()
+
+
+LM_ERRORS = [
+    ("trainer.optimizers.lm.damping=-1", r"trainer.stages\[0\].optimizer: LevenbergMarquardt damping must be a finite number > 0, got -1"),
+    ("trainer.optimizers.lm.damping=0", r"damping must be a finite number > 0"),
+    ("trainer.optimizers.lm.damping_max=1e-6", r"needs damping_min <= damping <= damping_max"),
+    ("trainer.optimizers.lm.scaling=diagonal", r"scaling must be one of \['marquardt', 'identity'\], got 'diagonal'"),
+    ("trainer.optimizers.lm.max_tries=0", r"max_tries must be a positive integer, got 0"),
+    ("trainer.optimizers.lm.chunk_size=0", r"chunk_size must be a positive integer"),
+    ("trainer.optimizers.lm.dtype=int32", r"dtype must be a floating dtype"),
+    ("trainer.optimizers.lm.tolerance_change=1.5", r"tolerance_change must be in \[0, 1\), got 1.5"),
+    ("+trainer.optimizers.lm.dampnig=1", r"trainer.stages\[0\].optimizer: .*dampnig"),
+]
+
+
+@pytest.mark.parametrize("override,message", LM_ERRORS, ids=[o for o, _ in LM_ERRORS])
+def test_lm_config_errors_are_clear(override: str, message: str, tmp_path: Path) -> None:
+    cfg = fast_cfg("trainer.stages=[{optimizer: lm, steps: 2}]", override)
+    with pytest.raises(ConfigError, match=message) as info:
+        build_stages(cfg.trainer)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, output_dir=tmp_path)
+    assert not (tmp_path / "solution.h5").exists()
+
+
+def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
+    swept = {}
+    for experiment in ("paper_fig33", "paper_fig33_small"):
+        base = make_cfg(f"experiment={experiment}", hydra=True)
+        archs = swept[experiment] = str(base.hydra.sweeper.params.arch).split(",")
+        assert str(base.hydra.sweeper.params.seed) == "0,1" and base.study == experiment
+        assert set(archs) <= set(base.archs) and base.baseline is None and base.eval.every_stage
+        for arch in archs:
+            cfg = make_cfg(f"experiment={experiment}", f"arch={arch}")
+            built = _build(cfg, tmp_path)
+            assert built.model_cfg._target_.endswith(arch.split("_")[0].upper())
+            assert built.baseline_cfg is None
+    assert len(swept["paper_fig33"]) == 16 and set(swept["paper_fig33_small"]) < set(swept["paper_fig33"])

@@ -1,4 +1,5 @@
-"""B-spline basis, knot vectors and least-squares fits (kanpde.models.bspline)."""
+"""B-spline basis, knot vectors and least-squares fits (kanpde.models.bspline); the local-support evaluation
+against the dense Cox–de Boor basis (float64)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import math
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from torch.nn import functional as F
 
 from tests.helpers import F64, observed_orders
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
+    bspline_local,
     extend_grid,
     fit_coefficients,
+    knot_interval,
+    power_basis,
     subdivide_grid,
     uniform_grid,
 )
 
+D = F64
 ORDERS = [1, 2, 3, 4]
 
 
@@ -203,3 +209,105 @@ def test_float32_stays_float32() -> None:
         assert t.dtype == f32
     assert (basis.sum(-1) - 1).abs().max().item() < 1e-5
     assert math.isfinite(coef.abs().max().item())
+
+
+# -- local-support evaluation against the dense basis -------------------------------------------------------
+
+
+def _grids(n_in: int, grid_size: int, k: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(grid_size * 10 + k)
+    samples = (torch.rand(400, n_in, generator=gen, dtype=D) * 2 - 1) ** 3  # clustered near 0
+    return {
+        "uniform": uniform_grid(n_in, grid_size, k, -1.0, 1.0, dtype=D),
+        "adaptive": adaptive_grid(samples, grid_size, k),
+    }
+
+
+def _points(grid: torch.Tensor, n: int = 300) -> torch.Tensor:
+    """Random points over and beyond the extended knots, plus every knot and the range ends exactly."""
+    gen = torch.Generator().manual_seed(n)
+    lo, hi = grid[:, :1].T, grid[:, -1:].T  # (1, in)
+    span = hi - lo
+    x = lo - 0.1 * span + 1.2 * span * torch.rand(n, grid.shape[0], generator=gen, dtype=D)
+    return torch.cat([x, grid.T, grid.T.roll(1, dims=0)], dim=0)  # knots as points, in mixed rows
+
+
+def _gather_dense(dense: torch.Tensor, start: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense bases at the local window ``start + r`` (padded numbering) and which entries exist."""
+    padded = F.pad(dense, (k, k))  # (n, in, G+3k)
+    idx = start.unsqueeze(-1) + torch.arange(k + 1)  # (n, in, k+1)
+    valid = (idx >= k) & (idx < dense.shape[-1] + k)
+    return padded.gather(2, idx), valid
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("grid_size", [1, 3, 8, 20])
+@pytest.mark.parametrize("kind", ["uniform", "adaptive"])
+def test_local_values_match_dense_basis(k: int, grid_size: int, kind: str) -> None:
+    grid = _grids(3, grid_size, k)[kind]
+    x = _points(grid)
+    dense = bspline_basis(x, grid, k)  # (n, in, G+k)
+    (values,), start = bspline_local(x, grid, k, 0)
+    window, valid = _gather_dense(dense, start, k)
+    assert (window - values)[valid].abs().max() <= 1e-14
+    # the window holds every non-zero basis function: nothing is lost outside it
+    torch.testing.assert_close((window * valid).sum(-1), dense.sum(-1), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("kind", ["uniform", "adaptive"])
+def test_local_derivatives_match_autograd_of_dense_spline(k: int, kind: str) -> None:
+    grid_size = 7
+    grid = _grids(2, grid_size, k)[kind]
+    gen = torch.Generator().manual_seed(k)
+    coef = torch.randn(2, grid_size + k, generator=gen, dtype=D)  # (in, G+k)
+    lo, hi = grid[:, 0], grid[:, -1]
+    x = (lo + (hi - lo) * torch.rand(500, 2, generator=gen, dtype=D)).requires_grad_(True)
+    spline = (bspline_basis(x, grid, k) * coef).sum(-1)  # (n, in)
+    d1 = torch.autograd.grad(spline.sum(), x, create_graph=True)[0]
+    d2 = torch.autograd.grad(d1.sum(), x)[0] if d1.requires_grad else torch.zeros_like(d1)
+    values, start = bspline_local(x.detach(), grid, k, 3)
+    padded = F.pad(coef, (k, k)).expand(x.shape[0], -1, -1)  # (n, in, G+3k)
+    local_coef = padded.gather(2, start.unsqueeze(-1) + torch.arange(k + 1))  # (n, in, k+1)
+    for ref, v in ((spline, values[0]), (d1, values[1]), (d2, values[2])):
+        got = (v * local_coef).sum(-1)
+        assert (got - ref).abs().max() <= 1e-12 * ref.abs().max().clamp(min=1.0)
+    if k < 3:  # derivatives above the degree vanish
+        assert values[3].abs().max() == 0
+
+
+def test_knot_interval_conventions() -> None:
+    grid = uniform_grid(1, 4, 3, -1.0, 1.0, dtype=D)  # knots -2.5 .. 2.5 step 0.5
+    x = torch.tensor([[-3.0, -2.5, -1.0, -0.75, 1.0, 2.49, 2.5, 7.0]], dtype=D)
+    mu = knot_interval(x, grid)[0].tolist()  # points-last: (in, n)
+    last = grid.shape[1] - 1  # one past the last interval: "outside"
+    assert mu == [last, 0, 3, 3, 7, 9, last, last]
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_power_basis_reproduces_local_bases(k: int) -> None:
+    grid = _grids(2, 6, k)["adaptive"]
+    x = _points(grid, 200)
+    values, mu = bspline_local(x, grid, k, 0)
+    inside = knot_interval(x.T, grid).T <= grid.shape[1] - 2  # (n, in); outside points have zero bases
+    basis = power_basis(grid, k)  # (in, G+2k, k+1, k+1)
+    u = x - grid.gather(1, mu.T).T  # (n, in)
+    cols = torch.arange(2)
+    m = basis[cols, mu]  # (n, in, k+1 powers, k+1 bases)
+    powers = torch.stack([u**d for d in range(k + 1)], dim=-1)  # (n, in, k+1)
+    got = (powers.unsqueeze(-1) * m).sum(-2)
+    assert (got - values[0])[inside].abs().max() < 1e-13
+
+
+def test_partition_of_unity_and_factorials() -> None:
+    grid = uniform_grid(1, 5, 3, 0.0, 1.0, dtype=D)
+    x = torch.linspace(0.0, 0.999, 57, dtype=D)[:, None]
+    values, _ = bspline_local(x, grid, 3, 2)
+    torch.testing.assert_close(values[0].sum(-1), torch.ones(57, 1, dtype=D), rtol=0, atol=1e-15)
+    torch.testing.assert_close(values[1].sum(-1), torch.zeros(57, 1, dtype=D), rtol=0, atol=1e-12)
+    basis = power_basis(grid, 3)  # (1, G+2k, 4, 4)
+    # uniform cubic B-splines: the u^3 coefficients of the four pieces are (-1, 3, -3, 1) / (3! h^3)
+    h = 0.2
+    expected = torch.tensor([-1.0, 3.0, -3.0, 1.0], dtype=D) / (math.factorial(3) * h**3)
+    for mu in range(3, 3 + 5):  # the interior intervals
+        torch.testing.assert_close(basis[0, mu, 3], expected, rtol=1e-12, atol=0)

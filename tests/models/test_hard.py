@@ -1,23 +1,21 @@
-"""Hard Dirichlet constraints: exact boundary values (box, disk, annulus), derivatives of the wrapped
-model by the forward engine against autograd, training without the Dirichlet loss terms, save/load."""
+"""The hard-constraint wrapper (kanpde.models.hard.HardDirichlet): exact boundary values (box, disk, annulus),
+derivatives of the wrapped model by the forward engine and the LM Jacobian against autograd, grid extension
+through the wrapper, refused domains. (Runs with hard_bc=true: tests/app/.)"""
 
 from __future__ import annotations
 
 import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 import kanpde
 from kanpde.derivatives.field import AutogradField, ForwardField
 from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models.hard import HardDirichlet, _build_problem, hard_conditions, soft_problem
 from kanpde.training.lm import PinnLeastSquares
-from kanpde.app.run import ConfigError, run
 from kanpde.pde.sampling import Sampler
 from kanpde.training.fit import derivative_plans
 
@@ -102,15 +100,6 @@ def test_dirichlet_data_hold_to_machine_precision(name: str) -> None:
     assert checked > 0
 
 
-def test_robin_problem_keeps_its_other_conditions_soft() -> None:
-    problem = _wrapped(CASES["poisson2d_robin"]).problem
-    pieces, _ = hard_conditions(problem)[0]
-    assert sorted(pieces) == ["x-", "y-"]
-    soft = soft_problem(problem)
-    assert [c.kind for c in soft.conditions] == ["neumann", "robin"]
-    assert [c.kind for c in problem.conditions].count("dirichlet") == 1  # the original is untouched
-
-
 @pytest.mark.parametrize("kind", ["kan", "mlp"])
 @pytest.mark.parametrize("name", ["poisson2d", "disk", "annulus"])
 def test_forward_engine_matches_autograd(name: str, kind: str) -> None:
@@ -155,38 +144,6 @@ def test_refine_keeps_the_wrapper_and_the_function() -> None:
         assert torch.equal(rebuilt(x), finer(x))
 
 
-def test_unsupported_problems_are_refused() -> None:
+def test_unsupported_domains_are_refused() -> None:
     with pytest.raises(ValueError, match="Box, Disk and Annulus domains, not LShape"):
         HardDirichlet.around(kanpde.KAN([2, 3, 1]), {"_target_": "kanpde.problems.laplace_lshape.LaplaceLShape"})
-    with pytest.raises(ValueError, match="one target per output"):
-        hard_conditions(_build("heat1d"))  # Dirichlet 0 on x-, x+ and the initial sin(pi x) on t-
-
-
-def _build(stem: str):
-    name = "".join(part.capitalize() for part in stem.split("_")).replace("1d", "1D")
-    return _build_problem({"_target_": f"kanpde.problems.{stem}.{name}"})
-
-
-def _cfg(*overrides: str):
-    with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=["debug=fast", "device=cpu", "output.figures=false", *overrides])
-
-
-def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Path) -> None:
-    cfg = _cfg("hard_bc=true", "trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 3, grid_size: 6}]")
-    metrics = run(cfg, output_dir=tmp_path)
-    assert metrics["status"] == "ok" and metrics["model"] == "kan" and metrics["baseline"]["model"] == "mlp"
-    assert metrics["widths"] == [2, 3, 1] and metrics["grid_size"] == 6
-    loaded = kanpde.load_run(tmp_path)
-    assert isinstance(loaded.model, HardDirichlet) and isinstance(loaded.baseline.model, HardDirichlet)
-    assert set(loaded.main.history) == {"stage", "step", "time", "loss", "pde"}  # no Dirichlet term
-    edge = torch.tensor([[-1.0, 0.3], [1.0, -0.7], [0.2, 1.0], [0.5, -1.0]], dtype=F64)
-    assert float(loaded.main(edge).abs().max()) == 0.0
-    grid = torch.from_numpy(loaded.main.fields["u"]["predicted"])
-    assert float(grid[0].abs().max()) == 0.0 and float(grid[:, -1].abs().max()) == 0.0
-
-
-def test_hard_bc_config_error_for_an_unsupported_problem(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"hard_bc=true: hard Dirichlet constraints support Box, Disk and Annulus"):
-        run(_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
-    assert not (tmp_path / "solution.h5").exists()

@@ -1,4 +1,5 @@
-"""KAN layers and networks: gradients, the edge formula, initialisation, grid extension and grid updates."""
+"""KAN layers and networks (kanpde.models.kan): gradients, the edge formula, the local-support forward against the
+dense basis, initialisation, grid extension and grid updates, dtypes."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import functional_call
+from torch.nn import functional as F
 
 import kanpde.models.kan as kan_module
-from tests.helpers import F64, inside_grids, layer_ranges, max_rel, smooth_kan, smooth_layer
 from kanpde.derivatives.field import make_field
 from kanpde.models import KAN, MLP, KANLinear
+from kanpde.models.bspline import bspline_basis
+from tests.helpers import F64, inside_grids, layer_ranges, max_rel, smooth_kan, smooth_layer
+
+D = F64
 
 
 def cox_de_boor(j: int, p: int, x: float, t: list[float]) -> float:
@@ -325,3 +330,51 @@ def test_update_grid_only_outside_moves_just_the_layers_that_need_it() -> None:
     hidden = model.layers[0](x)
     assert not torch.equal(model.layers[1].grid, grids[1])
     assert not model.layers[1].outside_grid(hidden)  # the knots now cover the hidden range
+
+
+def _dense_layer_forward(layer: KANLinear, x: torch.Tensor) -> torch.Tensor:
+    """The foundation's dense forward: the full basis tensor and one contraction."""
+    base = F.linear(layer.base_activation(x), layer.base_weight)
+    basis = bspline_basis(x, layer.grid, layer.spline_order).reshape(x.shape[0], -1)
+    return base + F.linear(basis, layer.scaled_spline_weight.reshape(layer.out_features, -1))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("grid_size", [3, 10, 50])
+def test_kan_layer_local_forward_matches_dense(k: int, grid_size: int) -> None:
+    torch.manual_seed(grid_size + k)
+    layer = KANLinear(3, 4, grid_size=grid_size, spline_order=k, noise_scale=2.0, dtype=D)
+    x = torch.rand(400, 3, dtype=D) * 3 - 1.5  # reaches beyond the knots
+    torch.testing.assert_close(layer(x), _dense_layer_forward(layer, x), rtol=0, atol=1e-13)
+    layer.update_grid(torch.rand(300, 3, dtype=D) ** 2)  # non-uniform knots
+    torch.testing.assert_close(layer(x), _dense_layer_forward(layer, x), rtol=0, atol=1e-13)
+
+
+def test_power_basis_cache_follows_grid_changes() -> None:
+    torch.manual_seed(0)
+    model = KAN([2, 3, 1], grid_size=4, noise_scale=1.0, dtype=D)
+    x = torch.rand(100, 2, dtype=D) * 2 - 1
+    before = model(x)
+    model.update_grid(x**3)  # in-place knot change: the cached table must not be reused
+    layer = model.layers[0]
+    torch.testing.assert_close(layer(x), _dense_layer_forward(layer, x), rtol=0, atol=1e-13)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = KAN(**model.config, dtype=D)
+    fresh(x)  # fills its cache with the uniform grid
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=1e-14)
+    torch.testing.assert_close(before, model(x), rtol=0, atol=0.5)  # the refit keeps the function roughly
+
+
+def test_kan_layer_gradcheck_wrt_parameters_and_inputs() -> None:
+    torch.manual_seed(1)
+    layer = KANLinear(2, 2, grid_size=4, noise_scale=1.0, dtype=D)
+    x = (torch.rand(12, 2, dtype=D) * 2 - 1).requires_grad_(True)
+    params = (layer.base_weight, layer.spline_weight, layer.spline_scaler)
+
+    def f(xx, *ps):
+        out = torch.func.functional_call(layer, dict(zip(("base_weight", "spline_weight", "spline_scaler"), ps)), (xx,))
+        return out
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradgradcheck(f, (x, *params), eps=1e-6, atol=1e-7)

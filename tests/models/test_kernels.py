@@ -1,6 +1,6 @@
 """The fused CPU kernels of the forward engine (kanpde.models._kernels) against the pure-tensor path.
 
-The fused path is the default on CPU, so tests/test_forward.py already checks it against the autograd
+The fused path is the default on CPU, so tests/derivatives/test_field.py already checks it against the autograd
 engine; here both forward-engine paths are compared directly (values, derivatives and parameter
 gradients, float64, to rounding) across the configurations that specialise the compiled code, the
 custom backward passes go through gradcheck, and the pieces the kernels rely on (interval search on
@@ -19,7 +19,6 @@ from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models import _kernels as kernels
 from kanpde.models.activations import Sin, activation_derivatives, activation_third
 from kanpde.models.bspline import knot_interval
-from kanpde.app.runtime import tune_malloc
 
 D = torch.float64
 pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed")
@@ -183,12 +182,6 @@ def test_kernel_switch_and_transforms_use_the_tensor_path(monkeypatch) -> None:
     seen = []
     torch.func.vmap(lambda row: seen.append(kernels.fused_available(row)) or row.sum())(x)
     assert seen == [False]
-
-
-def test_tune_malloc_is_harmless() -> None:
-    applied = tune_malloc()
-    assert isinstance(applied, bool)
-    torch.ones(2**22, dtype=D).sum()  # large allocations still work afterwards
 
 
 def test_without_numba_the_tensor_path_runs(monkeypatch) -> None:

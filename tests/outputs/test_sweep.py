@@ -1,4 +1,6 @@
-"""The sweep report on synthetic run directories with known numbers, and its errors."""
+"""The sweep report (kanpde.outputs.sweep) on synthetic run directories with known numbers: collection, means
+and spreads, fitted exponents, tables and figures, per-stage points, failed runs left out. (Its command line and
+errors: tests/test_report.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kanpde.outputs.sweep import ReportError, aggregate, collect, exponents, fit_exponent, report
-from kanpde.report import main
+from kanpde.outputs.sweep import aggregate, collect, exponents, fit_exponent, report
 
 
 def write_run(root: Path, name: str, metrics: dict, seed: int, overrides: list[str]) -> Path:
@@ -121,29 +122,3 @@ def test_failed_runs_are_left_out(sweep: Path) -> None:
     bad["status"] = "diverged"
     write_run(sweep, "diverged", bad, 7, ["seed=7"])
     assert all(p.seed != 7 for p in collect(sweep))
-
-
-@pytest.mark.parametrize("case", ["missing", "file", "empty", "corrupt", "foreign"])
-def test_bad_directory_gives_one_clear_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    target = tmp_path / "multirun"
-    expected = {
-        "missing": "does not exist",
-        "file": "is not a directory",
-        "empty": "no runs in",
-        "corrupt": "cannot be read",
-        "foreign": "not a kanpde run's metrics",
-    }[case]
-    if case == "file":
-        target.write_text("x")
-    elif case != "missing":
-        target.mkdir()
-        (target / "sub").mkdir()
-        if case == "corrupt":
-            (target / "sub" / "metrics.json").write_text("{oops")
-        elif case == "foreign":
-            (target / "sub" / "metrics.json").write_text(json.dumps({"accuracy": 0.9}))
-    with pytest.raises(ReportError, match=expected):
-        report(target, tmp_path / "out")
-    assert main([str(target)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("kanpde.report: error: ") and expected in err and "\n" not in err

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
-
-BENCH = REPO_ROOT / "scripts" / "bench.py"
+from tests.helpers import REPO_ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("kanpde_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / "scripts" / "bench.py", "kanpde_bench")
 
 
 @pytest.mark.parametrize("impl", ["kanpde-forward", "kanpde-autograd", "mlp-forward"])
@@ -46,41 +38,3 @@ def test_report_ratios_and_verdicts(bench) -> None:
     assert "MET] fast engine >= 50x faster than pykan: 90.9x" in verdicts
     assert "MET] fast engine >= 10x faster than kanpde's autograd engine: 18.2x" in verdicts
     assert "grid 50 / grid 5 = 1.20" in verdicts
-
-
-def test_laplacian_bench_compares_both_plans_on_tiny_problems(capsys, monkeypatch) -> None:
-    """scripts/bench_laplacian.py: both plans give the same loss (the script checks) and a ratio is printed
-    (on the tensor path: the script's logic is under test, not the kernels, which need compiling)."""
-    monkeypatch.setenv("KANPDE_KERNEL", "torch")
-    spec = importlib.util.spec_from_file_location("kanpde_bench_laplacian", BENCH.parent / "bench_laplacian.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    try:
-        rec = module.measure("mlp", 3, 64, rounds=1, steps=1)
-        assert module.main(["--dims", "2", "--models", "kan", "--points", "64", "--threads", "1", "--rounds", "1",
-                            "--steps", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert rec["model"] == "mlp" and rec["dim"] == 3 and rec["pairs_s"] > 0 and rec["trace_s"] > 0
-    out = capsys.readouterr().out
-    assert "trace/pairs" in out and "poisson2d" in out
-
-
-def test_run_phases_script_times_a_tiny_run() -> None:
-    """scripts/run_phases.py runs the CLI with its timers and prints the phases and the optimizer table."""
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, str(BENCH.parent / "run_phases.py"), "problem=poisson2d", "debug=fast", "device=cpu",
-         "output.figures=false"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout
-    for line in ("import torch._dynamo", "train + evaluate: model", "train + evaluate: baseline", "write (save_run)",
-                 "the run without the main model's training and evaluation"):
-        assert line in out, out
-    rows = [r.split() for r in out.splitlines() if r.startswith(("  model ", "  baseline ")) and "optimizer" not in r]
-    assert {r[0] for r in rows} == {"model", "baseline"} and all(int(r[4]) >= int(r[3]) >= 1 for r in rows), out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,17 +9,12 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from tests.helpers import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "scripts" / "precision_table.py"
+from tests.helpers import REPO_ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("kanpde_precision_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / "scripts" / "precision_table.py", "kanpde_precision_table")
 
 
 def test_schedule_merges_repeated_stages(script) -> None:

@@ -1,22 +1,20 @@
-"""Levenberg–Marquardt: small least-squares problems with known minima, the PINN Jacobian against
-autograd, the residual vector against the trainer's loss, a stage on poisson2d, configuration errors."""
+"""Levenberg–Marquardt (kanpde.training.lm): small least-squares problems with known minima, the PINN Jacobian
+against autograd, the residual vector against the trainer's loss, stages on poisson2d. (Its configuration
+errors and a run with an LM stage: tests/app/.)"""
 
 from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
 import kanpde
 from kanpde.training.lm import FunctionLeastSquares, LevenbergMarquardt, PinnLeastSquares
 from kanpde.problems.advection1d import Advection1D
 from kanpde.problems.kovasznay import Kovasznay
 from kanpde.problems.poisson2d import Poisson2D
-from kanpde.app.run import ConfigError, build_stages, run
 from kanpde.pde.sampling import Sampler
 from kanpde.training.fit import derivative_plans, loss_terms, weighted_loss
 
@@ -186,42 +184,3 @@ def test_lm_then_grid_extension_keeps_working() -> None:
     assert result.model.grid_size == 6
     assert [s["grid_size"] for s in result.history.stages] == [3, 6]
     assert result.history.stages[1]["loss"] < result.history.stages[0]["loss"]
-
-
-def _cfg(*overrides: str):
-    with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=["debug=fast", "device=cpu", "output.figures=false", *overrides])
-
-
-LM_ERRORS = [
-    ("trainer.optimizers.lm.damping=-1", r"trainer.stages\[0\].optimizer: LevenbergMarquardt damping must be a finite number > 0, got -1"),
-    ("trainer.optimizers.lm.damping=0", r"damping must be a finite number > 0"),
-    ("trainer.optimizers.lm.damping_max=1e-6", r"needs damping_min <= damping <= damping_max"),
-    ("trainer.optimizers.lm.scaling=diagonal", r"scaling must be one of \['marquardt', 'identity'\], got 'diagonal'"),
-    ("trainer.optimizers.lm.max_tries=0", r"max_tries must be a positive integer, got 0"),
-    ("trainer.optimizers.lm.chunk_size=0", r"chunk_size must be a positive integer"),
-    ("trainer.optimizers.lm.dtype=int32", r"dtype must be a floating dtype"),
-    ("trainer.optimizers.lm.tolerance_change=1.5", r"tolerance_change must be in \[0, 1\), got 1.5"),
-    ("+trainer.optimizers.lm.dampnig=1", r"trainer.stages\[0\].optimizer: .*dampnig"),
-]
-
-
-@pytest.mark.parametrize("override,message", LM_ERRORS, ids=[o for o, _ in LM_ERRORS])
-def test_lm_config_errors_are_clear(override: str, message: str, tmp_path: Path) -> None:
-    cfg = _cfg("trainer.stages=[{optimizer: lm, steps: 2}]", override)
-    with pytest.raises(ConfigError, match=message) as info:
-        build_stages(cfg.trainer)
-    assert "\n" not in str(info.value)
-    with pytest.raises(ConfigError, match=message):
-        run(cfg, output_dir=tmp_path)
-    assert not (tmp_path / "solution.h5").exists()
-
-
-def test_lm_stage_from_the_cli_config(tmp_path: Path) -> None:
-    """{optimizer: lm} composes and runs end to end; the history records one row per LM step."""
-    cfg = _cfg("trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 4, grid_size: 6}]")
-    metrics = run(cfg, output_dir=tmp_path)
-    assert metrics["status"] == "ok" and metrics["grid_size"] == 6
-    loaded = kanpde.load_run(tmp_path)
-    assert [s["optimizer"] for s in loaded.main.stages] == ["Adam", "LevenbergMarquardt"]
-    assert len(loaded.main.history["loss"]) == 7
