@@ -29,7 +29,6 @@ class Burgers1D(Problem):
 
     coords = ("x", "t")
     reference_solution = True  # computed numerically: tests check it by finite differences
-    condition_tol = 1e-12
 
     def __init__(self, nu: float = 0.01 / math.pi) -> None:
         self.nu = float(nu)
