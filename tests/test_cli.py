@@ -20,6 +20,8 @@ from kanpde import Sampler, loss_terms
 from kanpde.report import main as report_main
 from tests.helpers import REPO_ROOT, FunctionModule, load_script
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 BAD = {
     "unknown_problem": (["problem=nope"], None),
     "unknown_model": (["model=nope"], None),

@@ -36,6 +36,7 @@ def test_run_id_ignores_output_switches_and_follows_results() -> None:
     assert run_id(fast_cfg()) == base  # stable across compositions
 
 
+@pytest.mark.slow
 def test_finished_run_is_skipped_unless_forced(tmp_path: Path) -> None:
     cfg = fast_cfg("baseline=null")
     first = run(cfg, tmp_path)

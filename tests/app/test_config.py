@@ -67,6 +67,7 @@ def test_config_groups_are_shipped() -> None:
     assert len(COMBOS) >= 48
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(overrides_of(*c)).replace("/", "."))
 def test_every_combination_composes(combo) -> None:
     problem, model, baseline, trainer, experiment, debug = combo
@@ -101,12 +102,14 @@ def _build_failures(model: str, experiment: str | None, debug: str | None, tmp_p
     return failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment,debug", PRESETS)
 def test_every_kan_combination_builds(experiment, debug, tmp_path: Path) -> None:
     """run()'s checks (problem, widths, grids, stages, optimizers, sampler) pass for every shipped combination."""
     assert _build_failures("kan", experiment, debug, tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment,debug", PRESETS)
 def test_every_mlp_combination_builds(experiment, debug, tmp_path: Path) -> None:
     assert _build_failures("mlp", experiment, debug, tmp_path) == []
@@ -233,6 +236,7 @@ def test_lm_config_errors_are_clear(override: str, message: str, tmp_path: Path)
     assert not (tmp_path / "solution.h5").exists()
 
 
+@pytest.mark.slow
 def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
     swept = {}
     for experiment in ("paper_fig33", "paper_fig33_small"):

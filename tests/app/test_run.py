@@ -109,6 +109,7 @@ def test_diverged_run_still_writes_outputs(tmp_path: Path) -> None:
 # -- options of a run -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_starts_the_kernels_before_the_first_timed_training(tmp_path: Path, monkeypatch) -> None:
     """numba's one-off start (~0.15 s) happens while the run is built, not inside the KAN's train time."""
     import kanpde.app.run as run_module
@@ -121,6 +122,7 @@ def test_run_starts_the_kernels_before_the_first_timed_training(tmp_path: Path, 
     assert events == ["warm_up", "fit"]
 
 
+@pytest.mark.slow
 def test_run_with_each_engine_gives_the_same_result(tmp_path: Path) -> None:
     metrics = {}
     for engine in ("auto", "forward", "autograd"):
@@ -144,6 +146,7 @@ def test_lm_stage_from_the_cli_config(tmp_path: Path) -> None:
     assert len(loaded.main.history["loss"]) == 7
 
 
+@pytest.mark.slow
 def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Path) -> None:
     cfg = fast_cfg("hard_bc=true", "trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 3, grid_size: 6}]")
     metrics = run(cfg, output_dir=tmp_path)
@@ -158,6 +161,7 @@ def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Pat
     assert float(grid[0].abs().max()) == 0.0 and float(grid[:, -1].abs().max()) == 0.0
 
 
+@pytest.mark.slow
 def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
     """A tiny snapped run through run(cfg): formula.txt parses with SymPy and equals the saved model read back
     by load_run (a SymbolicKAN with the pruned widths); the activation plots before and after are written."""

@@ -10,7 +10,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 from torch.nn import functional as F
 
-from tests.helpers import F64, observed_orders
+from tests.helpers import F64, observed_orders, parametrize_dtypes
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -135,7 +135,7 @@ def test_fit_reproduces_a_spline(kind: str) -> None:
 
 
 @pytest.mark.parametrize("old,new", [(3, 6), (5, 10), (5, 15), (4, 12), (7, 21)])
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@parametrize_dtypes
 def test_subdivide_grid_keeps_old_knots_for_multiples(old: int, new: int, dtype: torch.dtype) -> None:
     k = 3
     grid = nonuniform_grid(2, old, k, dtype=dtype)

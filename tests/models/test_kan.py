@@ -15,7 +15,9 @@ import kanpde.models.kan as kan_module
 from kanpde.derivatives.field import make_field
 from kanpde.models import KAN, MLP, KANLinear
 from kanpde.models.bspline import bspline_basis
-from tests.helpers import F64, inside_grids, layer_ranges, max_rel, smooth_kan, smooth_layer
+from tests.helpers import (
+    F64, inside_grids, layer_ranges, max_rel, parametrize_devices, parametrize_dtypes, smooth_kan, smooth_layer,
+)
 
 D = F64
 
@@ -228,21 +230,24 @@ def test_update_grid_keeps_outputs_and_covers_the_samples() -> None:
         assert torch.equal(layer.base_weight, wb) and torch.equal(layer.spline_scaler, ws)
 
 
-# -- dtypes ---------------------------------------------------------------------------------------------------
+# -- dtypes and devices ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_models_follow_their_dtype(dtype: torch.dtype) -> None:
-    for model in (KAN([2, 3, 1], dtype=dtype), MLP([2, 5, 1], dtype=dtype)):
-        x = torch.rand(20, 2, dtype=dtype)
-        assert model(x).dtype == dtype
-        assert all(t.dtype == dtype for t in model.state_dict().values())
-    kan = KAN([2, 3, 1], dtype=dtype)
-    x = torch.rand(50, 2, dtype=dtype) * 2 - 1
+@parametrize_devices
+@parametrize_dtypes
+def test_models_follow_their_dtype_and_device(dtype: torch.dtype, device: str) -> None:
+    on = {"dtype": dtype, "device": device}
+    for model in (KAN([2, 3, 1], **on), MLP([2, 5, 1], **on)):
+        x = torch.rand(20, 2, **on)
+        y = model(x)
+        assert y.dtype == dtype and y.device.type == device
+        assert all(t.dtype == dtype and t.device.type == device for t in model.state_dict().values())
+    kan = KAN([2, 3, 1], **on)
+    x = torch.rand(50, 2, **on) * 2 - 1
     kan.update_grid(x)
     fine = kan.refine(7, x)
-    assert all(t.dtype == dtype for t in fine.state_dict().values())
-    assert fine(x).dtype == dtype
+    assert all(t.dtype == dtype and t.device.type == device for t in fine.state_dict().values())
+    assert fine(x).dtype == dtype and fine(x).device.type == device
     assert bool(torch.isfinite(fine(x)).all())
 
 

@@ -233,6 +233,8 @@ def test_cached_knot_tables_follow_update_grid(monkeypatch) -> None:
     assert tables_are_fresh(refined)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_warm_up_starts_numba_in_a_fresh_process() -> None:
     """kernels.warm_up loads a cached kernel (numba's one-off start); with KANPDE_KERNEL=torch it does nothing."""
     import os

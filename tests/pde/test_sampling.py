@@ -47,6 +47,8 @@ def test_stratified_samplers_fill_every_bin(method: str) -> None:
         assert np.array_equal(np.sort(np.floor(pts[:, axis] * n)), np.arange(n))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_quasi_random_backend_is_imported_when_the_sampler_is_made() -> None:
     """``import kanpde`` leaves scipy.stats (~0.5 s) alone; a Sobol/LHS/Halton sampler imports it when it is
     made, so a run pays it while building, not inside the first model's timed training."""

@@ -152,6 +152,7 @@ def test_every_problem_composes_with_both_models(stem: str, model: str, tmp_path
     assert list(built.model_cfg.widths)[-1] == built.problem.n_outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", STEMS)
 def test_every_problem_runs_the_fast_preset(stem: str, tmp_path: Path) -> None:
     """One in-process run trains the KAN and its MLP baseline; figures for the 2-D kinds of domain only."""

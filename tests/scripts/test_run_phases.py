@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 def test_run_phases_script_times_a_tiny_run() -> None:

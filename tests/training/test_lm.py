@@ -156,6 +156,7 @@ def test_squared_residual_norm_is_the_trainers_loss(problem) -> None:
     assert float(r @ r) == pytest.approx(loss, rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make,steps,factor,scaling",
     [

@@ -31,6 +31,7 @@ def _regress(model: KAN, x: torch.Tensor, y: torch.Tensor, steps: int, lam: floa
         opt.step()
 
 
+@pytest.mark.slow
 def test_sparsification_reduces_the_number_of_significant_edges() -> None:
     """f(x, y) = sin(pi x) + y^2 needs 2 of the 8 edges of a [2, 4, 1] KAN (plus an output edge or two).
     Trained from the same initialisation with and without the regulariser (same steps): fewer edges with

@@ -96,6 +96,7 @@ def test_fit_edge_prefers_the_simplest_near_tie_and_finds_distinct_functions() -
     assert fit_edge(X, wave)[0].name in ("sin", "cos")  # one and the same function, shifted
 
 
+@pytest.mark.slow
 def test_auto_symbolic_and_formula_round_trip(tmp_path: Path) -> None:
     """A [2, 1, 1] KAN whose edges are fitted to x, y^2 and cos: auto_symbolic snaps them, the formula text
     parses with SymPy and evaluates to the network's output."""
