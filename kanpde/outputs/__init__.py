@@ -1,0 +1,1 @@
+"""Outputs: the run file (``solution.h5``), the XDMF sidecar, figures and sweep reports."""
