@@ -1,6 +1,8 @@
-"""The command line ``python -m kanpde``, run in subprocesses from a scratch directory.
+"""The command line ``python -m kanpde`` (kanpde/__main__.py), run in subprocesses from a scratch directory:
+a fast run and its table, one-line errors, sweeps (-m) with the joblib and submitit_local launchers and the
+skipping of finished runs, and the docs' worked example of a user problem in one file.
 
-All invocations start together in one module fixture (two at a time) to keep the file under a minute.
+The single runs start together in one module fixture (two at a time), the sweeps in another.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from kanpde import Sampler, loss_terms
+from kanpde.report import main as report_main
+from tests.helpers import DOCS_DIR, REPO_ROOT, FunctionModule, code_block, load_script
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 BAD = {
     "unknown_problem": (["problem=nope"], None),
@@ -136,3 +144,96 @@ def test_unwritable_output_directory(cli) -> None:
     assert proc.returncode != 0
     assert "is not a writable directory" in proc.stderr and str(run_dir) in proc.stderr
     assert "stage 1/" not in proc.stdout
+
+
+# -- sweeps: python -m kanpde -m ... ---------------------------------------------------------------------------
+
+TINY = ["debug=fast", "baseline=null", "model=kan,mlp", "seed=0", "eval.n_per_axis=11",
+        "trainer.stages=[{optimizer: adam, steps: 2}]"]
+RUNS = {"baseline=null,debug=fast,eval.n_per_axis=11,model=kan,seed=0,trainer.stages=[{optimizer:adam,steps:2}]",
+        "baseline=null,debug=fast,eval.n_per_axis=11,model=mlp,seed=0,trainer.stages=[{optimizer:adam,steps:2}]"}
+
+
+def _kanpde(*args: str, cwd: Path, module: str = "kanpde") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    root = tmp_path_factory.mktemp("sweeps")
+    commands = {
+        "joblib": ["-m", *TINY, "output.figures=false", "study=small"],
+        "submitit": ["-m", "hydra/launcher=submitit_local", *TINY[:2], "model=kan", *TINY[3:], "output.figures=false",
+                     "study=small_submitit"],
+    }
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(_kanpde, *args, cwd=root) for name, args in commands.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    dirs = {"joblib": root / "multirun" / "small", "submitit": root / "multirun" / "small_submitit"}
+    return {name: (dirs[name], results[name]) for name in commands}
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit"])
+def test_sweep_writes_one_run_per_override_set(sweeps, launcher: str) -> None:
+    sweep_dir, result = sweeps[launcher]
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {p.parent.name for p in sweep_dir.glob("*/metrics.json")}
+    # deterministic directories: multirun/<study>/<override_dirname>
+    assert runs == (RUNS if launcher == "joblib" else {min(RUNS)})
+    for name in runs:
+        metrics = json.loads((sweep_dir / name / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and len(metrics["run_id"]) == 16
+        assert (sweep_dir / name / "solution.h5").is_file() and (sweep_dir / name / "solution.xdmf").is_file()
+    if launcher == "joblib":
+        assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+
+
+def test_rerun_skips_finished_runs_and_report_aggregates(sweeps, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep_dir, _ = sweeps["joblib"]
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")}
+    # skipping happens in each run, whatever the launcher: the in-process one saves two interpreters
+    again = _kanpde("-m", *TINY, "study=small", "hydra/launcher=basic", cwd=sweep_dir.parent.parent)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skipped (force=true runs it again)") + again.stdout.count("skipped (force=true") == 2
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/metrics.json")} == stamps
+    # the report command's entry point, in-process (an extra interpreter costs ~10 s of imports here)
+    assert report_main([str(sweep_dir), "--out", str(sweep_dir / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "| poisson2d | KAN [2,3,1] G=5 |" in out and "| poisson2d | MLP [2,3,1] |" in out
+    for name in ("summary.md", "summary.csv", "runs.csv", "scaling.png", "time.png", "loss_curves.png"):
+        assert (sweep_dir / "report" / name).is_file(), name
+
+
+# -- the docs' worked example: a user problem in one file ---------------------------------------------------
+
+EXAMPLES = REPO_ROOT / "examples"
+WORKED_EXAMPLE = DOCS_DIR / "problems.md"  # "Adding a problem": the block that starts "# reaction_diffusion.py"
+
+
+@pytest.mark.parametrize("source", ["docs", "examples"])
+def test_user_problem_in_one_file_has_an_exact_solution(source: str, tmp_path: Path) -> None:
+    """The worked example's exact solution satisfies its PDE and its Neumann, Robin and initial conditions."""
+    module = "reaction_diffusion"
+    if source == "docs":
+        (tmp_path / f"{module}.py").write_text(code_block(WORKED_EXAMPLE, f"# {module}.py"))
+    path = tmp_path / f"{module}.py" if source == "docs" else EXAMPLES / f"{module}.py"
+    problem = load_script(path, module).ReactionDiffusion(k=0.5)
+    batch = problem.sample(Sampler("sobol", seed=0), 64, 96)
+    terms = loss_terms(FunctionModule(problem.exact), problem, batch)
+    assert max(t.item() for t in terms.values()) <= 1e-24
+
+
+def test_user_problem_in_one_file_runs_through_the_cli(tmp_path: Path) -> None:
+    """The docs' worked example, verbatim, as a file: `python -m kanpde problem=custom problem._target_=...`."""
+    module = "reaction_diffusion"
+    (tmp_path / f"{module}.py").write_text(code_block(WORKED_EXAMPLE, f"# {module}.py"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "kanpde", "problem=custom", f"problem._target_={module}.ReactionDiffusion",
+           "+problem.k=0.5", "debug=fast", "output.figures=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["problem"] == module and "l2_rel_final" in metrics and "l2_rel" in metrics["baseline"]
+    assert "l2_rel" in proc.stdout
+

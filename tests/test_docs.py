@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import kanpde
-from conftest import DOCS_DIR, REPO_DIR, code_block, code_blocks, load_script
+from tests.helpers import DOCS_DIR, SCRIPTS_DIR, code_block, code_blocks, load_script
+from tests.helpers import REPO_ROOT as REPO_DIR
 
 README = REPO_DIR / "README.md"
 PUBLIC = set(kanpde.__all__) - {"__version__"}
@@ -86,7 +87,7 @@ def test_readme_python_api_runs() -> None:
 
 @pytest.fixture(scope="module")
 def docs_writer():
-    return load_script("_docs")
+    return load_script(SCRIPTS_DIR / "_docs.py", "kanpde_script__docs")
 
 
 def test_write_section_replaces_only_between_the_markers(docs_writer, tmp_path: Path) -> None:
@@ -114,7 +115,7 @@ def test_write_section_refuses_a_page_without_markers_in_one_line(docs_writer, t
 @pytest.mark.parametrize("name, page", [("problem_table", "problems.md"), ("precision_table", "accuracy.md"),
                                         ("symbolic_table", "interpretability.md")])
 def test_table_scripts_write_into_the_docs_page_holding_their_markers(name: str, page: str) -> None:
-    script = load_script(name)
+    script = load_script(SCRIPTS_DIR / f"{name}.py", f"kanpde_script_{name}")
     assert script.DOCS == DOCS_DIR / page
     text = script.DOCS.read_text(encoding="utf-8")
     assert text.count(script.START) == 1 and text.count(script.END) == 1

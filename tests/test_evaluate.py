@@ -1,4 +1,5 @@
-"""Error norms with trapezoid quadrature and evaluate() against exact solutions."""
+"""Evaluation (kanpde.evaluate): error norms with trapezoid quadrature, evaluate() against exact solutions,
+both derivative engines, points outside a non-box domain masked, norms at the final time."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import quad
-from torch import nn
+from torch import Tensor, nn
 
-from conftest import F64, FunctionModule, observed_orders
-from kanpde import Box, error_norms, evaluate, trapezoid_weights
+from kanpde import Box, Initial, Problem, error_norms, evaluate, trapezoid_weights
 from kanpde.evaluate import lp_norm, predict
 from kanpde.models import KAN
 from kanpde.problems.poisson2d import Poisson2D
+from tests.helpers import F64, FunctionModule, LinearLShape, observed_orders, perturb
 
 KEYS = {"l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse"}
 
@@ -157,3 +158,47 @@ def test_evaluate_parameter_free_module() -> None:
     """A module without parameters or buffers is evaluated in the default dtype (float32 here)."""
     m = evaluate(ParameterFree(), Poisson2D(), 11).metrics
     assert m["l2"] <= 1e-6
+
+
+def test_evaluate_with_forward_engine_gives_the_same_metrics() -> None:
+    torch.manual_seed(0)
+    model = perturb(KAN([2, 4, 1], grid_size=5, noise_scale=1.0, dtype=F64))
+    problem = Poisson2D()
+    fast = evaluate(model, problem, 41, engine="auto", chunk_size=500)
+    slow = evaluate(model, problem, 41, engine="autograd", chunk_size=500)
+    for key, value in slow.metrics.items():
+        assert fast.metrics[key] == pytest.approx(value, rel=1e-10, abs=1e-15)
+    assert abs(fast.grad_predicted - slow.grad_predicted).max() < 1e-12
+
+
+def test_evaluation_masks_points_outside_the_domain() -> None:
+    problem = LinearLShape()
+    exact = evaluate(FunctionModule(problem.exact), problem, 41)
+    assert exact.metrics["l2"] == 0.0
+    outside = ~exact.mask
+    assert np.all(np.isnan(exact.predicted[outside])) and np.all(np.isfinite(exact.predicted[exact.mask]))
+    # u + 1 on the L-shape (area 3): l2 = sqrt(3) up to the O(h) of the masked trapezoid rule
+    shifted = evaluate(FunctionModule(lambda x: problem.exact(x) + 1), problem, 41)
+    assert shifted.metrics["l2"] == pytest.approx(math.sqrt(3.0), rel=0.03)
+
+
+class _HeatExact(Problem):
+    coords = ("x", "t")
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0, 0.0], [2.0, 1.0], self.coords), [Initial(0.0)])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.d("t") - u.d("xx")
+
+    def exact(self, x: Tensor) -> Tensor:
+        return 1.0 + 0.0 * x[:, 0]
+
+
+def test_final_time_norms() -> None:
+    problem = _HeatExact()
+    ev = evaluate(FunctionModule(lambda x: 1 + 0.5 * x[:, 1] ** 2), problem, 41)
+    # at t = 1: e = 0.5 on [0, 2]: l2_final = 0.5 sqrt(2), relative to ||1|| = sqrt(2)
+    assert ev.metrics["l2_final"] == pytest.approx(0.5 * math.sqrt(2), rel=1e-12)
+    assert ev.metrics["l2_rel_final"] == pytest.approx(0.5, rel=1e-12)
+    assert ev.metrics["linf_final"] == pytest.approx(0.5, rel=1e-12)

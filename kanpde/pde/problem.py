@@ -173,9 +173,8 @@ class Problem:
 
     A coordinate named ``time_coord`` (default ``"t"``) makes the problem time-dependent: its domain's
     ``t-`` face is the initial face and :meth:`validate` requires an :func:`Initial` condition there.
-    Optional class attributes the test suite reads: ``residual_tol`` (max |PDE residual| of the exact
-    solution, default 1e-8), ``condition_tol`` (default 1e-12) and ``reference_solution = True`` for a
-    numerically computed solution (checked by finite differences instead of autograd).
+    Optional class attribute the test suite reads: ``reference_solution = True`` for a numerically computed
+    solution (checked by finite differences instead of autograd).
     :attr:`spec` records the constructor arguments, so a run file can make the problem again.
     """
 

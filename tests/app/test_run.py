@@ -1,0 +1,199 @@
+"""The run (kanpde.app.run): run(cfg) end to end on the fast preset (outputs, metrics.json, figures, progress
+events), the MLP alone, divergence, kernel warm-up before the timed training, every derivative engine, an LM
+stage, hard constraints, snapping with formula and activation plots, a study with per-stage evaluations.
+(Configuration errors: test_config.py; restarts: test_checkpoint.py; the solution.h5 layout: tests/outputs/.)"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import sympy
+import torch
+
+from kanpde import MLP, load_run, trapezoid_weights
+from kanpde.app.config import ConfigError
+from kanpde.app.run import RunFailed, run
+from kanpde.models.hard import HardDirichlet
+from kanpde.models.symbolic import SymbolicKAN
+from kanpde.outputs.sweep import collect
+from tests.helpers import F64, METRIC_KEYS, NORMS, fast_cfg, make_cfg
+
+# -- the fast preset (the fast_run fixture: tests/conftest.py) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory: pytest.TempPathFactory):
+    """model=mlp through the same path."""
+    out = tmp_path_factory.mktemp("mlp")
+    metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null"), output_dir=out)
+    return out, metrics
+
+
+def test_fast_run_writes_its_outputs(fast_run) -> None:
+    out, _, events = fast_run
+    names = {p.name for p in out.iterdir()}
+    assert {"solution.h5", "metrics.json", "solution.png", "baseline_solution.png", "history.png",
+            "checkpoint.pt", "baseline_checkpoint.pt"} <= names
+    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".write-test")]  # atomic writes left nothing
+    for png in ("solution.png", "baseline_solution.png", "history.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    kinds = [e.kind for e in events]
+    assert kinds.count("stage") == 4 and kinds.count("stage_end") == 4 and kinds.count("step") == 2 * (5 + 2)
+
+
+def test_fast_run_metrics(fast_run) -> None:
+    out, metrics, _ = fast_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert METRIC_KEYS <= set(saved) and METRIC_KEYS <= set(saved["baseline"])
+    for m, name, n_params in ((saved, "kan", 108), (saved["baseline"], "mlp", 33)):
+        assert m["model"] == name and m["problem"] == "poisson2d" and m["n_params"] == n_params
+        assert m["status"] == "ok" and m["train_seconds"] > 0
+        assert all(math.isfinite(m[k]) and m[k] >= 0 for k in NORMS)
+        assert m["h1"] == pytest.approx(math.hypot(m["l2"], m["h1_semi"]), rel=1e-12)
+        assert 0 < m["l2_rel"] < 1.5 and m["l2"] <= m["h1"] and m["mse"] <= m["h1_mse"]
+        assert m["linf"] >= math.sqrt(m["mse"])
+    assert "baseline" not in saved["baseline"]
+
+
+def test_fast_run_metrics_agree_with_saved_fields(fast_run) -> None:
+    out, metrics, _ = fast_run
+    with h5py.File(out / "solution.h5", "r") as f:
+        for group, m in (("main", metrics), ("baseline", metrics["baseline"])):
+            g = f[group]
+            axes = [g["axes/x"][()], g["axes/y"][()]]
+            err = g["fields/u/error"][()]
+            assert m["linf"] == pytest.approx(np.abs(err).max(), rel=1e-12)
+            assert m["mse"] == pytest.approx((err**2).mean(), rel=1e-12)
+            assert m["l2"] == pytest.approx(math.sqrt(trapezoid_weights(axes) @ (err**2).reshape(-1)), rel=1e-12)
+
+
+def test_mlp_run_has_the_same_keys_and_no_baseline(mlp_run, fast_run) -> None:
+    out, metrics = mlp_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert "baseline" not in saved
+    assert set(saved) == set(fast_run[1]) - {"baseline"}
+    assert saved["model"] == "mlp" and saved["n_params"] == 2 * 3 + 3 + 3 + 1
+    assert not (out / "baseline_solution.png").exists() and (out / "solution.png").exists()
+    with h5py.File(out / "solution.h5", "r") as f:
+        assert "baseline" not in f
+    loaded = load_run(out / "solution.h5")
+    assert loaded.baseline is None and isinstance(loaded.model, MLP)
+    grid = loaded.main
+    X, Y = np.meshgrid(grid.axes["x"], grid.axes["y"], indexing="ij")
+    pred = grid(np.stack([X.ravel(), Y.ravel()], 1)).numpy().reshape(21, 21)
+    np.testing.assert_allclose(pred, grid.fields["u"]["predicted"], rtol=0, atol=1e-12)
+
+
+def test_fast_preset_runs_with_mlp_model(tmp_path: Path) -> None:
+    metrics = run(make_cfg("debug=fast", "model=mlp", "baseline=null", "output.figures=false"), output_dir=tmp_path)
+    assert metrics["model"] == "mlp"
+
+
+def test_diverged_run_still_writes_outputs(tmp_path: Path) -> None:
+    cfg = make_cfg("debug=fast", "trainer.optimizers.adam.lr=1e300", "output.figures=false")
+    with pytest.raises(RunFailed, match="non-finite loss"):
+        run(cfg, output_dir=tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "diverged" and "baseline" not in saved  # the baseline is not trained after a failure
+    assert not list(tmp_path.glob("*.png"))
+    loaded = load_run(tmp_path)
+    assert all(bool(torch.isfinite(p).all()) for p in loaded.model.parameters())
+    assert len(loaded.main.history["loss"]) == 1
+
+# -- options of a run -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_starts_the_kernels_before_the_first_timed_training(tmp_path: Path, monkeypatch) -> None:
+    """numba's one-off start (~0.15 s) happens while the run is built, not inside the KAN's train time."""
+    import kanpde.app.config as config_module
+    import kanpde.app.run as run_module
+
+    events: list[str] = []
+    warm_up, fit = config_module.warm_up, run_module.fit
+    monkeypatch.setattr(config_module, "warm_up", lambda: events.append("warm_up") or warm_up())
+    monkeypatch.setattr(run_module, "fit", lambda *a, **k: events.append("fit") or fit(*a, **k))
+    run(make_cfg("baseline=null", "output.checkpoint=false"), tmp_path / "run")
+    assert events == ["warm_up", "fit"]
+
+
+@pytest.mark.slow
+def test_run_with_each_engine_gives_the_same_result(tmp_path: Path) -> None:
+    metrics = {}
+    for engine in ("auto", "forward", "autograd"):
+        metrics[engine] = run(make_cfg("debug=fast", f"engine={engine}", "output.figures=false"), tmp_path / engine)
+    with pytest.raises(ConfigError, match="engine='jet'"):
+        run(make_cfg("debug=fast", "engine=jet"), tmp_path / "bad")
+    assert make_cfg("debug=fast").engine == "auto"
+    for engine in ("auto", "forward"):
+        for key in ("l2_rel", "h1_rel"):
+            assert metrics[engine][key] == pytest.approx(metrics["autograd"][key], rel=1e-6)
+            assert metrics[engine]["baseline"][key] == pytest.approx(metrics["autograd"]["baseline"][key], rel=1e-6)
+
+
+def test_lm_stage_from_the_cli_config(tmp_path: Path) -> None:
+    """{optimizer: lm} composes and runs end to end; the history records one row per LM step."""
+    cfg = fast_cfg("trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 4, grid_size: 6}]")
+    metrics = run(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "ok" and metrics["grid_size"] == 6
+    loaded = load_run(tmp_path)
+    assert [s["optimizer"] for s in loaded.main.stages] == ["Adam", "LevenbergMarquardt"]
+    assert len(loaded.main.history["loss"]) == 7
+
+
+@pytest.mark.slow
+def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Path) -> None:
+    cfg = fast_cfg("hard_bc=true", "trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 3, grid_size: 6}]")
+    metrics = run(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "ok" and metrics["model"] == "kan" and metrics["baseline"]["model"] == "mlp"
+    assert metrics["widths"] == [2, 3, 1] and metrics["grid_size"] == 6
+    loaded = load_run(tmp_path)
+    assert isinstance(loaded.model, HardDirichlet) and isinstance(loaded.baseline.model, HardDirichlet)
+    assert set(loaded.main.history) == {"stage", "step", "time", "loss", "pde"}  # no Dirichlet term
+    edge = torch.tensor([[-1.0, 0.3], [1.0, -0.7], [0.2, 1.0], [0.5, -1.0]], dtype=F64)
+    assert float(loaded.main(edge).abs().max()) == 0.0
+    grid = torch.from_numpy(loaded.main.fields["u"]["predicted"])
+    assert float(grid[0].abs().max()) == 0.0 and float(grid[:, -1].abs().max()) == 0.0
+
+
+@pytest.mark.slow
+def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
+    """A tiny snapped run through run(cfg): formula.txt parses with SymPy and equals the saved model read back
+    by load_run (a SymbolicKAN with the pruned widths); the activation plots before and after are written."""
+    cfg = make_cfg(
+        "problem=poisson2d", "debug=fast", "baseline=null", "output.activations=true", "model.widths=[2,3,1]",
+        "trainer.stages=[{optimizer: adam, steps: 5}, {optimizer: lbfgs, steps: 1, prune: 0.05},"
+        " {optimizer: lbfgs, steps: 1, symbolic: {r2_threshold: 0.0, lib: ['x', 'x^2', 'sin']}},"
+        " {optimizer: lbfgs, steps: 1, symbolic: {layers: [], polish: true}}]",
+    )
+    metrics = run(cfg, tmp_path)
+    for name in ("formula.txt", "activations.png", "activations_before_prune.png", "activations_before_symbolic.png"):
+        assert (tmp_path / name).is_file(), name
+    text = (tmp_path / "formula.txt").read_text()
+    assert metrics["formula"] == text.strip()
+    model = load_run(tmp_path).main.model
+    assert isinstance(model, SymbolicKAN) and model.fully_symbolic and model.widths == metrics["widths"]
+    x = torch.rand(50, 2, dtype=F64) * 2 - 1
+    f = sympy.lambdify(sympy.symbols("x y"), sympy.sympify(text.strip()), "numpy")
+    value = np.broadcast_to(f(x[:, 0].numpy(), x[:, 1].numpy()), (50,))
+    assert np.abs(value - model(x)[:, 0].detach().numpy()).max() < 1e-9
+
+
+def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
+    """One KAN of the reduced study with its grid extension, shrunk further: a point per grid."""
+    cfg = make_cfg("experiment=paper_fig33_small", "arch=kan_2_5_1", "device=cpu", "output.figures=false",
+                   "trainer.n_interior=64", "trainer.n_boundary=32", "eval.n_per_axis=11",
+                   "trainer.stages=[{optimizer: lbfgs, steps: 1, grid_size: 3},"
+                   " {optimizer: lbfgs, steps: 1, grid_size: 5}, {optimizer: lbfgs, steps: 1, grid_size: 10}]")
+    metrics = run(cfg, tmp_path / "run")
+    assert [s["grid_size"] for s in metrics["stages"]] == [3, 5, 10] and metrics["grid_size"] == 10
+    assert metrics["stages"][-1]["mse"] == metrics["mse"]
+    points = collect(tmp_path)
+    assert [p.grid_size for p in points] == [3, 5, 10] and [p.final for p in points] == [False, False, True]

@@ -1,0 +1,31 @@
+"""Figures (kanpde.outputs.plots): run figures in 1-D and 3-D, activation plots of a partly symbolic KAN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import pytest
+
+from kanpde import KAN
+from kanpde.models.symbolic import EdgeFit, fix_symbolic, to_symbolic
+from kanpde.outputs.plots import plot_activations, plot_run
+from tests.helpers import F64, SineCube, SineLine, save_small_run
+
+
+@pytest.mark.parametrize("problem_cls,widths,n", [(SineLine, [1, 3, 1], 33), (SineCube, [3, 3, 1], 9)])
+def test_plot_run_in_1d_and_3d(problem_cls, widths: list[int], n: int, tmp_path: Path) -> None:
+    """plot_run draws a saved run: the field (the middle slice in 3-D) and the loss history."""
+    path = save_small_run(problem_cls(), widths, n, tmp_path / "solution.h5")
+    written = plot_run(path)
+    assert [p.name for p in written] == ["solution.png", "history.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_activation_plot_is_written(tmp_path: Path) -> None:
+    sym = to_symbolic(KAN([2, 3, 1], grid_size=3, dtype=F64))
+    fix_symbolic(sym, 0, 0, 0, EdgeFit("sin", 1.0, 0.0, 1.0, 0.0, 1.0))
+    x = torch.rand(64, 2, dtype=F64)
+    path = plot_activations(sym, x, tmp_path / "activations.png", ("x", "y"), ("u",))
+    assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
