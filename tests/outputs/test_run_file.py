@@ -47,7 +47,7 @@ def test_load_run_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
 def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
     out, metrics, _ = fast_run
     with h5py.File(out / "solution.h5", "r") as f:
-        assert f.attrs["format"] == "kanpde-run" and int(f.attrs["format_version"]) == 1
+        assert f.attrs["format"] == "kanpde-run" and int(f.attrs["format_version"]) == 2
         assert f.attrs["problem"] == "poisson2d"
         assert list(f.attrs["coords"]) == ["x", "y"] and list(f.attrs["outputs"]) == ["u"]
         config = yaml.safe_load(f["config"].attrs["yaml"])
