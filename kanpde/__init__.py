@@ -8,7 +8,7 @@ files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanp
 from kanpde.derivatives import AutogradField, DerivativePlan, Field, ForwardField, Jet, make_field
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
 from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
-from kanpde.outputs import LoadedRun, RunResult, load_run, save_run
+from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
     Annulus,
     Batch,

@@ -1,5 +1,5 @@
 """``python -m kanpde.report DIR [--out OUT] [--no-figures]``: a sweep's tables, scaling exponents and
-figures (:func:`kanpde.outputs.sweep.report`). Exit 0, or 2 with one line on stderr."""
+figures (:func:`kanpde.io.sweep.report`). Exit 0, or 2 with one line on stderr."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from kanpde.outputs import sweep
+from kanpde.io import sweep
 
 __all__ = ["main"]
 

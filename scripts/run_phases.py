@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     _phase("import torch", start)
     start = time.perf_counter()
     import kanpde.__main__ as cli_module
-    import kanpde.outputs.plots
+    import kanpde.io.plots
     import kanpde.app.run as run_module
 
     _phase("import kanpde (numba, Hydra, h5py, ...)", start)
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     _timed(run_module, "_evaluate", lambda *a: f"  evaluate {_CURRENT[0]}")
     for attr in ("save_run", "write_xdmf", "write_json"):
         _timed(run_module, attr, f"write ({attr})")
-    _timed(kanpde.outputs.plots, "plot_run", "figures")
+    _timed(kanpde.io.plots, "plot_run", "figures")
     classes = {c for c in vars(torch.optim).values() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)}
     from kanpde.training.lm import LevenbergMarquardt
 

@@ -46,7 +46,7 @@ def _deterministic() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def fast_run(tmp_path_factory: pytest.TempPathFactory):
     """One ``run(cfg)`` of the fast preset (KAN and MLP baseline on poisson2d, with figures and checkpoints),
-    shared by the tests of the run (tests/app/test_run.py), its run file (tests/outputs/test_run_file.py) and
+    shared by the tests of the run (tests/app/test_run.py), its run file (tests/io/test_run_file.py) and
     its checkpoints (tests/app/test_checkpoint.py): ``(output_dir, metrics, progress_events)``."""
     from kanpde.app.run import run
 

@@ -24,7 +24,7 @@ import kanpde.problems
 from kanpde import Box, Dirichlet, LShape, Problem, Stage, evaluate, fit, save_run
 from kanpde.models import KAN
 from kanpde.models.bspline import fit_coefficients
-from kanpde.outputs.run_file import RunResult
+from kanpde.io.run_file import RunResult
 
 PACKAGE_DIR = Path(kanpde.__file__).resolve().parent
 CONF_DIR = Path(kanpde.conf.__file__).resolve().parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kanpde.outputs.sweep import ReportError, report
+from kanpde.io.sweep import ReportError, report
 from kanpde.report import main
 
 

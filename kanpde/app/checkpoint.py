@@ -20,8 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kanpde.outputs.files import atomic_path
-from kanpde.outputs.run_file import build_model
+from kanpde.io.files import atomic_path
+from kanpde.io.run_file import build_model
 from kanpde.training import History
 
 __all__ = ["NON_RESULT_KEYS", "run_id", "finished_run", "checkpoint_writer", "resume_state"]

@@ -22,9 +22,9 @@ from kanpde.app.checkpoint import checkpoint_writer, finished_run, resume_state,
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
 from kanpde.evaluate import Evaluation, evaluate
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
-from kanpde.outputs.files import atomic_path, write_json
-from kanpde.outputs.run_file import RunResult, save_run
-from kanpde.outputs.xdmf import write_xdmf
+from kanpde.io.files import atomic_path, write_json
+from kanpde.io.run_file import RunResult, save_run
+from kanpde.io.xdmf import write_xdmf
 from kanpde.training import History, ProgressEvent, TrainingDiverged, fit
 
 __all__ = ["RunFailed", "run", "METRIC_KEYS"]
@@ -138,7 +138,7 @@ def _activation_plot(spec: RunSpec, model: nn.Module, path: Path) -> None:
     """The edge network's activation plot on fresh interior and boundary points (nothing for other models)."""
     if not is_edge_model(model):
         return
-    from kanpde.outputs.plots import plot_activations
+    from kanpde.io.plots import plot_activations
     from kanpde.pde import Sampler
 
     net = unwrap(model)
@@ -181,7 +181,7 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
     if spec.output.activations:
         _activation_plot(spec, main.model, out / "activations.png")
     if spec.output.figures:
-        from kanpde.outputs.plots import plot_run  # matplotlib only when figures are asked for
+        from kanpde.io.plots import plot_run  # matplotlib only when figures are asked for
 
         plot_run(path, out)
     return metrics

@@ -1,7 +1,7 @@
 """The run (kanpde.app.run): run(cfg) end to end on the fast preset (outputs, metrics.json, figures, progress
 events), the MLP alone, divergence, kernel warm-up before the timed training, every derivative engine, an LM
 stage, hard constraints, snapping with formula and activation plots, a study with per-stage evaluations.
-(Configuration errors: test_config.py; restarts: test_checkpoint.py; the solution.h5 layout: tests/outputs/.)"""
+(Configuration errors: test_config.py; restarts: test_checkpoint.py; the solution.h5 layout: tests/io/.)"""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from kanpde.app.config import ConfigError
 from kanpde.app.run import RunFailed, run
 from kanpde.models.hard import HardDirichlet
 from kanpde.models.symbolic import SymbolicKAN
-from kanpde.outputs.sweep import collect
+from kanpde.io.sweep import collect
 from tests.helpers import F64, METRIC_KEYS, NORMS, fast_cfg, make_cfg
 
 # -- the fast preset (the fast_run fixture: tests/conftest.py) -------------------------------------------------

@@ -15,7 +15,7 @@ import kanpde
 from kanpde.derivatives.field import AutogradField, ForwardField
 from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models.hard import HardDirichlet
-from kanpde.outputs.files import import_object, resolve_class
+from kanpde.io.files import import_object, resolve_class
 from kanpde.pde.hard import hard_conditions, soft_problem
 from kanpde.training.loss import PinnLeastSquares
 from kanpde.pde.sampling import Sampler

@@ -11,7 +11,7 @@ import torch
 
 from kanpde import KAN
 from kanpde.models.symbolic import EdgeFit, fix_symbolic, to_symbolic
-from kanpde.outputs.run_file import RunResult, load_run, save_run
+from kanpde.io.run_file import RunResult, load_run, save_run
 from kanpde.training.prune import edge_scores, node_scores, prune, sparsity_penalty
 from tests.helpers import F64
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h5py
 
-from kanpde.outputs.files import atomic_path
+from kanpde.io.files import atomic_path
 
 __all__ = ["write_xdmf"]
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from kanpde.evaluate import Evaluation, predict
 from kanpde.models.protocol import module_dtype_device
-from kanpde.outputs.files import atomic_path, json_default, resolve_class
+from kanpde.io.files import atomic_path, json_default, resolve_class
 from kanpde.training import History
 
 __all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "build_model", "FORMAT_VERSION"]

@@ -229,7 +229,7 @@ def exponents(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from kanpde.outputs.files import atomic_path
+    from kanpde.io.files import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         names = list(rows[0]) if rows else []
@@ -282,7 +282,7 @@ def plot_errors(rows: Sequence[dict[str, Any]], path: Path, x_key: str) -> Path:
     one line per series with its fitted slope in the legend."""
     from matplotlib.figure import Figure
 
-    from kanpde.outputs.plots import _save
+    from kanpde.io.plots import _save
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     series = _series_rows(rows)
@@ -315,7 +315,7 @@ def plot_loss_curves(points: Sequence[Point], path: Path) -> Path | None:
     import h5py
     from matplotlib.figure import Figure
 
-    from kanpde.outputs.plots import _save
+    from kanpde.io.plots import _save
 
     chosen: dict[tuple, Point] = {}
     for p in sorted((p for p in points if p.final), key=lambda p: (p.seed is None, p.seed)):
@@ -363,7 +363,7 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, f
     _write_csv(paths["runs"], raw)
     _write_csv(paths["summary"], rows)
     _write_csv(paths["exponents"], slopes)
-    from kanpde.outputs.files import atomic_path
+    from kanpde.io.files import atomic_path
 
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown(rows, slopes))

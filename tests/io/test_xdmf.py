@@ -1,4 +1,4 @@
-"""The XDMF sidecar (kanpde.outputs.xdmf): well-formed XML whose every reference points at a dataset of
+"""The XDMF sidecar (kanpde.io.xdmf): well-formed XML whose every reference points at a dataset of
 solution.h5, written by a run in 2-D, for 3-D run files, and not for 1-D ones."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from kanpde import MLP, Box, Dirichlet, Problem
 from kanpde.app.run import run
 from kanpde.evaluate import evaluate
-from kanpde.outputs.run_file import RunResult, save_run
-from kanpde.outputs.xdmf import write_xdmf
+from kanpde.io.run_file import RunResult, save_run
+from kanpde.io.xdmf import write_xdmf
 from kanpde.training.fit import History
 from tests.helpers import DOCS_DIR, code_block, fast_cfg
 

@@ -1,4 +1,4 @@
-"""Figures (kanpde.outputs.plots): run figures in 1-D and 3-D, activation plots of a partly symbolic KAN."""
+"""Figures (kanpde.io.plots): run figures in 1-D and 3-D, activation plots of a partly symbolic KAN."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from kanpde import KAN
 from kanpde.models.symbolic import EdgeFit, fix_symbolic, to_symbolic
-from kanpde.outputs.plots import plot_activations, plot_run
+from kanpde.io.plots import plot_activations, plot_run
 from tests.helpers import F64, SineCube, SineLine, save_small_run
 
 

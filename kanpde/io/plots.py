@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from kanpde.outputs.files import atomic_path
-from kanpde.outputs.run_file import LoadedModel, LoadedRun, load_run
+from kanpde.io.files import atomic_path
+from kanpde.io.run_file import LoadedModel, LoadedRun, load_run
 
 __all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run", "plot_activations"]
 

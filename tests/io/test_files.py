@@ -1,4 +1,4 @@
-"""kanpde.outputs.files: atomic writes, JSON, class paths that moved; run files of format 1 still read."""
+"""kanpde.io.files: atomic writes, JSON, class paths that moved; run files of format 1 still read."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 import kanpde
 from kanpde.models.hard import HardDirichlet
 from kanpde.models.symbolic import SymbolicKAN
-from kanpde.outputs.files import MOVED, atomic_path, resolve_class, write_json
-from kanpde.outputs.run_file import FORMAT_VERSION
+from kanpde.io.files import MOVED, atomic_path, resolve_class, write_json
+from kanpde.io.run_file import FORMAT_VERSION
 
 
 def test_atomic_path_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_moved_class_paths_resolve_to_the_classes_of_today() -> None:
     with pytest.raises(ValueError, match="cannot be found"):
         resolve_class("kanpde.nowhere:Thing")
     with pytest.raises(ValueError, match="not a class"):
-        resolve_class("kanpde.outputs.files:resolve_class")
+        resolve_class("kanpde.io.files:resolve_class")
 
 
 @pytest.mark.parametrize("name", ["v1_solution.h5", "v1_hard_solution.h5"])

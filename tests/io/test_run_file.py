@@ -1,4 +1,4 @@
-"""The run file (kanpde.outputs.run_file): the solution.h5 layout of a run read with plain h5py, load_run
+"""The run file (kanpde.io.run_file): the solution.h5 layout of a run read with plain h5py, load_run
 rebuilding models that reproduce the saved fields, save/load in 1-D and 3-D, missing and foreign files."""
 
 from __future__ import annotations

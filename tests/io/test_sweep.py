@@ -1,4 +1,4 @@
-"""The sweep report (kanpde.outputs.sweep) on synthetic run directories with known numbers: collection, means
+"""The sweep report (kanpde.io.sweep) on synthetic run directories with known numbers: collection, means
 and spreads, fitted exponents, tables and figures, per-stage points, failed runs left out. (Its command line and
 errors: tests/test_report.py.)"""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kanpde.outputs.sweep import aggregate, collect, exponents, fit_exponent, report
+from kanpde.io.sweep import aggregate, collect, exponents, fit_exponent, report
 
 
 def write_run(root: Path, name: str, metrics: dict, seed: int, overrides: list[str]) -> Path:
