@@ -79,7 +79,6 @@ class RunSpec:
     stages: tuple[Stage, ...]
     make_sampler: Callable[[], Sampler]
     dtype: torch.dtype
-    dtype_name: str
     device: torch.device
     engine: str
     seed: int
@@ -296,7 +295,6 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         stages=tuple(stages),
         make_sampler=lambda: _instantiate(cfg.sampler, "sampler"),
         dtype=DTYPES[cfg.dtype],
-        dtype_name=str(cfg.dtype),
         device=device,
         engine=str(engine),
         seed=int(cfg.seed),

@@ -81,7 +81,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     checkpoint = checkpoint_writer(path, spec.run_id) if spec.output.checkpoint else None
     if spec.eval.every_stage:  # before the checkpoint, which then keeps the stage's errors
         checkpoint = _chain(_stage_evaluator(spec), checkpoint)
-    hooks = _chain(checkpoint, on_stage_end) if on_stage_end is not None else checkpoint
+    hooks = _chain(checkpoint, on_stage_end)
     try:
         result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
@@ -89,8 +89,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
         return result.model, result.history, result.seconds, None
     except TrainingDiverged as exc:
         log.error("%s: %s", name, exc)
-        if hooks:
-            hooks(-1, exc.model, exc.history)
+        hooks(-1, exc.model, exc.history)
         return exc.model, exc.history, exc.seconds, f"{name}: {exc}"
 
 
@@ -223,7 +222,7 @@ def run(
         log.info("run %s already finished in %s: skipped (force=true runs it again)", rid, out)
         return done
     spec = build_spec(cfg, out, rid)
-    log.info("problem %s on %s (%s), run %s, output in %s", spec.problem.name, spec.device, spec.dtype_name, rid, out)
+    log.info("problem %s on %s (%s), run %s, output in %s", spec.problem.name, spec.device, str(spec.dtype).removeprefix("torch."), rid, out)
 
     def hook(name: str) -> StageHook | None:
         return None if on_stage_end is None else lambda *args: on_stage_end(name, *args)

@@ -64,11 +64,6 @@ class HardDirichlet(nn.Module):
         self.config = {"net": net_spec, "problem": problem.spec}
 
     @classmethod
-    def around(cls, net: nn.Module, problem: Problem) -> HardDirichlet:
-        """Wrap an existing network (its parameters are kept, not copied); the same as ``HardDirichlet(net, problem)``."""
-        return cls(net, problem)
-
-    @classmethod
     def from_config(
         cls,
         config: Mapping[str, Any],
