@@ -8,6 +8,7 @@ both, and writes ``solution.h5`` (+ XDMF), ``metrics.json``, figures and checkpo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -18,7 +19,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from kanpde.app.checkpoint import checkpoint_writer, finished_run, resume_state, run_id
+from kanpde.app.checkpoint import (
+    check_checkpoints, checkpoint_path, checkpoint_writer, finished_run, output_lock, resume_state, run_id,
+)
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
 from kanpde.evaluate import Evaluation, evaluate
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
@@ -74,8 +77,8 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     torch.manual_seed(spec.seed)
     model = model_spec.make(spec.dtype, spec.device)
     sampler = spec.make_sampler()
-    path = spec.output_dir / ("checkpoint.pt" if name == "model" else f"{name}_checkpoint.pt")
-    resumed = resume_state(path, spec.run_id, spec.dtype, spec.device) if spec.resume else None
+    path = checkpoint_path(spec.output_dir, name)
+    resumed = resume_state(path, spec.run_id, spec.dtype, spec.device, (type(spec.problem),)) if spec.resume else None
     start_stage, history = (0, None) if resumed is None else (resumed[0], resumed[2])
     model = model if resumed is None else resumed[1]
     checkpoint = checkpoint_writer(path, spec.run_id) if spec.output.checkpoint else None
@@ -182,7 +185,7 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
     if spec.output.figures:
         from kanpde.io.plots import plot_run  # matplotlib only when figures are asked for
 
-        plot_run(path, out)
+        plot_run(path, out, problems=(type(spec.problem),))
     return metrics
 
 
@@ -196,6 +199,19 @@ def _output_dir(output_dir: str | os.PathLike | None) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def _one_run_per_directory(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``run`` holding the lock of its output directory (:func:`~kanpde.app.checkpoint.output_lock`): a second
+    run into the same directory is refused at once with a :class:`ConfigError`."""
+
+    @functools.wraps(run)
+    def locked(cfg: DictConfig, output_dir: str | os.PathLike | None = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with output_lock(_output_dir(output_dir)):
+            return run(cfg, output_dir, *args, **kwargs)
+
+    return locked
+
+
+@_one_run_per_directory
 def run(
     cfg: DictConfig,
     output_dir: str | os.PathLike | None = None,
@@ -222,6 +238,8 @@ def run(
         log.info("run %s already finished in %s: skipped (force=true runs it again)", rid, out)
         return done
     spec = build_spec(cfg, out, rid)
+    if spec.resume:  # every checkpoint to resume from is read and checked before any training
+        check_checkpoints(out, [m.name for m in spec.models], rid, (type(spec.problem),))
     log.info("problem %s on %s (%s), run %s, output in %s", spec.problem.name, spec.device, str(spec.dtype).removeprefix("torch."), rid, out)
 
     def hook(name: str) -> StageHook | None:

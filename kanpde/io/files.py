@@ -2,8 +2,10 @@
 
 :func:`atomic_path` gives a temporary path that replaces the target in one rename on success, so a
 crash never leaves a half-written file. :func:`resolve_class` turns a class path stored in a run file
-(``"module:QualName"``, or the dotted form) into the class, following :data:`MOVED` for classes that
-lived elsewhere when the file was written (run-file format 1).
+(``"module:QualName"``, or the dotted form) into the class, through an allow-list (a run file is data:
+nothing it names is imported or called unless allowed), following :data:`MOVED` for classes that
+lived elsewhere when the file was written (run-file format 1). :func:`plain_data` checks that the
+constructor arguments read from a file are plain data.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import functools
 import importlib
 import json
 import os
+import pkgutil
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "json_default", "resolve_class", "import_object", "MOVED"]
+from kanpde.models.registry import class_path, registered_model
+
+__all__ = [
+    "atomic_path", "write_json", "json_default", "resolve_class", "plain_data", "RunFileRefused", "import_object", "MOVED",
+]
 
 # Class paths of format-1 run files (before the layers were folders) -> where the classes live now.
 MOVED = {
@@ -73,7 +81,10 @@ def json_default(obj: object) -> object:
 
 
 def import_object(path: str) -> object:
-    """The object named by ``path``: ``"module:Qual.Name"`` or a dotted ``"module.Name"``."""
+    """The object named by ``path``: ``"module:Qual.Name"`` or a dotted ``"module.Name"``.
+
+    For trusted names only (configurations, tests): it imports and returns whatever ``path`` names. A
+    name read from a run file goes through :func:`resolve_class` instead."""
     module_name, _, qualname = path.partition(":") if ":" in path else path.rpartition(".")
     obj: object = importlib.import_module(module_name)
     for part in qualname.split("."):
@@ -81,14 +92,91 @@ def import_object(path: str) -> object:
     return obj
 
 
-def resolve_class(path: str) -> type:
-    """The class a run file names by ``path`` (``"module:QualName"`` or dotted), moved classes followed
-    (:data:`MOVED`). Raises ``ValueError`` when ``path`` names no class."""
-    colon = path if ":" in path else ":".join(path.rsplit(".", 1))
-    try:
-        obj = import_object(MOVED.get(colon, colon))
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"saved class {path!r} cannot be found: {exc}") from None
-    if not isinstance(obj, type):
-        raise ValueError(f"saved class {path!r} is not a class")
-    return obj
+class RunFileRefused(ValueError):
+    """A run file names a class that is not allowed, or holds constructor arguments that are not plain data."""
+
+
+_MODELS_PACKAGE = "kanpde.models"
+_PROBLEMS_PACKAGE = "kanpde.problems"
+_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _colon_form(path: str) -> str:
+    """``"module:QualName"`` for a stored path in either form (format 1 stored nested classes dotted)."""
+    return path if ":" in path else ":".join(path.rsplit(".", 1))
+
+
+@functools.cache
+def _package_modules(package: str) -> frozenset[str]:
+    """The public modules of one of kanpde's own packages (``kanpde.models``, ``kanpde.problems``), listed from
+    the installed files, never from anything a run file says."""
+    pkg = importlib.import_module(package)
+    return frozenset(f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def _allowed_model(path: str) -> type | None:
+    cls = registered_model(path)
+    module = path.partition(":")[0]
+    if cls is None and module.startswith(f"{_MODELS_PACKAGE}.") and module in _package_modules(_MODELS_PACKAGE):
+        importlib.import_module(module)  # a module of kanpde.models not imported yet (the symbolic models)
+        cls = registered_model(path)
+    return cls
+
+
+def _shipped_problem(path: str) -> type | None:
+    module, _, qualname = path.partition(":")
+    if module not in _package_modules(_PROBLEMS_PACKAGE) or "." in qualname:
+        return None
+    from kanpde.pde import Problem
+
+    cls = getattr(importlib.import_module(module), qualname, None)
+    # the class defined there, not a name it imported (``Problem`` itself, ``torch``, ...)
+    if isinstance(cls, type) and issubclass(cls, Problem) and cls.__module__ == module and cls.__qualname__ == qualname:
+        return cls
+    return None
+
+
+def resolve_class(path: str, problems: Iterable[type] = ()) -> type:
+    """The class a run file names by ``path`` (``"module:QualName"`` or dotted), if it is allowed.
+
+    Allowed are the model classes of :mod:`kanpde.models.registry` (:func:`~kanpde.models.registry.register_model`),
+    the problem classes of kanpde's shipped problems (:mod:`kanpde.problems`) and the classes in
+    ``problems`` (the caller's own problem classes, e.g. the class a run's configuration names).
+    ``path`` is compared against these before anything is imported; classes that moved since format 1
+    are followed (:data:`MOVED`), to allowed classes only. Raises :class:`RunFileRefused`, one line
+    naming the class, for anything else."""
+    if not isinstance(path, str):
+        raise RunFileRefused(f"saved class {path!r} is not a class path")
+    colon = MOVED.get(_colon_form(path), _colon_form(path))
+    if _PATH.fullmatch(colon):
+        for cls in problems:
+            if colon == class_path(cls):
+                return cls
+        cls = _allowed_model(colon)
+        if cls is None and colon.startswith(f"{_PROBLEMS_PACKAGE}."):
+            cls = _shipped_problem(colon)
+        if cls is not None:
+            return cls
+    raise RunFileRefused(
+        f"saved class {path!r} is not allowed: run files may name only kanpde's registered model classes, its "
+        "shipped problems and the problem classes given to the reader (load_run(..., problems=[...]))"
+    )
+
+
+def plain_data(value: object, where: str) -> object:
+    """``value`` if it is plain data (None, bools, numbers, strings, and lists/tuples/dicts with string
+    keys of these, nested), as read from a run file for constructor arguments; raises
+    :class:`RunFileRefused` naming ``where`` otherwise."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            plain_data(item, f"{where}[{i}]")
+        return value
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise RunFileRefused(f"{where} has a key {key!r} that is not a string: run files hold plain data only")
+            plain_data(item, f"{where}.{key}")
+        return value
+    raise RunFileRefused(f"{where} is a {type(value).__name__}, not plain data: run files hold plain data only")

@@ -7,6 +7,7 @@ backend state) and saved atomically as PNG.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -184,11 +185,14 @@ def plot_activations(
     return _save(fig, Path(path))
 
 
-def plot_run(run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``solution.png`` (and ``baseline_solution.png``) and ``history.png`` for a saved run."""
+def plot_run(
+    run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None, problems: Iterable[type] = ()
+) -> list[Path]:
+    """Write ``solution.png`` (and ``baseline_solution.png``) and ``history.png`` for a saved run
+    (``problems``: the problem classes of your own that :func:`~kanpde.io.run_file.load_run` may rebuild)."""
     if not isinstance(run, LoadedRun):
         src = Path(run)
-        run = load_run(src)
+        run = load_run(src, problems=problems)
         out_dir = out_dir if out_dir is not None else (src if src.is_dir() else src.parent)
     if out_dir is None:
         raise ValueError("plot_run needs out_dir when given a loaded run")

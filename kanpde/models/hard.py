@@ -39,11 +39,13 @@ from torch.func import jacfwd, vmap
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.pde import Problem
+from kanpde.models.registry import register_model
 from kanpde.pde.hard import hard_conditions
 
 __all__ = ["HardDirichlet"]
 
 
+@register_model
 class HardDirichlet(nn.Module):
     """``u = g(x) + D(x) N(x)`` (module docstring): a network ``N`` that satisfies the Dirichlet data of ``problem``.
 
@@ -72,17 +74,26 @@ class HardDirichlet(nn.Module):
         device: torch.device | str | None = None,
     ) -> HardDirichlet:
         """The wrapper described by ``config`` (its :attr:`config`), with a fresh network. ``resolve`` turns
-        the class paths stored there into classes (the caller decides which it accepts). Also reads the
-        first run-file format, whose problem was ``{"_target_": "module.Class", **kwargs}``."""
-        net_cls = resolve(str(config["net"]["class"]))
+        the class paths stored there into classes and is the gate of what a run file may name: run files
+        pass :func:`kanpde.io.files.resolve_class` (an allow-list; ``config`` is checked to be plain data
+        before). The resolved network class must be an ``nn.Module`` and the problem class a
+        :class:`~kanpde.pde.Problem` before either is called. Also reads the first run-file format, whose
+        problem was ``{"_target_": "module.Class", **kwargs}``."""
+        net_path = str(config["net"]["class"])
+        net_cls = resolve(net_path)
+        if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+            raise ValueError(f"HardDirichlet: saved network class {net_path!r} is not a torch.nn.Module")
         kwargs = dict(config["net"].get("config", {}))
         if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
             kwargs.update(dtype=dtype, device=device)
         spec = dict(config["problem"])
         if "_target_" in spec:  # format 1
-            problem_cls, problem_kwargs = resolve(str(spec.pop("_target_"))), spec
+            problem_path, problem_kwargs = str(spec.pop("_target_")), spec
         else:
-            problem_cls, problem_kwargs = resolve(str(spec["class"])), dict(spec.get("kwargs", {}))
+            problem_path, problem_kwargs = str(spec["class"]), dict(spec.get("kwargs", {}))
+        problem_cls = resolve(problem_path)
+        if not (isinstance(problem_cls, type) and issubclass(problem_cls, Problem)):
+            raise ValueError(f"HardDirichlet: saved problem class {problem_path!r} is not a kanpde Problem")
         return cls(net_cls(**kwargs), problem_cls(**problem_kwargs))
 
     def with_net(self, net: nn.Module) -> HardDirichlet:

@@ -30,6 +30,7 @@ from kanpde.derivatives.jet import DerivativePlan, Jet, contract_inputs, input_s
 from kanpde.models.activations import activation_derivatives
 from kanpde.models._kernels import under_transform
 from kanpde.models._kernels.spline import kan_layer_jet
+from kanpde.models.registry import register_model
 from kanpde.models.bspline import (
     adaptive_grid,
     bspline_basis,
@@ -312,6 +313,7 @@ class KANLinear(nn.Module):
         )
 
 
+@register_model
 class KAN(nn.Module):
     """A Kolmogorov–Arnold Network ``(n, widths[0]) -> (n, widths[-1])``.
 

@@ -11,6 +11,7 @@ from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_
 from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
 from kanpde.models._kernels import fused_available
 from kanpde.models._kernels.elementwise import activation_jet, elementwise_jet_fused
+from kanpde.models.registry import register_model
 
 __all__ = ["MLP"]
 
@@ -18,6 +19,7 @@ __all__ = ["MLP"]
 _ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU, "sin": Sin, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
+@register_model
 class MLP(nn.Module):
     """A fully connected network ``(n, widths[0]) -> (n, widths[-1])``.
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from kanpde.derivatives.jet import DerivativePlan, Jet
 from kanpde.models.activations import activation_derivatives
 from kanpde.models.kan import KAN, KANLinear
+from kanpde.models.registry import register_model
 
 __all__ = [
     "SymbolicFunction",
@@ -260,6 +261,7 @@ class SymbolicKANLinear(KANLinear):
         return super().extra_repr() + f", symbolic_edges={self.n_symbolic}"
 
 
+@register_model
 class SymbolicKAN(KAN):
     """A :class:`~kanpde.models.KAN` of :class:`SymbolicKANLinear` layers; same constructor arguments
     (``config``), so :func:`kanpde.load_run` rebuilds it and its state dict restores masks and functions."""
