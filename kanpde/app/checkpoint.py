@@ -33,7 +33,6 @@ from torch import nn
 from kanpde.app.config import ConfigError
 from kanpde.io.files import RunFileRefused, atomic_path
 from kanpde.io.run_file import build_model
-from kanpde.pde import Problem
 from kanpde.training import History
 
 try:
@@ -134,7 +133,7 @@ def checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History
     return write
 
 
-def _read_checkpoint(path: Path, rid: str, problems: Iterable[type[Problem]]) -> tuple[dict[str, Any], nn.Module] | None:
+def _read_checkpoint(path: Path, rid: str, allow: tuple[type, ...]) -> tuple[dict[str, Any], nn.Module] | None:
     """The checkpoint at ``path`` and its model (built from allowed classes only) when it belongs to the
     run ``rid``; None when there is none or it is another run's. Raises :class:`ConfigError` for a file
     that cannot be read safely or names a class that is not allowed."""
@@ -152,7 +151,7 @@ def _read_checkpoint(path: Path, rid: str, problems: Iterable[type[Problem]]) ->
         log.warning("%s is from another configuration or a diverged fit: not resumed, training from the start", path)
         return None
     try:
-        model = build_model(state.get("model_class"), state.get("model_config"), problems)
+        model = build_model(state.get("model_class"), state.get("model_config"), allow)
     except RunFileRefused as exc:
         raise ConfigError(f"resume=true: {path}: {exc}") from None
     except (TypeError, ValueError, KeyError) as exc:  # allowed classes, but arguments they do not take
@@ -160,22 +159,22 @@ def _read_checkpoint(path: Path, rid: str, problems: Iterable[type[Problem]]) ->
     return state, model
 
 
-def check_checkpoints(output_dir: Path, names: Iterable[str], rid: str, problems: Iterable[type[Problem]]) -> None:
+def check_checkpoints(output_dir: Path, names: Iterable[str], rid: str, allow: Iterable[type]) -> None:
     """Check, before any training, that the checkpoints ``resume=true`` will read for the models ``names``
     are readable and name allowed classes only (:class:`ConfigError` otherwise)."""
     for name in names:
-        _read_checkpoint(checkpoint_path(output_dir, name), rid, tuple(problems))
+        _read_checkpoint(checkpoint_path(output_dir, name), rid, tuple(allow))
 
 
 def resume_state(
-    path: Path, rid: str, dtype: torch.dtype, device: torch.device, problems: Iterable[type[Problem]] = ()
+    path: Path, rid: str, dtype: torch.dtype, device: torch.device, allow: Iterable[type] = ()
 ) -> tuple[int, nn.Module, History] | None:
     """``(next stage, model, history)`` from the checkpoint at ``path`` when it belongs to this run.
 
     The model is rebuilt only from allowed classes (:func:`kanpde.io.run_file.build_model`): kanpde's
-    models and shipped problems, and the problem classes in ``problems`` (a run passes the class its
-    configuration names). Raises :class:`ConfigError` for a checkpoint that names anything else."""
-    read = _read_checkpoint(path, rid, tuple(problems))
+    models and shipped problems, and the classes in ``allow`` (a run passes the problem and model classes
+    its configuration names). Raises :class:`ConfigError` for a checkpoint that names anything else."""
+    read = _read_checkpoint(path, rid, tuple(allow))
     if read is None:
         return None
     state, model = read

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import nn
 
@@ -52,6 +53,12 @@ def _chain(*callbacks: Callable[..., None] | None) -> Callable[..., None]:
     return call
 
 
+def _own_classes(spec: RunSpec) -> tuple[type, ...]:
+    """The classes this run's configuration names (its problem, its models): the only classes besides
+    kanpde's own that its run files may name when read back (resume, figures)."""
+    return (type(spec.problem), *(get_class(m.node._target_) for m in spec.models))
+
+
 def _evaluate(model: nn.Module, spec: RunSpec) -> Evaluation:
     """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``spec.eval``)."""
     ev = spec.eval
@@ -78,7 +85,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     model = model_spec.make(spec.dtype, spec.device)
     sampler = spec.make_sampler()
     path = checkpoint_path(spec.output_dir, name)
-    resumed = resume_state(path, spec.run_id, spec.dtype, spec.device, (type(spec.problem),)) if spec.resume else None
+    resumed = resume_state(path, spec.run_id, spec.dtype, spec.device, _own_classes(spec)) if spec.resume else None
     start_stage, history = (0, None) if resumed is None else (resumed[0], resumed[2])
     model = model if resumed is None else resumed[1]
     checkpoint = checkpoint_writer(path, spec.run_id) if spec.output.checkpoint else None
@@ -185,7 +192,7 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
     if spec.output.figures:
         from kanpde.io.plots import plot_run  # matplotlib only when figures are asked for
 
-        plot_run(path, out, problems=(type(spec.problem),))
+        plot_run(path, out, allow=_own_classes(spec))
     return metrics
 
 
@@ -228,9 +235,11 @@ def run(
     metrics are returned, unless ``cfg.force`` is true. With ``cfg.resume`` true, each model continues
     from its last stage checkpoint (``checkpoint.pt``, ``baseline_checkpoint.pt``) and ends with the
     same parameters as an uninterrupted run. ``on_stage_end(name, stage, model, history)`` is called
-    after every stage of the ``"model"`` and the ``"baseline"``. Raises :class:`ConfigError` before
-    training for a bad configuration and :class:`RunFailed` after writing the outputs of the last good
-    model when training diverged.
+    after every stage of the ``"model"`` and the ``"baseline"``. The run holds the lock of ``output_dir``
+    (:func:`~kanpde.app.checkpoint.output_lock`) throughout: a second run into the same directory is refused
+    at once. Raises :class:`ConfigError` before training for a bad configuration (a locked directory and
+    a checkpoint to resume from that names a class not allowed included) and :class:`RunFailed` after
+    writing the outputs of the last good model when training diverged.
     """
     out, rid = _output_dir(output_dir), run_id(cfg)
     done = None if cfg.get("force", False) else finished_run(out, rid)
@@ -239,7 +248,7 @@ def run(
         return done
     spec = build_spec(cfg, out, rid)
     if spec.resume:  # every checkpoint to resume from is read and checked before any training
-        check_checkpoints(out, [m.name for m in spec.models], rid, (type(spec.problem),))
+        check_checkpoints(out, [m.name for m in spec.models], rid, _own_classes(spec))
     log.info("problem %s on %s (%s), run %s, output in %s", spec.problem.name, spec.device, str(spec.dtype).removeprefix("torch."), rid, out)
 
     def hook(name: str) -> StageHook | None:

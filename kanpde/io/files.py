@@ -136,12 +136,12 @@ def _shipped_problem(path: str) -> type | None:
     return None
 
 
-def resolve_class(path: str, problems: Iterable[type] = ()) -> type:
+def resolve_class(path: str, allow: Iterable[type] = ()) -> type:
     """The class a run file names by ``path`` (``"module:QualName"`` or dotted), if it is allowed.
 
     Allowed are the model classes of :mod:`kanpde.models.registry` (:func:`~kanpde.models.registry.register_model`),
     the problem classes of kanpde's shipped problems (:mod:`kanpde.problems`) and the classes in
-    ``problems`` (the caller's own problem classes, e.g. the class a run's configuration names).
+    ``allow`` (the caller's own problem or model classes, e.g. the classes a run's configuration names).
     ``path`` is compared against these before anything is imported; classes that moved since format 1
     are followed (:data:`MOVED`), to allowed classes only. Raises :class:`RunFileRefused`, one line
     naming the class, for anything else."""
@@ -149,7 +149,7 @@ def resolve_class(path: str, problems: Iterable[type] = ()) -> type:
         raise RunFileRefused(f"saved class {path!r} is not a class path")
     colon = MOVED.get(_colon_form(path), _colon_form(path))
     if _PATH.fullmatch(colon):
-        for cls in problems:
+        for cls in allow:
             if colon == class_path(cls):
                 return cls
         cls = _allowed_model(colon)
@@ -159,7 +159,7 @@ def resolve_class(path: str, problems: Iterable[type] = ()) -> type:
             return cls
     raise RunFileRefused(
         f"saved class {path!r} is not allowed: run files may name only kanpde's registered model classes, its "
-        "shipped problems and the problem classes given to the reader (load_run(..., problems=[...]))"
+        "shipped problems and the classes the reader is given (load_run(..., allow=[MyProblem]))"
     )
 
 

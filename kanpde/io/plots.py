@@ -186,13 +186,13 @@ def plot_activations(
 
 
 def plot_run(
-    run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None, problems: Iterable[type] = ()
+    run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None, allow: Iterable[type] = ()
 ) -> list[Path]:
     """Write ``solution.png`` (and ``baseline_solution.png``) and ``history.png`` for a saved run
-    (``problems``: the problem classes of your own that :func:`~kanpde.io.run_file.load_run` may rebuild)."""
+    (``allow``: the problem and model classes of your own that :func:`~kanpde.io.run_file.load_run` may rebuild)."""
     if not isinstance(run, LoadedRun):
         src = Path(run)
-        run = load_run(src, problems=problems)
+        run = load_run(src, allow=allow)
         out_dir = out_dir if out_dir is not None else (src if src.is_dir() else src.parent)
     if out_dir is None:
         raise ValueError("plot_run needs out_dir when given a loaded run")

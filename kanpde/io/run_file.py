@@ -157,35 +157,35 @@ class LoadedRun:
         return self.main.model
 
 
-def build_model(class_path: str, config: dict[str, object], problems: Iterable[type[Problem]] = ()) -> nn.Module:
+def build_model(class_path: str, config: dict[str, object], allow: Iterable[type] = ()) -> nn.Module:
     """A fresh model of the class stored at ``class_path`` from its stored constructor arguments
     ``config`` (models that carry more than arguments, such as hard constraints, build themselves
     through their ``from_config``).
 
     A run file is data: ``class_path`` and every class path inside ``config`` must be allowed by
     :func:`~kanpde.io.files.resolve_class` (kanpde's registered model classes, its shipped problems, and
-    the problem classes in ``problems``) and ``config`` must be plain data; this is checked before
+    the problem and model classes of your own in ``allow``) and ``config`` must be plain data; this is checked before
     anything is imported or called. Raises :class:`~kanpde.io.files.RunFileRefused` (a ``ValueError``),
     one line naming the class, otherwise."""
-    problems = tuple(problems)
-    for cls in problems:
-        if not (isinstance(cls, type) and issubclass(cls, Problem)):
-            raise TypeError(f"problems: {cls!r} is not a kanpde.Problem class")
+    allow = tuple(allow)
+    for cls in allow:
+        if not (isinstance(cls, type) and issubclass(cls, (Problem, nn.Module))):
+            raise TypeError(f"allow: {cls!r} is not a kanpde.Problem or torch.nn.Module class")
     plain_data(config, f"saved constructor arguments of {class_path!r}")
     if not isinstance(config, dict):
         raise RunFileRefused(f"saved constructor arguments of {class_path!r} are not a mapping")
-    cls = resolve_class(class_path, problems)
+    cls = resolve_class(class_path, allow)
     if not issubclass(cls, nn.Module):
         raise RunFileRefused(f"saved model class {class_path!r} is not a model (torch.nn.Module)")
     from_config = getattr(cls, "from_config", None)
     if callable(from_config):
-        return from_config(config, functools.partial(resolve_class, problems=problems))
+        return from_config(config, functools.partial(resolve_class, allow=allow))
     return cls(**config)
 
 
-def _read_model(group: h5py.Group, map_location: str | torch.device, problems: tuple[type[Problem], ...]) -> nn.Module:
+def _read_model(group: h5py.Group, map_location: str | torch.device, allow: tuple[type, ...]) -> nn.Module:
     state = {k: torch.from_numpy(np.asarray(v[()])) for k, v in group["state"].items()}
-    model = build_model(str(group.attrs["class"]), json.loads(group.attrs["config"]), problems)
+    model = build_model(str(group.attrs["class"]), json.loads(group.attrs["config"]), allow)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         model = model.to(dtype=dtypes.pop())
@@ -193,10 +193,10 @@ def _read_model(group: h5py.Group, map_location: str | torch.device, problems: t
     return model.to(map_location).eval()
 
 
-def _read_result(group: h5py.Group, map_location: str | torch.device, problems: tuple[type[Problem], ...]) -> LoadedModel:
+def _read_result(group: h5py.Group, map_location: str | torch.device, allow: tuple[type, ...]) -> LoadedModel:
     return LoadedModel(
         name=str(group.attrs["name"]),
-        model=_read_model(group["model"], map_location, problems),
+        model=_read_model(group["model"], map_location, allow),
         metrics={k: (v.item() if isinstance(v, np.generic) else v) for k, v in group["metrics"].attrs.items()},
         axes={k: v[()] for k, v in group["axes"].items()},
         fields={out: {k: v[()] for k, v in g.items()} for out, g in group["fields"].items()},
@@ -206,15 +206,15 @@ def _read_result(group: h5py.Group, map_location: str | torch.device, problems: 
 
 
 def load_run(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", problems: Iterable[type[Problem]] = ()
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", allow: Iterable[type] = ()
 ) -> LoadedRun:
     """Read a ``solution.h5`` written by :func:`save_run` (a file, or a run directory holding one).
 
     The file is data: the models are rebuilt only from allowed classes (kanpde's registered model
     classes, see :mod:`kanpde.models.registry`, and its shipped problems) and plain constructor
     arguments, and nothing the file names is imported or called otherwise. A hard-constraint model
-    (``hard_bc=true``) of a problem class of your own needs that class in ``problems``, e.g.
-    ``load_run(path, problems=[MyProblem])``. Raises :class:`~kanpde.io.files.RunFileRefused` (a
+    (``hard_bc=true``) of a problem class of your own, or a model class of your own, needs that class in
+    ``allow``, e.g. ``load_run(path, allow=[MyProblem])``. Raises :class:`~kanpde.io.files.RunFileRefused` (a
     ``ValueError``), one line naming the class, for a class that is not allowed."""
     path = Path(path)
     if path.is_dir():
@@ -227,13 +227,13 @@ def load_run(
         version = int(f.attrs.get("format_version", 1))
         if version not in READABLE_VERSIONS:
             raise ValueError(f"{path} is a kanpde run file of format {version}; this kanpde reads {list(READABLE_VERSIONS)}")
-        problems = tuple(problems)
+        allow = tuple(allow)
         return LoadedRun(
             problem=str(f.attrs["problem"]),
             coords=tuple(str(c) for c in f.attrs["coords"]),
             outputs=tuple(str(o) for o in f.attrs["outputs"]),
-            main=_read_result(f["main"], map_location, problems),
-            baseline=_read_result(f["baseline"], map_location, problems) if "baseline" in f else None,
+            main=_read_result(f["main"], map_location, allow),
+            baseline=_read_result(f["baseline"], map_location, allow) if "baseline" in f else None,
             config_yaml=str(f["config"].attrs["yaml"]) if "config" in f else None,
             attrs=dict(f.attrs),
         )

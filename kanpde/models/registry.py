@@ -18,8 +18,8 @@ Every model class of :mod:`kanpde.models` is declared this way (:class:`~kanpde.
 :class:`~kanpde.models.HardDirichlet`). A class of a module of :mod:`kanpde.models` that is not imported yet
 (the symbolic models, imported on use) is found by importing that module of kanpde's own, never a module a
 file names; a class outside :mod:`kanpde.models` must be imported, and so declared, before the file is read.
-Problems are not models: the run-file reader allows kanpde's shipped problems and the problem classes a
-caller passes (:func:`kanpde.io.files.resolve_class`).
+Problems are not models: the run-file reader allows kanpde's shipped problems, and the problem (or
+model) classes a caller passes, e.g. ``load_run(path, allow=[MyProblem])`` (:func:`kanpde.io.files.resolve_class`).
 """
 
 from __future__ import annotations

@@ -103,3 +103,115 @@ def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> N
         assert {k: result.metrics[k] for k in NORMS} == pytest.approx({k: m[k] for k in NORMS}, rel=1e-15)
         assert len(result.history["loss"]) == 7 and [s["grid_size"] for s in result.stages][-1] in (7, None)
     assert [s["grid_size"] for s in loaded.main.stages] == [5, 7]
+
+
+# -- a run file is data: crafted files naming callables are refused before anything they name is reached --------
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0], "noise_scale": 0.1,
+              "base_activation": "silu", "grid_eps": 0.02}
+# (module, attribute, as stored): what a crafted file names, in the colon and in format 1's dotted form
+CALLABLES = [("os", "system", "os:system"), ("subprocess", "run", "subprocess.run"), ("builtins", "eval", "builtins:eval"),
+             ("subprocess", "Popen", "subprocess:Popen")]
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every callable of CALLABLES replaced by a class that records its call and fails: a class, so that a
+    reader whose only gate is "is it a class" would call it. The list of calls must stay empty."""
+    import builtins
+    import os
+    import subprocess
+
+    calls: list[tuple] = []
+    modules = {"os": os, "subprocess": subprocess, "builtins": builtins}
+    for module, name, _ in CALLABLES:
+        spy = type(f"Spy_{name}", (), {"__init__": lambda self, *a, _n=name, **k: (calls.append((_n, a, k)),
+                                                                                    pytest.fail(f"{_n} was called"))})
+        monkeypatch.setattr(modules[module], name, spy)
+    return calls
+
+
+def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_hard_solution.h5") -> Path:
+    """A copy of a committed run file whose main model names ``model_class`` with ``config``."""
+    import shutil
+
+    path = tmp_path / "solution.h5"
+    shutil.copy(DATA / source, path)
+    with h5py.File(path, "a") as f:
+        f["main/model"].attrs["class"] = model_class
+        f["main/model"].attrs["config"] = json.dumps(config)
+    return path
+
+
+def _crafted_cases() -> list:
+    cases = []
+    for _, _, stored in CALLABLES:
+        args = {"args": ["sh", "-c", "echo reached"]}
+        cases += [
+            pytest.param(stored, args, stored, id=f"top-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",  # format 2: the network's class
+                         {"net": {"class": stored, "config": args},
+                          "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}, stored, id=f"net-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",  # format 2: the problem's class
+                         {"net": {"class": "kanpde.models.kan:KAN", "config": KAN_CONFIG},
+                          "problem": {"class": stored, "kwargs": args}}, stored, id=f"problem-{stored}"),
+            pytest.param("kanpde.hard:HardDirichlet",  # format 1: the problem as a _target_ node
+                         {"net": {"class": "kanpde.models.kan.KAN", "config": KAN_CONFIG},
+                          "problem": {"_target_": stored.replace(":", "."), **args}}, stored.replace(":", "."),
+                         id=f"v1-target-{stored}"),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("model_class, config, named", _crafted_cases())
+def test_crafted_run_file_naming_a_callable_is_refused_before_it_is_reached(
+    model_class: str, config: dict, named: str, spies: list, tmp_path: Path
+) -> None:
+    from kanpde.io.files import RunFileRefused
+
+    path = _crafted(tmp_path, model_class, config)
+    with pytest.raises(RunFileRefused) as info:
+        load_run(path)
+    message = str(info.value)
+    assert f"saved class '{named}' is not allowed" in message and "\n" not in message
+    assert isinstance(info.value, ValueError)
+    assert spies == []
+
+
+def test_constructor_arguments_must_be_plain_data(tmp_path: Path) -> None:
+    from kanpde.io.files import RunFileRefused, plain_data
+    from kanpde.io.run_file import build_model
+
+    assert plain_data({"a": [1, 2.5, None, True, "s", {"b": []}]}, "x") == {"a": [1, 2.5, None, True, "s", {"b": []}]}
+    for bad, where in ((torch.zeros(1), "x"), ({"k": {1: 2}}, "x.k"), ({"k": [object()]}, r"x.k\[0\]"), (b"raw", "x")):
+        with pytest.raises(RunFileRefused, match=f"^{where} "):
+            plain_data(bad, "x")
+    with pytest.raises(RunFileRefused, match="is a Tensor, not plain data"):
+        build_model("kanpde.models.kan:KAN", {**KAN_CONFIG, "widths": torch.tensor([2, 3, 1])})
+    with pytest.raises(RunFileRefused, match="not a mapping"):
+        build_model("kanpde.models.kan:KAN", [2, 3, 1])
+    assert isinstance(build_model("kanpde.models.kan:KAN", KAN_CONFIG), KAN)
+
+
+def test_a_problem_of_your_own_loads_only_when_given(tmp_path: Path) -> None:
+    """A hard-constraint run of a problem class outside kanpde is rebuilt only when the reader names the class."""
+    from kanpde import HardDirichlet, Problem
+    from kanpde.io.files import RunFileRefused
+    from tests.helpers import SineLine
+
+    config = {"net": {"class": "kanpde.models.mlp:MLP", "config": {"widths": [1, 4, 1], "activation": "tanh"}},
+              "problem": {"class": f"{SineLine.__module__}:{SineLine.__qualname__}", "kwargs": {}}}
+    path = _crafted(tmp_path, "kanpde.models.hard:HardDirichlet", config, source="v1_solution.h5")
+    with pytest.raises(RunFileRefused, match=f"saved class '{SineLine.__module__}:SineLine' is not allowed"):
+        load_run(path)
+    with h5py.File(path, "a") as f:  # the network of this config, so that its weights load
+        del f["main/model/state"]
+        state = f["main/model"].create_group("state")
+        for key, value in HardDirichlet(MLP([1, 4, 1]), SineLine()).state_dict().items():
+            state.create_dataset(key, data=value.numpy())
+    loaded = load_run(path, allow=[SineLine])
+    assert isinstance(loaded.model, HardDirichlet) and isinstance(loaded.model.problem, SineLine)
+    assert issubclass(SineLine, Problem)
+    with pytest.raises(TypeError, match="not a kanpde.Problem or torch.nn.Module class"):
+        load_run(path, allow=[len])
