@@ -225,3 +225,46 @@ def save_small_run(problem: Problem, widths: Sequence[int], n: int, path: Path) 
     ev = evaluate(fitted.model, problem, n)
     result = RunResult("kan", fitted.model, fitted.history, ev, dict(ev.metrics))
     return save_run(path, problem.name, problem.coords, problem.outputs, result)
+
+
+# -- run files are data (tests/io/test_run_file.py, tests/app/test_checkpoint.py) -------------------------------
+
+# (module, attribute, as a crafted run file stores it): callables a crafted file names, in the colon and in
+# format 1's dotted form; subprocess.Popen is a class whose constructor runs a command.
+CALLABLES = [("os", "system", "os:system"), ("subprocess", "run", "subprocess.run"), ("builtins", "eval", "builtins:eval"),
+             ("subprocess", "Popen", "subprocess:Popen")]
+
+
+CRAFTED = "kanpde-crafted-run-file"  # in the arguments of every crafted call: {"args": ["sh", "-c", "echo " + CRAFTED]}
+
+
+def spy_on_callables(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Replace every callable of :data:`CALLABLES` by a class whose call with :data:`CRAFTED` among its arguments
+    is recorded and fails the test (other calls, such as ``namedtuple``'s use of ``eval``, go to the original).
+    A class, so that a reader whose only gate is "is it a class" would call it. Returns the list of recorded
+    calls, which must stay empty."""
+    import builtins
+    import os
+    import subprocess
+
+    calls: list[tuple] = []
+    modules = {"os": os, "subprocess": subprocess, "builtins": builtins}
+
+    def spy(module: ModuleType, name: str) -> type:
+        original = getattr(module, name)
+
+        def new(cls: type, *args: object, **kwargs: object) -> object:
+            if CRAFTED in repr((args, kwargs)):
+                calls.append((name, args, kwargs))
+                pytest.fail(f"{name} was called with a crafted run file's arguments")
+            if name == "eval":
+                if len(args) == 1 and not kwargs:  # eval(expr) runs in its caller's namespace, not in this frame
+                    caller = sys._getframe(1)
+                    args = (args[0], caller.f_globals, caller.f_locals)
+            return original(*args, **kwargs)
+
+        return type(f"Spy_{name}", (), {"__new__": new})
+
+    for module, name, _ in CALLABLES:
+        monkeypatch.setattr(modules[module], name, spy(modules[module], name))
+    return calls

@@ -4,6 +4,10 @@ finished runs, resuming from stage checkpoints bit for bit, checkpoints readable
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,9 +16,10 @@ import pytest
 import torch
 
 from kanpde import KAN, load_run
-from kanpde.app.checkpoint import finished_run, run_id
+from kanpde.app.checkpoint import LOCK_NAME, finished_run, output_lock, resume_state, run_id
+from kanpde.app.config import ConfigError
 from kanpde.app.run import run
-from tests.helpers import fast_cfg
+from tests.helpers import CALLABLES, CRAFTED, SineLine, fast_cfg, spy_on_callables
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
 # that resuming has to restore a refined grid, the point draws and the history.
@@ -116,3 +121,176 @@ def test_checkpoints_load_with_torch_load(fast_run) -> None:
     loaded = load_run(out / "solution.h5").model
     x = torch.rand(20, 2, dtype=torch.float64)
     assert torch.equal(model(x), loaded(x))
+
+
+# -- a checkpoint is data: crafted checkpoints are refused before anything they name is reached -----------------
+
+REAL_SYSTEM = os.system  # before the spies replace it
+KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0], "noise_scale": 0.1,
+              "base_activation": "silu", "grid_eps": 0.02}
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    return spy_on_callables(monkeypatch)
+
+
+def _craft_checkpoint(path: Path, rid: str, model_class: str, config: dict) -> None:
+    torch.save({"stage": 0, "run_id": rid, "model_class": model_class, "model_config": config, "state_dict": {},
+                "history": {"steps": [], "stages": []}, "torch_rng": torch.get_rng_state()}, path)
+
+
+def _checkpoint_cases() -> list:
+    cases = []
+    for _, _, stored in CALLABLES:
+        args = {"args": ["sh", "-c", f"echo {CRAFTED}"]}
+        cases += [
+            pytest.param(stored, args, stored, id=f"top-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",
+                         {"net": {"class": stored, "config": args},
+                          "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}, stored, id=f"net-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",
+                         {"net": {"class": "kanpde.models.kan:KAN", "config": KAN_CONFIG},
+                          "problem": {"class": stored, "kwargs": args}}, stored, id=f"problem-{stored}"),
+            pytest.param("kanpde.hard:HardDirichlet",
+                         {"net": {"class": "kanpde.models.kan.KAN", "config": KAN_CONFIG},
+                          "problem": {"_target_": stored.replace(":", "."), **args}}, stored.replace(":", "."),
+                         id=f"v1-target-{stored}"),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize("model_class, config, named", _checkpoint_cases())
+def test_crafted_checkpoint_naming_a_callable_is_refused_before_it_is_reached(
+    model_class: str, config: dict, named: str, spies: list, tmp_path: Path
+) -> None:
+    path = tmp_path / "checkpoint.pt"
+    _craft_checkpoint(path, "abc", model_class, config)
+    with pytest.raises(ConfigError) as info:
+        resume_state(path, "abc", torch.float64, torch.device("cpu"))
+    message = str(info.value)
+    assert f"saved class '{named}' is not allowed" in message and "\n" not in message
+    assert spies == []
+
+
+def test_resume_refuses_a_crafted_checkpoint_before_training(spies: list, tmp_path: Path) -> None:
+    """Through run(cfg): the baseline's checkpoint is read after the main model's training, so every
+    checkpoint is checked first; nothing is trained or written."""
+    cfg = fast_cfg("resume=true")
+    _craft_checkpoint(tmp_path / "baseline_checkpoint.pt", run_id(cfg), "kanpde.models.hard:HardDirichlet",
+                      {"net": {"class": "subprocess:Popen", "config": {"args": ["echo", CRAFTED]}},
+                       "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}})
+    stages: list = []
+    with pytest.raises(ConfigError, match=r"baseline_checkpoint.pt: saved class 'subprocess:Popen' is not allowed"):
+        run(cfg, tmp_path, on_stage_end=lambda *a: stages.append(a))
+    assert stages == [] and spies == [] and not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_pickled_callable_in_a_checkpoint_is_refused_in_one_line(spies: list, tmp_path: Path) -> None:
+    """A checkpoint is unpickled with weights_only=True: a pickle that would call os.system is refused."""
+    class Payload:
+        def __reduce__(self):
+            return REAL_SYSTEM, (f"echo {CRAFTED}",)
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"stage": 0, "run_id": "abc", "payload": Payload()}, path)  # the file names posix.system
+    with pytest.raises(ConfigError, match=r"cannot be read as a checkpoint") as info:
+        resume_state(path, "abc", torch.float64, torch.device("cpu"))
+    assert "\n" not in str(info.value) and spies == []
+
+
+def test_resume_of_a_run_with_a_problem_of_its_own_and_hard_constraints(tmp_path: Path) -> None:
+    """The class the run's configuration names is allowed in its own checkpoint (and figures): resume works."""
+    overrides = ("problem=custom", f"problem._target_={SineLine.__module__}.{SineLine.__qualname__}", "hard_bc=true",
+                 "baseline=null", "trainer.stages=[{optimizer: adam, steps: 2}, {optimizer: adam, steps: 2}]",
+                 "output.figures=true")
+    cfg = fast_cfg(*overrides)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(name: str, stage: int, *_: object) -> None:
+        if stage == 0:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(cfg, tmp_path, on_stage_end=stop)
+    seen: list[int] = []
+    metrics = run(fast_cfg(*overrides, "resume=true"), tmp_path, on_stage_end=lambda n, s, *a: seen.append(s))
+    assert seen == [1] and metrics["status"] == "ok" and (tmp_path / "solution.png").is_file()
+    assert isinstance(load_run(tmp_path, allow=[SineLine]).model.problem, SineLine)
+
+
+# -- one run per output directory ---------------------------------------------------------------------------------
+
+def test_a_second_run_into_a_locked_directory_is_refused_at_once(tmp_path: Path) -> None:
+    stages: list = []
+    with output_lock(tmp_path):
+        with pytest.raises(ConfigError, match=rf"output directory {tmp_path} is in use by another run \(process {os.getpid()}\)") as info:
+            run(fast_cfg(), tmp_path, on_stage_end=lambda *a: stages.append(a))
+        assert "\n" not in str(info.value)
+    assert stages == [] and sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
+    with output_lock(tmp_path):  # released with the first holder
+        pass
+
+
+HOLD = """
+import sys, time
+from kanpde.app.checkpoint import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.subprocess
+def test_the_lock_of_a_killed_run_never_blocks(tmp_path: Path) -> None:
+    """The lock is the kernel's (flock): kill -9 of its holder releases it; the lock file left behind is harmless."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=rf"in use by another run \(process {holder.pid}\)"):
+            with output_lock(tmp_path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert (tmp_path / LOCK_NAME).is_file()
+    with output_lock(tmp_path):
+        pass
+
+
+RUN_UNTIL_FIRST_STAGE = """
+import sys, time, torch
+torch.set_num_threads(1)
+from kanpde.app.run import run
+from tests.helpers import fast_cfg
+
+def pause(name, stage, *_):
+    if name == "model" and stage == 1:  # the checkpoint of stage 1 is written before this hook
+        print("stage", flush=True)
+        time.sleep(600)
+
+run(fast_cfg(*sys.argv[2:]), sys.argv[1], on_stage_end=pause)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_resume_after_kill_9_gives_the_uninterrupted_result(uninterrupted, tmp_path: Path) -> None:
+    """A run killed with SIGKILL in the middle leaves its lock file and checkpoint; resume=true is not blocked
+    and ends where an uninterrupted run ends."""
+    _, full = uninterrupted
+    proc = subprocess.Popen([sys.executable, "-c", RUN_UNTIL_FIRST_STAGE, str(tmp_path), STAGES], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout.readline().strip() == "stage"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert (tmp_path / LOCK_NAME).is_file() and (tmp_path / "checkpoint.pt").is_file()
+    assert not (tmp_path / "metrics.json").exists()
+    seen: list[tuple[str, int]] = []
+    resumed = run(fast_cfg(STAGES, "resume=true"), tmp_path, on_stage_end=lambda n, s, m, h: seen.append((n, s)))
+    assert seen[0] == ("model", 2)
+    assert resumed["mse"] == full["mse"] and resumed["baseline"]["mse"] == full["baseline"]["mse"]

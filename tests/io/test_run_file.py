@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from kanpde import KAN, MLP, load_run
-from tests.helpers import NORMS, SineCube, SineLine, save_small_run
+from tests.helpers import CALLABLES, CRAFTED, NORMS, SineCube, SineLine, save_small_run, spy_on_callables
 
 
 @pytest.mark.parametrize("problem_cls,widths,n", [(SineLine, [1, 3, 1], 33), (SineCube, [3, 3, 1], 9)])
@@ -110,26 +110,9 @@ def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> N
 DATA = Path(__file__).resolve().parent.parent / "data"
 KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0], "noise_scale": 0.1,
               "base_activation": "silu", "grid_eps": 0.02}
-# (module, attribute, as stored): what a crafted file names, in the colon and in format 1's dotted form
-CALLABLES = [("os", "system", "os:system"), ("subprocess", "run", "subprocess.run"), ("builtins", "eval", "builtins:eval"),
-             ("subprocess", "Popen", "subprocess:Popen")]
-
-
 @pytest.fixture
 def spies(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    """Every callable of CALLABLES replaced by a class that records its call and fails: a class, so that a
-    reader whose only gate is "is it a class" would call it. The list of calls must stay empty."""
-    import builtins
-    import os
-    import subprocess
-
-    calls: list[tuple] = []
-    modules = {"os": os, "subprocess": subprocess, "builtins": builtins}
-    for module, name, _ in CALLABLES:
-        spy = type(f"Spy_{name}", (), {"__init__": lambda self, *a, _n=name, **k: (calls.append((_n, a, k)),
-                                                                                    pytest.fail(f"{_n} was called"))})
-        monkeypatch.setattr(modules[module], name, spy)
-    return calls
+    return spy_on_callables(monkeypatch)
 
 
 def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_hard_solution.h5") -> Path:
@@ -147,7 +130,7 @@ def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_h
 def _crafted_cases() -> list:
     cases = []
     for _, _, stored in CALLABLES:
-        args = {"args": ["sh", "-c", "echo reached"]}
+        args = {"args": ["sh", "-c", f"echo {CRAFTED}"]}
         cases += [
             pytest.param(stored, args, stored, id=f"top-{stored}"),
             pytest.param("kanpde.models.hard:HardDirichlet",  # format 2: the network's class
