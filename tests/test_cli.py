@@ -237,3 +237,34 @@ def test_user_problem_in_one_file_runs_through_the_cli(tmp_path: Path) -> None:
     assert metrics["problem"] == module and "l2_rel_final" in metrics and "l2_rel" in metrics["baseline"]
     assert "l2_rel" in proc.stdout
 
+
+
+# -- run files are data; one run per output directory --------------------------------------------------------------
+
+def test_crafted_checkpoint_and_locked_directory_give_one_line_and_exit_2(tmp_path: Path) -> None:
+    """`resume=true` with a checkpoint whose hard-constraint network is subprocess.Popen (a real command that
+    would create a file), and a run into a directory another process holds: each one line, exit code 2."""
+    import torch
+
+    from kanpde.app.checkpoint import output_lock, run_id
+    from tests.helpers import make_cfg
+
+    crafted, locked, reached = tmp_path / "crafted", tmp_path / "locked", tmp_path / "reached"
+    crafted.mkdir()
+    config = {"net": {"class": "subprocess:Popen", "config": {"args": ["touch", str(reached)]}},
+              "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}
+    torch.save({"stage": 0, "run_id": run_id(make_cfg("debug=fast")), "model_class": "kanpde.models.hard:HardDirichlet",
+                "model_config": config, "state_dict": {}, "history": {"steps": [], "stages": []},
+                "torch_rng": torch.get_rng_state()}, crafted / "checkpoint.pt")
+    with output_lock(locked):  # held by this process while the CLI runs in another
+        results = _invoke_many(tmp_path, {"crafted": (["resume=true"], crafted), "locked": ([], locked)})
+    expected = {"crafted": f"resume=true: {crafted / 'checkpoint.pt'}: saved class 'subprocess:Popen' is not allowed",
+                "locked": f"output directory {locked} is in use by another run (process {os.getpid()})"}
+    for name, message in expected.items():
+        proc = results[name]
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("kanpde: error: "), proc.stderr
+        assert message in lines[0]
+        assert "stage 1/" not in proc.stdout
+    assert not reached.exists()
+    assert not (crafted / "solution.h5").exists() and not (locked / "solution.h5").exists()

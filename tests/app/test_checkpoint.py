@@ -173,6 +173,7 @@ def test_crafted_checkpoint_naming_a_callable_is_refused_before_it_is_reached(
     assert spies == []
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_crafted_checkpoint_before_training(spies: list, tmp_path: Path) -> None:
     """Through run(cfg): the baseline's checkpoint is read after the main model's training, so every
     checkpoint is checked first; nothing is trained or written."""
@@ -199,6 +200,7 @@ def test_a_pickled_callable_in_a_checkpoint_is_refused_in_one_line(spies: list, 
     assert "\n" not in str(info.value) and spies == []
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_with_a_problem_of_its_own_and_hard_constraints(tmp_path: Path) -> None:
     """The class the run's configuration names is allowed in its own checkpoint (and figures): resume works."""
     overrides = ("problem=custom", f"problem._target_={SineLine.__module__}.{SineLine.__qualname__}", "hard_bc=true",
@@ -243,6 +245,7 @@ with output_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_lock_of_a_killed_run_never_blocks(tmp_path: Path) -> None:
     """The lock is the kernel's (flock): kill -9 of its holder releases it; the lock file left behind is harmless."""
