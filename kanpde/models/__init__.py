@@ -3,7 +3,8 @@ hard-constraint wrapper, and symbolic KANs (:mod:`kanpde.models.symbolic`, impor
 
 Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU kernels
 (:mod:`kanpde.models._kernels`) are private to this package: :func:`warm_up` starts them and
-:func:`tensor_path` turns them off in a block (plain torch operations instead).
+:func:`tensor_path` turns them off in a block (plain torch operations instead). Run files may name only the
+model classes declared with :func:`register_model` (:mod:`kanpde.models.registry`).
 """
 
 from kanpde.models._kernels import tensor_path, warm_up
@@ -11,5 +12,7 @@ from kanpde.models.hard import HardDirichlet
 from kanpde.models.kan import KAN, KANLinear
 from kanpde.models.mlp import MLP
 from kanpde.models.protocol import module_dtype_device, rewrap, unwrap
+from kanpde.models.registry import register_model
 
-__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path"]
+__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path",
+           "register_model"]
