@@ -90,8 +90,11 @@ def output_lock(output_dir: str | os.PathLike) -> Iterator[None]:
                 f"output directory {out} is in use by another run (process {holder}); wait for it to end or "
                 "choose another directory (hydra.run.dir=...)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a file system without flock (some network mounts): run, but say so
+            log.warning("cannot lock %s (%s): nothing stops a second run from writing there", path, exc.strerror or exc)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -133,6 +136,14 @@ def checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History
     return write
 
 
+def _reason(exc: Exception) -> str:
+    """The line of a ``torch.load`` error that says what is wrong with the file (torch's text around it
+    suggests ``weights_only=False``, which is exactly what a checkpoint of unknown origin must not get)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    return next((line for line in lines if not line.startswith(boiler)), type(exc).__name__)
+
+
 def _read_checkpoint(path: Path, rid: str, allow: tuple[type, ...]) -> tuple[dict[str, Any], nn.Module] | None:
     """The checkpoint at ``path`` and its model (built from allowed classes only) when it belongs to the
     run ``rid``; None when there is none or it is another run's. Raises :class:`ConfigError` for a file
@@ -142,8 +153,7 @@ def _read_checkpoint(path: Path, rid: str, allow: tuple[type, ...]) -> tuple[dic
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ConfigError(f"resume=true: {path} cannot be read as a checkpoint: {first}") from None
+        raise ConfigError(f"resume=true: {path} cannot be read as a checkpoint: {_reason(exc)}") from None
     if not isinstance(state, dict):
         raise ConfigError(f"resume=true: {path} is not a kanpde checkpoint")
     stage = state.get("stage")
