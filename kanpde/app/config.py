@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
@@ -166,11 +167,16 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
     or a ``{_target_: ..., _partial_: true, ...}`` node."""
     named = trainer.get("optimizers") or {}
     stages_cfg = trainer.get("stages")
+    if stages_cfg is not None and not isinstance(stages_cfg, ListConfig):
+        raise ConfigError(f"trainer.stages={stages_cfg!r} is not a list of stages: give e.g. "
+                          "trainer.stages=[{optimizer: adam, steps: 100}]")
     if not stages_cfg:
         raise ConfigError("trainer.stages is empty: give at least one {optimizer, steps} stage")
     stages = []
     for i, node in enumerate(stages_cfg):
         where = f"trainer.stages[{i}]"
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}={node!r} is not a stage: give {{optimizer: ..., steps: ...}}")
         factory = _optimizer_factory(node.get("optimizer"), named, where)
         extra = set(node) - STAGE_KEYS
         if extra:
@@ -182,6 +188,38 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return stages
+
+
+def _count(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem) -> tuple[int, int]:
+    """``trainer.n_interior`` / ``n_boundary`` and each stage's own counts: enough points for the PDE and
+    at least one per boundary condition trained on. Returns the run's two counts."""
+    n_conditions = len(fit_problem.conditions)
+    need = f"the problem trains {n_conditions} boundary condition(s), each needing a point"
+    n_interior = _count(trainer.get("n_interior"), "trainer.n_interior", 1)
+    n_boundary = _count(trainer.get("n_boundary"), "trainer.n_boundary", 0)
+    if n_boundary < n_conditions:
+        raise ConfigError(f"trainer.n_boundary={n_boundary} is too small: {need}; use n_boundary >= {n_conditions}")
+    for i, st in enumerate(stages):
+        if st.n_boundary is not None and st.n_boundary < n_conditions:
+            raise ConfigError(f"trainer.stages[{i}].n_boundary={st.n_boundary} is too small: {need}; "
+                              f"use n_boundary >= {n_conditions}")
+    return n_interior, n_boundary
+
+
+def _weight(value: Any, where: str) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if isinstance(value, bool) or not 0 <= weight < math.inf:
+        raise ConfigError(f"{where}={value!r} must be a finite number >= 0 (a negative weight maximises its residual)")
+    return weight
 
 
 def _check_output_dir(output_dir: Path) -> None:
@@ -279,6 +317,8 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
     device = _resolve_device(str(cfg.device))
     problem, fit_problem = _problems(cfg)
     stages = build_stages(cfg.trainer)
+    n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
+    pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")
     models = _model_specs(cfg, problem, engine, stages)
     _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
@@ -298,9 +338,9 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         device=device,
         engine=str(engine),
         seed=int(cfg.seed),
-        n_interior=int(cfg.trainer.n_interior),
-        n_boundary=int(cfg.trainer.n_boundary),
-        pde_weight=float(cfg.trainer.pde_weight),
+        n_interior=n_interior,
+        n_boundary=n_boundary,
+        pde_weight=pde_weight,
         eval=EvalSpec(int(cfg.eval.n_per_axis), int(cfg.eval.chunk_size), int(cfg.eval.get("max_points", 250_000)),
                       bool(cfg.eval.get("every_stage", False))),
         output=OutputSpec(bool(cfg.output.figures), bool(cfg.output.checkpoint), bool(cfg.output.get("activations", False))),

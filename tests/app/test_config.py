@@ -145,6 +145,21 @@ CONFIG_ERRORS = [
     (["problem=custom", "problem._target_=kanpde.pde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
     (["problem=custom", "problem._target_=nowhere.Nothing"], r"^problem: "),
     (["eval.n_per_axis=1"], r"eval.n_per_axis must be >= 2"),
+    # point counts, the stages' shape and the loss weights (issue 16, item 3)
+    (["trainer.n_interior=0"], r"trainer.n_interior=0 must be an integer >= 1"),
+    (["trainer.n_interior=-3"], r"trainer.n_interior=-3 must be an integer >= 1"),
+    (["trainer.n_boundary=0"], r"trainer.n_boundary=0 is too small: the problem trains 1 boundary condition"),
+    (["trainer.n_boundary=-1"], r"trainer.n_boundary=-1 must be an integer >= 0"),
+    (["problem=poisson2d_robin", "trainer.n_boundary=2"], r"trainer.n_boundary=2 is too small: .* 3 boundary"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, n_interior: 0}]"], r"trainer.stages\[0\]: stage n_interior must be a positive"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, n_boundary: -5}]"], r"trainer.stages\[0\]: stage n_boundary must be a positive"),
+    (["problem=poisson2d_robin", "trainer.stages=[{optimizer: adam, steps: 2, n_boundary: 1}]"],
+     r"trainer.stages\[0\].n_boundary=1 is too small"),
+    (["trainer.stages=adam"], r"trainer.stages='adam' is not a list of stages"),
+    (["trainer.stages=[adam]"], r"trainer.stages\[0\]='adam' is not a stage"),
+    (["trainer.pde_weight=-1"], r"trainer.pde_weight=-1 must be a finite number >= 0"),
+    (["trainer.pde_weight=nan"], r"trainer.pde_weight=nan must be a finite number >= 0"),
+    (["trainer.pde_weight=inf"], r"trainer.pde_weight=inf must be a finite number >= 0"),
 ]
 
 
@@ -257,3 +272,24 @@ def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
             assert built.models[0].node._target_.endswith(arch.split("_")[0].upper())
             assert len(built.models) == 1
     assert len(swept["paper_fig33"]) == 16 and set(swept["paper_fig33_small"]) < set(swept["paper_fig33"])
+
+
+class NaNWeight(Problem):
+    """A condition weight that is not a number: refused when the problem is made."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0], [1.0], self.coords), [Dirichlet("all", 0.0, weight=float("nan"))])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.d("xx")
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x[:, 0])
+
+
+def test_non_finite_condition_weight_is_a_config_error(tmp_path: Path) -> None:
+    cfg = make_cfg("problem=custom", f"problem._target_={__name__}.NaNWeight", "debug=fast")
+    with pytest.raises(ConfigError, match=r"^problem: condition weight must be a finite number >= 0, got nan$"):
+        run(cfg, output_dir=tmp_path / "out")
