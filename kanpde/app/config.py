@@ -26,7 +26,7 @@ from torch import nn
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
 from kanpde.models import HardDirichlet, warm_up
 from kanpde.models.protocol import is_edge_model
-from kanpde.pde import Problem, Sampler
+from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
 from kanpde.training import Stage
 
@@ -316,6 +316,10 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
     device = _resolve_device(str(cfg.device))
     problem, fit_problem = _problems(cfg)
+    try:  # pde(), conditions, exact() on a few points: shapes, dtype, finiteness, before any training
+        check_problem(problem, DTYPES[cfg.dtype], device)
+    except ValueError as exc:
+        raise ConfigError(f"problem check: {exc}") from None
     stages = build_stages(cfg.trainer)
     n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
     pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")

@@ -293,3 +293,22 @@ def test_non_finite_condition_weight_is_a_config_error(tmp_path: Path) -> None:
     cfg = make_cfg("problem=custom", f"problem._target_={__name__}.NaNWeight", "debug=fast")
     with pytest.raises(ConfigError, match=r"^problem: condition weight must be a finite number >= 0, got nan$"):
         run(cfg, output_dir=tmp_path / "out")
+
+
+FAULTY_PROBLEMS = [
+    ("Scalar", r"^problem check: Scalar\.pde returned shape \(\) at 8 interior points, expected \(8,\)$"),
+    ("OneShort", r"^problem check: OneShort\.pde returned shape \(7,\)"),
+    ("ThreeColumns", r"^problem check: ThreeColumns\.pde returned shape \(8, 3\)"),
+    ("NaNExact", r"^problem check: NaNExact\.exact returned 24 non-finite value\(s\)"),
+    ("WideExact", r"^problem check: WideExact\.exact returned shape \(24, 2\)"),
+]
+
+
+@pytest.mark.parametrize("name,message", FAULTY_PROBLEMS, ids=[n for n, _ in FAULTY_PROBLEMS])
+def test_faulty_problem_methods_are_refused_before_training(name: str, message: str, tmp_path: Path) -> None:
+    """pde(), the conditions and exact() are probed on a few points before any training (kanpde.pde.check)."""
+    events = []
+    cfg = make_cfg("problem=custom", f"problem._target_=tests.pde.test_check.{name}", "debug=fast", "baseline=null")
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, output_dir=tmp_path / "out", progress=events.append)
+    assert events == [] and not (tmp_path / "out" / "solution.h5").exists()
