@@ -37,6 +37,8 @@ class ProgressBar:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # a metric not computed (metrics.json "messages" says why)
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.1f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.3e}"
     return str(value)
@@ -97,7 +99,7 @@ def main(cfg: DictConfig) -> float:
         print(f"kanpde: training failed: {exc}", file=sys.stderr)
         sys.exit(1)
     print(format_table(metrics))
-    return float(metrics["l2_rel"])
+    return math.nan if metrics["l2_rel"] is None else float(metrics["l2_rel"])
 
 
 def cli() -> None:
