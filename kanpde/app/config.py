@@ -30,7 +30,8 @@ from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
 from kanpde.training import Stage
 
-__all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES"]
+__all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES",
+           "check_command_line"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,68 @@ def _check_output_dir(output_dir: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from None
+
+
+SEARCH_PATH_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _group_options() -> dict[str, list[str]]:
+    """The shipped config groups and their options: ``conf/<group>/*.yaml`` (Hydra's own groups aside)."""
+    from importlib.resources import files
+
+    conf = files("kanpde.conf")
+    return {g.name: sorted(f.name[:-5] for f in g.iterdir() if f.name.endswith(".yaml"))
+            for g in conf.iterdir() if g.is_dir() and g.name not in ("hydra", "__pycache__")}
+
+
+def _check_group_choices(overrides: list[tuple[str, str]], multirun: bool) -> None:
+    groups = _group_options()
+    for key, value in overrides:
+        group = key.split("@", 1)[0]
+        if group not in groups or value in ("null", "None", "") or any(c in value for c in "()[]{}$*?"):
+            continue  # not a group, none chosen, or a sweep function / interpolation Hydra expands
+        for name in (value.split(",") if multirun else [value]):
+            if name.strip() not in groups[group]:
+                raise ConfigError(f"unknown {group} {name.strip()!r} ({key}={value}); valid: {', '.join(groups[group])}")
+
+
+def _check_output_root(value: str) -> None:
+    """The directory Hydra is about to create (``value``, interpolations cut off) can be: its nearest
+    existing ancestor is a directory in which a file can be created and removed (``os.access`` says yes
+    to root on a read-only or virtual file system)."""
+    path = Path(value.split("${", 1)[0] or ".").absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    reason = "not a directory"
+    if existing.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".kanpde-write-test-"):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    raise ConfigError(f"output directory {value} cannot be created: {existing} is not a writable directory ({reason})")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """The checks Hydra's own start-up would fail on with a traceback or a long message, made on the raw
+    command line before Hydra composes anything; raises :class:`ConfigError` (one line).
+
+    * every config group option named (``problem=nope``, ``model=kan,nope`` in a sweep, ``experiment=``,
+      ``trainer=``, ``debug=``, ``model@baseline=``) is a ``conf/<group>/<option>.yaml``; skipped when a
+      search path is added (``--config-dir`` and the like), which may bring options of its own;
+    * the run's directory (``hydra.run.dir``, default ``outputs/``; with ``-m`` ``hydra.sweep.dir``, default
+      ``multirun/``) can be created: a file is created and removed in its nearest existing ancestor.
+    """
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and not key.startswith("~"):
+            overrides.append((key.lstrip("+"), value))
+    if not any(a.split("=", 1)[0] in SEARCH_PATH_ARGS for a in argv) and not any(k == "hydra.searchpath" for k, _ in overrides):
+        _check_group_choices(overrides, multirun)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [v for k, v in overrides if k == key]
+    _check_output_root(given[-1] if given else ("multirun" if multirun else "outputs"))
 
 
 def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:

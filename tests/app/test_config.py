@@ -312,3 +312,70 @@ def test_faulty_problem_methods_are_refused_before_training(name: str, message: 
     with pytest.raises(ConfigError, match=message):
         run(cfg, output_dir=tmp_path / "out", progress=events.append)
     assert events == [] and not (tmp_path / "out" / "solution.h5").exists()
+
+
+# -- the command line, checked before Hydra composes (kanpde.app.config.check_command_line) -------------------
+
+COMMAND_LINE_ERRORS = [
+    (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
+    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp$"),
+    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
+    (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
+    (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
+    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp$"),
+    (["+experiment=nope"], r"^unknown experiment 'nope'"),
+    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp$"),
+    (["hydra.run.dir=/proc/kanpde/run"], r"^output directory /proc/kanpde/run cannot be created: /proc is not a writable directory"),
+    (["-m", "hydra.sweep.dir=/proc/x/${study}"], r"^output directory /proc/x/\$\{study\} cannot be created: /proc is not"),
+]
+
+
+@pytest.mark.parametrize("argv,message", COMMAND_LINE_ERRORS, ids=[" ".join(a) for a, _ in COMMAND_LINE_ERRORS])
+def test_command_line_errors_before_hydra(argv: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message) as info:
+        check_command_line(argv)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing created, the write test removed
+
+
+COMMAND_LINES_ACCEPTED = [
+    [],
+    ["problem=poisson3d", "model=mlp", "trainer=default", "debug=fast", "experiment=poisson2d_quick"],
+    ["-m", "model=kan,mlp", "seed=0,1", "problem=poisson2d,heat1d"],
+    ["--multirun", "model=glob(*)", "experiment=choice(paper_poisson,poisson2d_quick)"],
+    ["problem=custom", "problem._target_=somewhere.Mine", "model._target_=x.Y"],
+    ["+foo=1", "++trainer.bar=2", "~baseline", "baseline=null", "experiment=null"],
+    ["--config-dir", "/my/conf", "problem=mine"],  # a search path may bring options of its own
+    ["hydra.searchpath=[file:///my/conf]", "model=mine"],
+    ["hydra.run.dir=new/deeper/${now:%H-%M}"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMAND_LINES_ACCEPTED, ids=[" ".join(a) or "none" for a in COMMAND_LINES_ACCEPTED])
+def test_command_lines_accepted(argv: list[str], tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    check_command_line(argv)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,default", [([], "outputs"), (["-m"], "multirun")])
+def test_default_output_directory_in_an_unwritable_working_directory(argv, default: str, monkeypatch) -> None:
+    """os.access says yes to root; creating a file is the test (/proc refuses it to root too)."""
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir("/proc")
+    with pytest.raises(ConfigError, match=rf"^output directory {default} cannot be created: /proc is not a writable"):
+        check_command_line(argv)
+
+
+def test_output_directory_under_a_file(tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    (tmp_path / "a_file").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"a_file is not a writable directory \(not a directory\)"):
+        check_command_line([f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
