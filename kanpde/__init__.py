@@ -25,6 +25,7 @@ from kanpde.pde import (
     Problem,
     Robin,
     Sampler,
+    check_problem,
 )
 from kanpde.pde.hard import soft_problem
 from kanpde.training import FitResult, History, LevenbergMarquardt, Stage, TrainingDiverged, fit, loss_terms
@@ -56,6 +57,7 @@ __all__ = [
     "Periodic",
     "Initial",
     "Batch",
+    "check_problem",
     "Stage",
     "History",
     "FitResult",

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from kanpde.app.config import ConfigError
+from kanpde.app.config import ConfigError, check_command_line
 from kanpde.app.run import RunFailed, run
 from kanpde.app.runtime import tune_malloc
 from kanpde.training import ProgressEvent
@@ -37,6 +35,8 @@ class ProgressBar:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # a metric not computed (metrics.json "messages" says why)
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.1f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.3e}"
     return str(value)
@@ -55,20 +55,6 @@ def format_table(metrics: dict[str, Any]) -> str:
         ]
         lines.append(" ".join(cells))
     return "\n".join(lines)
-
-
-def _check_output_args(argv: list[str]) -> str | None:
-    """Hydra creates its run directory before any of our code runs and fails with a traceback when it
-    cannot: check ``hydra.run.dir=`` / ``hydra.sweep.dir=`` first and return a one-line error instead."""
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") not in ("hydra.run.dir", "hydra.sweep.dir"):
-            continue
-        path = Path(value.split("${", 1)[0] or ".").absolute()
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            return f"output directory {value} cannot be created: {existing} is not a writable directory"
-    return None
 
 
 def _set_threads(threads: int | None) -> None:
@@ -97,14 +83,15 @@ def main(cfg: DictConfig) -> float:
         print(f"kanpde: training failed: {exc}", file=sys.stderr)
         sys.exit(1)
     print(format_table(metrics))
-    return float(metrics["l2_rel"])
+    return math.nan if metrics["l2_rel"] is None else float(metrics["l2_rel"])
 
 
 def cli() -> None:
     """Entry point of ``python -m kanpde`` and the ``kanpde`` script."""
-    problem = _check_output_args(sys.argv[1:])
-    if problem:
-        print(f"kanpde: error: {problem}", file=sys.stderr)
+    try:  # before Hydra: its failures here would be a traceback (run directory) or a 23-line message (options)
+        check_command_line(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"kanpde: error: {exc}", file=sys.stderr)
         sys.exit(2)
     tune_malloc()  # keep freed tensor memory for reuse (kanpde.app.runtime); a process-wide choice of the app
     main()

@@ -110,6 +110,7 @@ class Evaluation:
     grad_predicted: np.ndarray = field(repr=False)
     grad_exact: np.ndarray = field(repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: inside the domain (None: all)
+    messages: list[str] = field(default_factory=list)  # why a metric is None (not computed), one line each
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -139,6 +140,12 @@ def evaluate(
     evaluated on its bounding box's grid: norms use only the points inside (``mask``), and the returned
     full-grid arrays are NaN outside. A time-dependent problem also gets ``l2_final``, ``l2_rel_final``,
     ``linf_final`` on the final-time slice.
+
+    A metric that cannot be trusted is ``None`` and ``messages`` says why: every error metric when
+    ``problem.exact`` is not finite at some grid point; the H1 metrics when the gradient of the solution
+    is unavailable (an ``exact`` without an autograd graph and no ``exact_grad``); a relative norm when
+    the solution is zero to rounding at every grid point (RMS <= 1e-12, e.g. ``sin(20 pi x)`` on 21
+    points per axis), where dividing by it would report noise (use more points).
     """
     if not problem.has_exact:
         raise ValueError(f"problem {problem.name} has no exact solution to evaluate against")
@@ -151,22 +158,23 @@ def evaluate(
     mask = None if getattr(geo, "is_box", False) else geo.contains(points, tol=1e-9)
     inside = points if mask is None else points[mask]
     x = torch.from_numpy(inside).to(dtype=dtype, device=device)
-    pred, grad_pred, exact, grad_exact = [], [], [], []
+    pred, grad_pred, exact = [], [], []
     m, d = problem.n_outputs, problem.dim
     for chunk in x.split(chunk_size):
         v, g = _predict_with_grad(model, problem, chunk, engine)
         pred.append(v.double().cpu())
         grad_pred.append(g.double().cpu())
-        xc = chunk.double()
-        exact.append(problem.exact(xc).detach().reshape(-1, m).cpu())
-        grad_exact.append(problem.exact_grad(xc).detach().reshape(-1, m, d).cpu())
-    arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred, grad_exact)]
+        exact.append(problem.exact(chunk.double()).detach().reshape(-1, m).cpu())
+    grad_exact, messages = _exact_gradient(problem, x, chunk_size)
+    arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred)]
+    arrays.append(np.full_like(arrays[2], np.nan) if grad_exact is None else grad_exact)
     weights = trapezoid_weights(axes)
     if mask is not None:
         weights = weights[mask]
     metrics = error_norms(arrays[0], arrays[1], arrays[2], arrays[3], weights)
     if problem.is_time_dependent:
         metrics.update(_final_time_norms(problem, axes, inside, arrays[0], arrays[1], weights))
+    messages += _unusable(metrics, problem, inside, arrays[1], arrays[3], weights, grad_exact is not None)
     if mask is not None:  # full-grid arrays, NaN outside the domain
         full = []
         for arr in arrays:
@@ -175,10 +183,61 @@ def evaluate(
             full.append(out)
         arrays = full
     metrics["n_params"] = int(sum(p.numel() for p in model.parameters()))
-    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask)
+    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask, messages)
 
 
-def _final_time_norms(problem: Problem, axes, points, pred, exact, weights) -> dict[str, float]:
+H1_KEYS = ("h1_semi", "h1", "h1_rel", "h1_mse")
+ERROR_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse", "l2_final", "l2_rel_final", "linf_final")
+VANISHING_RMS = 1e-12  # an exact solution whose RMS on the grid is below this is zero to rounding there
+
+
+def _exact_gradient(problem: Problem, x: Tensor, chunk_size: int) -> tuple[np.ndarray | None, list[str]]:
+    """``exact_grad`` on the points ``(N, m, d)`` float64, or None and why (an ``exact`` without an
+    autograd graph, e.g. interpolated reference data, and no ``exact_grad``)."""
+    m, d = problem.n_outputs, problem.dim
+    try:
+        grads = [problem.exact_grad(c.double()).detach().reshape(-1, m, d).cpu() for c in x.split(chunk_size)]
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return None, [f"h1_semi, h1, h1_rel, h1_mse not computed: the gradient of {type(problem).__name__}.exact "
+                      f"failed ({first}); give the problem an exact_grad(x)"]
+    return torch.cat(grads).numpy(), []
+
+
+def _unusable(metrics: dict[str, float | None], problem: Problem, points: np.ndarray, exact: np.ndarray,
+              grad_exact: np.ndarray, weights: np.ndarray, has_grad: bool) -> list[str]:
+    """Set to None the metrics that cannot be trusted on this grid, and say why: all error metrics when
+    ``exact`` is not finite somewhere, the H1 ones without a gradient of the solution, and a relative
+    norm whose denominator (the solution's norm) is zero to rounding on the grid."""
+    name = type(problem).__name__
+    bad = ~np.isfinite(exact).all(axis=1)
+    if bad.any():
+        for key in ERROR_KEYS:
+            if key in metrics:
+                metrics[key] = None
+        where = ", ".join(f"{c}={v:.6g}" for c, v in zip(problem.coords, points[np.argmax(bad)]))
+        return [f"error metrics not computed: {name}.exact returned non-finite values at {int(bad.sum())} of "
+                f"{len(bad)} evaluation points (first at {where})"]
+    messages = []
+    if not has_grad:
+        for key in H1_KEYS:
+            metrics[key] = None
+    measure = float(weights.sum())
+    rms = math.sqrt(lp_norm(exact, weights) ** 2 / measure)
+    grad_rms = math.sqrt(lp_norm(grad_exact, weights) ** 2 / measure) if has_grad else math.nan
+    vanishing = [k for k, small in (("l2_rel", rms), ("h1_rel", math.hypot(rms, grad_rms))) if small <= VANISHING_RMS]
+    if "l2_rel_final" in metrics and metrics["l2_rel_final"] is None:
+        vanishing.append("l2_rel_final")  # zero to rounding on the final-time slice (_final_time_norms)
+    for key in vanishing:
+        metrics[key] = None
+    if vanishing:
+        messages.append(f"{', '.join(vanishing)} not computed: the exact solution is zero to rounding at every "
+                        f"evaluation point (RMS {rms:.1e}), so the grid cannot resolve it; use more evaluation "
+                        "points (eval.n_per_axis)")
+    return messages
+
+
+def _final_time_norms(problem: Problem, axes, points, pred, exact, weights) -> dict[str, float | None]:
     """``l2_final``, ``l2_rel_final``, ``linf_final`` on the slice ``t = t_final`` of the evaluation grid."""
     k = problem.coords.index(problem.time_coord)
     t_final = axes[k][-1]
@@ -186,9 +245,10 @@ def _final_time_norms(problem: Problem, axes, points, pred, exact, weights) -> d
     w = weights[sel] / (axes[k][-1] - axes[k][-2]) * 2  # trapezoid end weight h/2 removed from the time axis
     e = (pred[sel] - exact[sel]).reshape(int(sel.sum()), -1)
     l2, u_l2 = lp_norm(e, w), lp_norm(exact[sel], w)
+    vanishing = not u_l2 > VANISHING_RMS * math.sqrt(float(w.sum()))  # NaN exact included: flagged by the caller
     return {
         "l2_final": l2,
-        "l2_rel_final": l2 / u_l2 if u_l2 > 0 else float("nan"),
+        "l2_rel_final": None if vanishing else l2 / u_l2,
         "linf_final": float(np.abs(e).max()),
     }
 

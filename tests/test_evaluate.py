@@ -202,3 +202,71 @@ def test_final_time_norms() -> None:
     assert ev.metrics["l2_final"] == pytest.approx(0.5 * math.sqrt(2), rel=1e-12)
     assert ev.metrics["l2_rel_final"] == pytest.approx(0.5, rel=1e-12)
     assert ev.metrics["linf_final"] == pytest.approx(0.5, rel=1e-12)
+
+
+# -- metrics that cannot be trusted are None, with a message (issue 16, item 3) ---------------------------------
+
+
+class Wavy(Problem):
+    """u = sin(20 pi x) on [0, 1]: zero at every node of a grid of 21 points; ``exact`` may be made to lose its
+    autograd graph (tabulated data) or to return NaN past x = 0.9."""
+
+    coords = ("x",)
+
+    def __init__(self, detached: bool = False, nan_after: float | None = None) -> None:
+        super().__init__(Box([0.0], [1.0], self.coords), [])
+        self.detached, self.nan_after = detached, nan_after
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.d("xx") + (20 * math.pi) ** 2 * torch.sin(20 * math.pi * x[:, 0])
+
+    def exact(self, x: Tensor) -> Tensor:
+        u = torch.sin(20 * math.pi * x[:, 0])
+        if self.nan_after is not None:
+            u = torch.where(x[:, 0] > self.nan_after, torch.nan, u)
+        return u.detach() if self.detached else u
+
+
+def _half_exact(problem: Problem) -> FunctionModule:
+    return FunctionModule(lambda x: 0.5 * torch.sin(20 * math.pi * x[:, 0]) + 0.1 * x[:, 0])
+
+
+def test_h1_metrics_are_skipped_without_a_gradient_of_the_solution() -> None:
+    problem = Wavy(detached=True)
+    ev = evaluate(_half_exact(problem), problem, 101)
+    assert all(ev.metrics[k] is None for k in ("h1_semi", "h1", "h1_rel", "h1_mse"))
+    assert len(ev.messages) == 1 and "h1_semi, h1, h1_rel, h1_mse not computed" in ev.messages[0]
+    assert "give the problem an exact_grad(x)" in ev.messages[0]
+    full = evaluate(_half_exact(problem), Wavy(), 101).metrics  # the same solution with its graph
+    for key in ("l2", "l2_rel", "linf", "mse"):
+        assert ev.metrics[key] == pytest.approx(full[key], rel=1e-14)
+    assert np.isnan(ev.grad_exact).all()
+
+
+def test_a_solution_that_vanishes_on_the_grid_gives_no_relative_l2() -> None:
+    problem = Wavy()
+    coarse = evaluate(_half_exact(problem), problem, 21)
+    assert np.abs(coarse.exact).max() < 1e-13  # sin(20 pi k / 20)
+    assert coarse.metrics["l2_rel"] is None
+    assert coarse.metrics["h1_rel"] is not None and math.isfinite(coarse.metrics["h1_rel"])  # |u'| = 20 pi there
+    assert coarse.metrics["l2"] == pytest.approx(0.1 / math.sqrt(3), rel=1e-2)  # e = 0.1 x at the nodes
+    assert len(coarse.messages) == 1 and "l2_rel not computed" in coarse.messages[0]
+    assert "eval.n_per_axis" in coarse.messages[0]
+    fine = evaluate(_half_exact(problem), problem, 201)  # resolved: the relative error is there again
+    assert fine.messages == [] and 0.4 < fine.metrics["l2_rel"] < 0.6
+
+
+def test_a_zero_exact_solution_gives_no_relative_norms() -> None:
+    problem = _HeatExact()
+    problem.exact = lambda x: 0.0 * x[:, 0]
+    ev = evaluate(FunctionModule(lambda x: x[:, 0]), problem, 11)
+    assert ev.metrics["l2_rel"] is None and ev.metrics["h1_rel"] is None and ev.metrics["l2_rel_final"] is None
+    assert ev.metrics["l2"] > 0 and "l2_rel, h1_rel, l2_rel_final not computed" in ev.messages[0]
+
+
+def test_an_exact_solution_with_nans_gives_no_error_metrics() -> None:
+    problem = Wavy(nan_after=0.9)
+    ev = evaluate(_half_exact(problem), problem, 101)
+    assert all(ev.metrics[k] is None for k in KEYS) and ev.metrics["n_params"] == 1
+    assert ev.messages == ["error metrics not computed: Wavy.exact returned non-finite values at 10 of 101 "
+                           "evaluation points (first at x=0.91)"]

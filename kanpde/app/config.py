@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,17 +20,18 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
 from kanpde.models import HardDirichlet, warm_up
 from kanpde.models.protocol import is_edge_model
-from kanpde.pde import Problem, Sampler
+from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
 from kanpde.training import Stage
 
-__all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES"]
+__all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES",
+           "check_command_line"]
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +168,16 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
     or a ``{_target_: ..., _partial_: true, ...}`` node."""
     named = trainer.get("optimizers") or {}
     stages_cfg = trainer.get("stages")
+    if stages_cfg is not None and not isinstance(stages_cfg, ListConfig):
+        raise ConfigError(f"trainer.stages={stages_cfg!r} is not a list of stages: give e.g. "
+                          "trainer.stages=[{optimizer: adam, steps: 100}]")
     if not stages_cfg:
         raise ConfigError("trainer.stages is empty: give at least one {optimizer, steps} stage")
     stages = []
     for i, node in enumerate(stages_cfg):
         where = f"trainer.stages[{i}]"
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{where}={node!r} is not a stage: give {{optimizer: ..., steps: ...}}")
         factory = _optimizer_factory(node.get("optimizer"), named, where)
         extra = set(node) - STAGE_KEYS
         if extra:
@@ -184,6 +191,38 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
     return stages
 
 
+def _count(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem) -> tuple[int, int]:
+    """``trainer.n_interior`` / ``n_boundary`` and each stage's own counts: enough points for the PDE and
+    at least one per boundary condition trained on. Returns the run's two counts."""
+    n_conditions = len(fit_problem.conditions)
+    need = f"the problem trains {n_conditions} boundary condition(s), each needing a point"
+    n_interior = _count(trainer.get("n_interior"), "trainer.n_interior", 1)
+    n_boundary = _count(trainer.get("n_boundary"), "trainer.n_boundary", 0)
+    if n_boundary < n_conditions:
+        raise ConfigError(f"trainer.n_boundary={n_boundary} is too small: {need}; use n_boundary >= {n_conditions}")
+    for i, st in enumerate(stages):
+        if st.n_boundary is not None and st.n_boundary < n_conditions:
+            raise ConfigError(f"trainer.stages[{i}].n_boundary={st.n_boundary} is too small: {need}; "
+                              f"use n_boundary >= {n_conditions}")
+    return n_interior, n_boundary
+
+
+def _weight(value: Any, where: str) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if isinstance(value, bool) or not 0 <= weight < math.inf:
+        raise ConfigError(f"{where}={value!r} must be a finite number >= 0 (a negative weight maximises its residual)")
+    return weight
+
+
 def _check_output_dir(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +230,68 @@ def _check_output_dir(output_dir: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from None
+
+
+SEARCH_PATH_ARGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _group_options() -> dict[str, list[str]]:
+    """The shipped config groups and their options: ``conf/<group>/*.yaml`` (Hydra's own groups aside)."""
+    from importlib.resources import files
+
+    conf = files("kanpde.conf")
+    return {g.name: sorted(f.name[:-5] for f in g.iterdir() if f.name.endswith(".yaml"))
+            for g in conf.iterdir() if g.is_dir() and g.name not in ("hydra", "__pycache__")}
+
+
+def _check_group_choices(overrides: list[tuple[str, str]], multirun: bool) -> None:
+    groups = _group_options()
+    for key, value in overrides:
+        group = key.split("@", 1)[0]
+        if group not in groups or value in ("null", "None", "") or any(c in value for c in "()[]{}$*?"):
+            continue  # not a group, none chosen, or a sweep function / interpolation Hydra expands
+        for name in (value.split(",") if multirun else [value]):
+            if name.strip() not in groups[group]:
+                raise ConfigError(f"unknown {group} {name.strip()!r} ({key}={value}); valid: {', '.join(groups[group])}")
+
+
+def _check_output_root(value: str) -> None:
+    """The directory Hydra is about to create (``value``, interpolations cut off) can be: its nearest
+    existing ancestor is a directory in which a file can be created and removed (``os.access`` says yes
+    to root on a read-only or virtual file system)."""
+    path = Path(value.split("${", 1)[0] or ".").absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    reason = "not a directory"
+    if existing.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".kanpde-write-test-"):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    raise ConfigError(f"output directory {value} cannot be created: {existing} is not a writable directory ({reason})")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """The checks Hydra's own start-up would fail on with a traceback or a long message, made on the raw
+    command line before Hydra composes anything; raises :class:`ConfigError` (one line).
+
+    * every config group option named (``problem=nope``, ``model=kan,nope`` in a sweep, ``experiment=``,
+      ``trainer=``, ``debug=``, ``model@baseline=``) is a ``conf/<group>/<option>.yaml``; skipped when a
+      search path is added (``--config-dir`` and the like), which may bring options of its own;
+    * the run's directory (``hydra.run.dir``, default ``outputs/``; with ``-m`` ``hydra.sweep.dir``, default
+      ``multirun/``) can be created: a file is created and removed in its nearest existing ancestor.
+    """
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and not key.startswith("~"):
+            overrides.append((key.lstrip("+"), value))
+    if not any(a.split("=", 1)[0] in SEARCH_PATH_ARGS for a in argv) and not any(k == "hydra.searchpath" for k, _ in overrides):
+        _check_group_choices(overrides, multirun)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [v for k, v in overrides if k == key]
+    _check_output_root(given[-1] if given else ("multirun" if multirun else "outputs"))
 
 
 def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
@@ -278,7 +379,13 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
     device = _resolve_device(str(cfg.device))
     problem, fit_problem = _problems(cfg)
+    try:  # pde(), conditions, exact() on a few points: shapes, dtype, finiteness, before any training
+        check_problem(problem, DTYPES[cfg.dtype], device)
+    except ValueError as exc:
+        raise ConfigError(f"problem check: {exc}") from None
     stages = build_stages(cfg.trainer)
+    n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
+    pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")
     models = _model_specs(cfg, problem, engine, stages)
     _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
@@ -298,9 +405,9 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         device=device,
         engine=str(engine),
         seed=int(cfg.seed),
-        n_interior=int(cfg.trainer.n_interior),
-        n_boundary=int(cfg.trainer.n_boundary),
-        pde_weight=float(cfg.trainer.pde_weight),
+        n_interior=n_interior,
+        n_boundary=n_boundary,
+        pde_weight=pde_weight,
         eval=EvalSpec(int(cfg.eval.n_per_axis), int(cfg.eval.chunk_size), int(cfg.eval.get("max_points", 250_000)),
                       bool(cfg.eval.get("every_stage", False))),
         output=OutputSpec(bool(cfg.output.figures), bool(cfg.output.checkpoint), bool(cfg.output.get("activations", False))),

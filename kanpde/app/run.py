@@ -8,8 +8,11 @@ both, and writes ``solution.h5`` (+ XDMF), ``metrics.json``, figures and checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +74,11 @@ def _stage_evaluator(spec: RunSpec) -> StageHook:
     the history (``history.stages[i]["eval"]``): the grid-extension curves of the KAN paper."""
 
     def record(stage: int, model: nn.Module, history: History) -> None:
-        metrics = _evaluate(model, spec).metrics
+        try:
+            metrics = _evaluate(model, spec).metrics
+        except Exception as exc:  # an evaluator's fault never stops the training
+            log.error("evaluation after stage %d failed (%s: %s): not recorded", stage + 1, type(exc).__name__, exc)
+            metrics = dict.fromkeys(METRIC_KEYS)
         history.stages[-1]["eval"] = {k: metrics[k] for k in METRIC_KEYS}
 
     return record
@@ -103,10 +110,32 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
         return exc.model, exc.history, exc.seconds, f"{name}: {exc}"
 
 
+def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, history: History,
+                      seconds: float, failure: str | None) -> Evaluation:
+    """The evaluation of a trained model; when it fails, the model and its history are kept first
+    (``checkpoint.pt``, complete: ``resume=true`` evaluates again without training), ``metrics.json``
+    says ``status: "evaluation_failed"`` and why, and :class:`RunFailed` is raised."""
+    try:
+        return _evaluate(model, spec)
+    except Exception as exc:  # whatever the evaluator's fault, the training is not lost
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        path = checkpoint_path(spec.output_dir, model_spec.name)
+        checkpoint_writer(path, spec.run_id)(len(spec.stages) - 1 if failure is None else -1, model, history)
+        metrics = {"model": type(unwrap(model)).__name__.lower(), "problem": spec.problem.name,
+                   "train_seconds": seconds, "status": "evaluation_failed", "messages": [f"evaluation failed: {reason}"],
+                   "run_id": spec.run_id}
+        write_json(spec.output_dir / "metrics.json", metrics)
+        log.error("%s: evaluation failed (%s); the trained model is in %s", model_spec.name, reason, path)
+        raise RunFailed(f"{model_spec.name}: evaluation failed ({reason}); the trained model and its history are "
+                        f"in {path} (resume=true evaluates it again)") from exc
+
+
 def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
                         on_stage_end: StageHook | None) -> tuple[RunResult, str | None]:
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end)
-    evaluation = _evaluate(model, spec)
+    evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure)
+    for message in evaluation.messages:
+        log.warning("%s: %s", model_spec.name, message)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
@@ -115,8 +144,14 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         metrics["formula"] = formula_text(model, spec.problem.coords).strip()
         log.info("%s formula: %s", model_spec.name, metrics["formula"])
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
+    # "incomplete": the L2 errors could not be computed (a non-finite or vanishing solution on the grid);
+    # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message
+    untrusted = any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
+    status = "diverged" if failure else "incomplete" if untrusted else "ok"
     metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
-                   problem=spec.problem.name, status="diverged" if failure else "ok")
+                   problem=spec.problem.name, status=status)
+    if evaluation.messages:  # which metrics are null and why
+        metrics["messages"] = list(evaluation.messages)
     return RunResult(label, model, history, evaluation, metrics), failure
 
 
@@ -181,19 +216,31 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
         metrics["baseline"] = _describe(baseline, spec)
     metrics["run_id"] = spec.run_id
     coords, outputs = spec.problem.coords, spec.problem.outputs
-    path = save_run(out / "solution.h5", spec.problem.name, coords, outputs, main, baseline, spec.config_yaml)
+    h5 = [None if r is None else dataclasses.replace(r, metrics=_h5_metrics(r.metrics)) for r in (main, baseline)]
+    path = save_run(out / "solution.h5", spec.problem.name, coords, outputs, h5[0], h5[1], spec.config_yaml)
     write_xdmf(path)
     write_json(out / "metrics.json", metrics)
     if "formula" in main.metrics:  # one SymPy-parsable line per output, in the problem's coordinate names
         with atomic_path(out / "formula.txt") as tmp:
             tmp.write_text(main.metrics["formula"] + "\n")
-    if spec.output.activations:
-        _activation_plot(spec, main.model, out / "activations.png")
-    if spec.output.figures:
-        from kanpde.io.plots import plot_run  # matplotlib only when figures are asked for
+    try:  # the run's results are written: a failing figure is reported, not fatal
+        if spec.output.activations:
+            _activation_plot(spec, main.model, out / "activations.png")
+        if spec.output.figures:
+            from kanpde.io.plots import plot_run  # matplotlib only when figures are asked for
 
-        plot_run(path, out, allow=_own_classes(spec))
+            plot_run(path, out, allow=_own_classes(spec))
+    except Exception as exc:
+        log.error("figures not written (%s: %s); solution.h5 and metrics.json are", type(exc).__name__, exc)
     return metrics
+
+
+def _h5_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as HDF5 attributes: a metric not computed (None) as NaN, the messages as one JSON string."""
+    out = {k: math.nan if v is None else v for k, v in metrics.items() if k != "messages"}
+    if "messages" in metrics:
+        out["messages"] = json.dumps(metrics["messages"])
+    return out
 
 
 def _output_dir(output_dir: str | os.PathLike | None) -> Path:

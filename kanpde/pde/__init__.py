@@ -16,8 +16,10 @@ from kanpde.pde.problem import (
     Robin,
 )
 from kanpde.pde.sampling import Sampler
+from kanpde.pde.check import check_problem
 
 __all__ = [
     "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Batch", "BoundaryPoints",
     "Geometry", "Box", "Disk", "Annulus", "Polygon", "LShape", "Sampler",
+    "check_problem",
 ]

@@ -14,6 +14,7 @@ PDE residual written against a :class:`kanpde.derivatives.field.Field`, and, whe
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -70,8 +71,8 @@ class Condition:
         if not isinstance(self.on, str):
             object.__setattr__(self, "on", tuple(self.on))
         object.__setattr__(self, "derivatives", (self.derivatives,) if isinstance(self.derivatives, str) else tuple(self.derivatives))
-        if self.weight < 0:
-            raise ValueError(f"condition weight must be >= 0, got {self.weight}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not 0 <= self.weight < math.inf:
+            raise ValueError(f"condition weight must be a finite number >= 0, got {self.weight!r}")
         if self.kind == "periodic" and (isinstance(self.on, str) or len(self.on) != 2):
             raise ValueError(f"a periodic condition needs a pair of boundary pieces, got on={self.on!r}")
         if self.kind == "initial" and len(self.derivatives) > 1:

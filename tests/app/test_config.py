@@ -145,6 +145,21 @@ CONFIG_ERRORS = [
     (["problem=custom", "problem._target_=kanpde.pde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
     (["problem=custom", "problem._target_=nowhere.Nothing"], r"^problem: "),
     (["eval.n_per_axis=1"], r"eval.n_per_axis must be >= 2"),
+    # point counts, the stages' shape and the loss weights (issue 16, item 3)
+    (["trainer.n_interior=0"], r"trainer.n_interior=0 must be an integer >= 1"),
+    (["trainer.n_interior=-3"], r"trainer.n_interior=-3 must be an integer >= 1"),
+    (["trainer.n_boundary=0"], r"trainer.n_boundary=0 is too small: the problem trains 1 boundary condition"),
+    (["trainer.n_boundary=-1"], r"trainer.n_boundary=-1 must be an integer >= 0"),
+    (["problem=poisson2d_robin", "trainer.n_boundary=2"], r"trainer.n_boundary=2 is too small: .* 3 boundary"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, n_interior: 0}]"], r"trainer.stages\[0\]: stage n_interior must be a positive"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, n_boundary: -5}]"], r"trainer.stages\[0\]: stage n_boundary must be a positive"),
+    (["problem=poisson2d_robin", "trainer.stages=[{optimizer: adam, steps: 2, n_boundary: 1}]"],
+     r"trainer.stages\[0\].n_boundary=1 is too small"),
+    (["trainer.stages=adam"], r"trainer.stages='adam' is not a list of stages"),
+    (["trainer.stages=[adam]"], r"trainer.stages\[0\]='adam' is not a stage"),
+    (["trainer.pde_weight=-1"], r"trainer.pde_weight=-1 must be a finite number >= 0"),
+    (["trainer.pde_weight=nan"], r"trainer.pde_weight=nan must be a finite number >= 0"),
+    (["trainer.pde_weight=inf"], r"trainer.pde_weight=inf must be a finite number >= 0"),
 ]
 
 
@@ -257,3 +272,110 @@ def test_paper_fig33_architectures_compose_and_build(tmp_path: Path) -> None:
             assert built.models[0].node._target_.endswith(arch.split("_")[0].upper())
             assert len(built.models) == 1
     assert len(swept["paper_fig33"]) == 16 and set(swept["paper_fig33_small"]) < set(swept["paper_fig33"])
+
+
+class NaNWeight(Problem):
+    """A condition weight that is not a number: refused when the problem is made."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0], [1.0], self.coords), [Dirichlet("all", 0.0, weight=float("nan"))])
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        return u.d("xx")
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x[:, 0])
+
+
+def test_non_finite_condition_weight_is_a_config_error(tmp_path: Path) -> None:
+    cfg = make_cfg("problem=custom", f"problem._target_={__name__}.NaNWeight", "debug=fast")
+    with pytest.raises(ConfigError, match=r"^problem: condition weight must be a finite number >= 0, got nan$"):
+        run(cfg, output_dir=tmp_path / "out")
+
+
+FAULTY_PROBLEMS = [
+    ("Scalar", r"^problem check: Scalar\.pde returned shape \(\) at 8 interior points, expected \(8,\)$"),
+    ("OneShort", r"^problem check: OneShort\.pde returned shape \(7,\)"),
+    ("ThreeColumns", r"^problem check: ThreeColumns\.pde returned shape \(8, 3\)"),
+    ("NaNExact", r"^problem check: NaNExact\.exact returned 24 non-finite value\(s\)"),
+    ("WideExact", r"^problem check: WideExact\.exact returned shape \(24, 2\)"),
+]
+
+
+@pytest.mark.parametrize("name,message", FAULTY_PROBLEMS, ids=[n for n, _ in FAULTY_PROBLEMS])
+def test_faulty_problem_methods_are_refused_before_training(name: str, message: str, tmp_path: Path) -> None:
+    """pde(), the conditions and exact() are probed on a few points before any training (kanpde.pde.check)."""
+    events = []
+    cfg = make_cfg("problem=custom", f"problem._target_=tests.pde.test_check.{name}", "debug=fast", "baseline=null")
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, output_dir=tmp_path / "out", progress=events.append)
+    assert events == [] and not (tmp_path / "out" / "solution.h5").exists()
+
+
+# -- the command line, checked before Hydra composes (kanpde.app.config.check_command_line) -------------------
+
+COMMAND_LINE_ERRORS = [
+    (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
+    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp$"),
+    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
+    (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
+    (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
+    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp$"),
+    (["+experiment=nope"], r"^unknown experiment 'nope'"),
+    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp$"),
+    (["hydra.run.dir=/proc/kanpde/run"], r"^output directory /proc/kanpde/run cannot be created: /proc is not a writable directory"),
+    (["-m", "hydra.sweep.dir=/proc/x/${study}"], r"^output directory /proc/x/\$\{study\} cannot be created: /proc is not"),
+]
+
+
+@pytest.mark.parametrize("argv,message", COMMAND_LINE_ERRORS, ids=[" ".join(a) for a, _ in COMMAND_LINE_ERRORS])
+def test_command_line_errors_before_hydra(argv: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message) as info:
+        check_command_line(argv)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing created, the write test removed
+
+
+COMMAND_LINES_ACCEPTED = [
+    [],
+    ["problem=poisson3d", "model=mlp", "trainer=default", "debug=fast", "experiment=poisson2d_quick"],
+    ["-m", "model=kan,mlp", "seed=0,1", "problem=poisson2d,heat1d"],
+    ["--multirun", "model=glob(*)", "experiment=choice(paper_poisson,poisson2d_quick)"],
+    ["problem=custom", "problem._target_=somewhere.Mine", "model._target_=x.Y"],
+    ["+foo=1", "++trainer.bar=2", "~baseline", "baseline=null", "experiment=null"],
+    ["--config-dir", "/my/conf", "problem=mine"],  # a search path may bring options of its own
+    ["hydra.searchpath=[file:///my/conf]", "model=mine"],
+    ["hydra.run.dir=new/deeper/${now:%H-%M}"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMAND_LINES_ACCEPTED, ids=[" ".join(a) or "none" for a in COMMAND_LINES_ACCEPTED])
+def test_command_lines_accepted(argv: list[str], tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    check_command_line(argv)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,default", [([], "outputs"), (["-m"], "multirun")])
+def test_default_output_directory_in_an_unwritable_working_directory(argv, default: str, monkeypatch) -> None:
+    """os.access says yes to root; creating a file is the test (/proc refuses it to root too)."""
+    from kanpde.app.config import check_command_line
+
+    monkeypatch.chdir("/proc")
+    with pytest.raises(ConfigError, match=rf"^output directory {default} cannot be created: /proc is not a writable"):
+        check_command_line(argv)
+
+
+def test_output_directory_under_a_file(tmp_path: Path, monkeypatch) -> None:
+    from kanpde.app.config import check_command_line
+
+    (tmp_path / "a_file").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"a_file is not a writable directory \(not a directory\)"):
+        check_command_line([f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])

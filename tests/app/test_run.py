@@ -15,7 +15,7 @@ import pytest
 import sympy
 import torch
 
-from kanpde import MLP, load_run, trapezoid_weights
+from kanpde import MLP, Box, Dirichlet, Problem, load_run, trapezoid_weights
 from kanpde.app.config import ConfigError
 from kanpde.app.run import RunFailed, run
 from kanpde.models.hard import HardDirichlet
@@ -197,3 +197,86 @@ def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
     assert metrics["stages"][-1]["mse"] == metrics["mse"]
     points = collect(tmp_path)
     assert [p.grid_size for p in points] == [3, 5, 10] and [p.final for p in points] == [False, False, True]
+
+
+# -- after training nothing is lost: untrustworthy metrics are null with a message (issue 16, item 3) -----------
+
+
+class Wavy1D(Problem):
+    """u'' = -(20 pi)^2 sin(20 pi x) on [0, 1], u = sin(20 pi x): zero at every node of debug=fast's 21-point grid."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        super().__init__(Box([0.0], [1.0], self.coords), [Dirichlet("all", 0.0)])
+
+    def pde(self, x, u):
+        return u.d("xx") + (20 * math.pi) ** 2 * torch.sin(20 * math.pi * x[:, 0])
+
+    def exact(self, x):
+        return torch.sin(20 * math.pi * x[:, 0])
+
+
+class TabulatedExact(Wavy1D):
+    """The solution interpolated from a table (no autograd graph) and no exact_grad: as a user with
+    reference data would write it."""
+
+    def exact(self, x):
+        table = np.linspace(0.0, 1.0, 2001)
+        values = np.interp(x[:, 0].detach().cpu().numpy(), table, np.sin(20 * np.pi * table))
+        return torch.from_numpy(values).to(x)
+
+
+class NaNAtHalf(Wavy1D):
+    """exact() is NaN at x = 0.5 exactly: a node of the evaluation grid, never a random probe point."""
+
+    def exact(self, x):
+        return torch.where(x[:, 0] == 0.5, torch.nan, torch.cos(x[:, 0]))
+
+
+class RaisesAtHalf(Wavy1D):
+    def exact(self, x):
+        if bool((x[:, 0] == 0.5).any()):
+            raise ValueError("x = 0.5 is outside the reference table")
+        return torch.cos(x[:, 0])
+
+
+def _user_run(tmp_path: Path, cls: type, *overrides: str) -> dict:
+    cfg = fast_cfg("problem=custom", f"problem._target_={__name__}.{cls.__name__}", "baseline=null", "model=mlp", *overrides)
+    return run(cfg, output_dir=tmp_path)
+
+
+def test_exact_without_gradient_skips_h1_after_training_and_keeps_the_rest(tmp_path: Path) -> None:
+    metrics = _user_run(tmp_path, TabulatedExact, "eval.n_per_axis=101")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    assert all(saved[k] is None for k in ("h1_semi", "h1", "h1_rel", "h1_mse"))
+    assert all(math.isfinite(saved[k]) for k in ("l2", "l2_rel", "linf", "mse"))
+    assert saved["status"] == "ok" and "h1_semi, h1, h1_rel, h1_mse not computed" in saved["messages"][0]
+    loaded = load_run(tmp_path)  # the trained model is in solution.h5, its null metrics as NaN
+    assert math.isnan(loaded.main.metrics["h1"]) and loaded.main.metrics["l2"] == pytest.approx(saved["l2"])
+
+
+def test_a_solution_vanishing_on_the_grid_is_flagged_not_divided_by(tmp_path: Path) -> None:
+    metrics = _user_run(tmp_path, Wavy1D)  # debug=fast: 21 points, sin(20 pi x) = 0 at all of them
+    assert metrics["l2_rel"] is None and math.isfinite(metrics["l2"]) and math.isfinite(metrics["h1_rel"])
+    assert metrics["status"] == "incomplete"
+    assert "l2_rel not computed" in metrics["messages"][0] and "eval.n_per_axis" in metrics["messages"][0]
+
+
+def test_exact_nan_on_the_grid_gives_null_metrics_not_ok(tmp_path: Path) -> None:
+    metrics = _user_run(tmp_path, NaNAtHalf)
+    assert all(metrics[k] is None for k in METRIC_KEYS - {"n_params", "train_seconds", "model", "problem"})
+    assert metrics["status"] == "incomplete"
+    assert metrics["messages"] == ["error metrics not computed: NaNAtHalf.exact returned non-finite values at 1 of "
+                                   "21 evaluation points (first at x=0.5)"]
+    assert (tmp_path / "solution.h5").is_file()
+
+
+def test_a_failing_evaluator_keeps_the_trained_model(tmp_path: Path) -> None:
+    with pytest.raises(RunFailed, match=r"model: evaluation failed \(ValueError: x = 0.5 is outside the reference table\)"):
+        _user_run(tmp_path, RaisesAtHalf, "output.checkpoint=false")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "evaluation_failed" and "outside the reference table" in saved["messages"][0]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["stage"] == 1 and len(state["history"]["stages"]) == 2  # both stages of debug=fast, trained

@@ -172,6 +172,9 @@ def test_problem_validation() -> None:
         Condition("bogus")
     with pytest.raises(ValueError, match="weight"):
         Dirichlet("all", weight=-1.0)
+    for bad in (float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+            Dirichlet("all", weight=bad)
     ok = make(("x", "y"), [Dirichlet("all", 0.0, name="wall")])
     assert ok.conditions[0].label == "wall"
     with pytest.raises(ValueError, match="n_interior"):
