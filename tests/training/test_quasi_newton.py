@@ -158,7 +158,7 @@ def test_linear_least_squares_matches_lstsq(cls: type[QuasiNewton]) -> None:
     want = np.linalg.lstsq(M, rhs, rcond=None)[0]
     Mt, rt = torch.as_tensor(M), torch.as_tensor(rhs)
     x, _, _ = minimise(cls, lambda p: (Mt @ p - rt).pow(2).sum(), [0.0] * 8, max_iter=200, tolerance_grad=1e-12)
-    np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-8)  # normal equations' condition ~1e4
 
 
 # -- the conditions every accepted step meets ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_ssbroyden_phi_and_tau_follow_the_papers_formulas() -> None:
 def test_a_non_finite_trial_loss_is_backed_off_from() -> None:
     def barrier(x: Tensor) -> Tensor:  # finite only inside |x| < 1, minimum near 0.77
         r2 = x.pow(2).sum()
-        return (x - 2).pow(2).sum() - torch.log(1 - r2) if float(r2) < 1 else (0 * x).sum() + math.inf
+        return (x - 2).pow(2).sum() - torch.log(1 - r2) if float(r2.detach()) < 1 else (0 * x).sum() + math.inf
 
     x, opt, traces = minimise(SSBroyden, barrier, [0.0], max_iter=50, tolerance_grad=1e-10)
     assert opt.converged and math.isfinite(float(barrier(x.detach())))
