@@ -30,9 +30,9 @@ guarantees; an update with ``y^T s <= 0`` (round-off) is skipped.
 
 Memory and time: ``H`` takes ``8 P^2`` bytes (P = 10,000 parameters: 800 MB; 20,000: 3.2 GB) and the update
 is four passes over it (rank-one terms added a block of rows at a time: no ``P x P`` temporaries), so an
-iteration costs one ``P x P`` product and
-``O(P^2)`` updates besides the loss and gradient evaluations of its line search. An optimizer over more
-than ``max_params`` parameters (10,000 by default) is refused at construction.
+iteration costs one ``P x P`` product and ``O(P^2)`` updates besides the loss and gradient evaluations of
+its line search. An optimizer over more than ``max_params`` parameters (10,000 by default) is refused at
+construction (and :mod:`kanpde.app.config` refuses such a stage before training).
 
 Line search: :func:`scipy.optimize.line_search` (Nocedal & Wright's zoom, algorithms 3.5-3.6), a public,
 documented and tested routine that reports a failure as ``None`` instead of returning a step that violates
