@@ -28,7 +28,19 @@ from kanpde.pde import (
     check_problem,
 )
 from kanpde.pde.hard import soft_problem
-from kanpde.training import FitResult, History, LevenbergMarquardt, Stage, TrainingDiverged, fit, loss_terms
+from kanpde.training import (
+    BFGS,
+    SSBFGS,
+    FitResult,
+    History,
+    LevenbergMarquardt,
+    QuasiNewton,
+    SSBroyden,
+    Stage,
+    TrainingDiverged,
+    fit,
+    loss_terms,
+)
 
 __version__ = "0.1.0"
 
@@ -73,6 +85,10 @@ __all__ = [
     "LoadedRun",
     "RunResult",
     "LevenbergMarquardt",
+    "QuasiNewton",
+    "BFGS",
+    "SSBFGS",
+    "SSBroyden",
     "HardDirichlet",
     "soft_problem",
     "unwrap",

@@ -8,6 +8,7 @@ rest of the application reads the :class:`RunSpec` only.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 import math
@@ -142,6 +143,15 @@ def _fit_widths(model_cfg: DictConfig, problem: Problem, what: str) -> DictConfi
     return filled
 
 
+_EXTRAS = {"pytorch_optimizer": '; pip install "kanpde[optimizers]"'}
+
+
+def _missing_module(target: str) -> str | None:
+    """The top-level package of ``target`` when it is not installed."""
+    top = str(target).split(".")[0]
+    return top if top and importlib.util.find_spec(top) is None else None
+
+
 def _optimizer_factory(opt: Any, named: Any, where: str) -> Callable:
     if isinstance(opt, str):
         if opt not in named:
@@ -152,7 +162,9 @@ def _optimizer_factory(opt: Any, named: Any, where: str) -> Callable:
     try:
         cls = get_class(opt._target_)
     except Exception:
-        raise ConfigError(f"{where}: unknown optimizer class {opt._target_!r}") from None
+        missing = _missing_module(opt._target_)
+        hint = f" (module {missing!r} is not installed{_EXTRAS.get(missing, '')})" if missing else ""
+        raise ConfigError(f"{where}: unknown optimizer class {opt._target_!r}{hint}") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"{where}: {opt._target_!r} is not a torch.optim.Optimizer")
     factory = _instantiate(OmegaConf.merge(opt, {"_partial_": True}), f"{where}.optimizer")
@@ -352,6 +364,26 @@ def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool) -> N
                               "u = g + D N, whose formula is not the solution's; use hard_bc=false")
 
 
+def _check_parameter_counts(stages: list[Stage], node: DictConfig, name: str, model: nn.Module) -> None:
+    """Optimizers that limit the parameter count (``limits_parameter_count``: the dense inverse Hessian of
+    :class:`kanpde.QuasiNewton`) are built over a stand-in of the count the model has in their stage (after
+    the grid extensions before it, without pruning), so a model too large for them is refused before training."""
+    start = node.get("grid_size") if "grid_size" in node else None
+    grid, counts = start, {start: sum(p.numel() for p in model.parameters())}
+    for i, st in enumerate(stages):
+        if grid is not None and st.grid_size is not None:
+            grid = st.grid_size
+        if not getattr(getattr(st.optimizer, "func", None), "limits_parameter_count", False):
+            continue
+        if grid not in counts:
+            grown = _make_model(OmegaConf.merge(node, {"grid_size": grid}), name, torch.float64, torch.device("cpu"))
+            counts[grid] = sum(p.numel() for p in grown.parameters())
+        try:
+            st.optimizer([nn.Parameter(torch.empty(counts[grid], device="meta"))])
+        except ValueError as exc:
+            raise ConfigError(f"trainer.stages[{i}].optimizer ({name}): {exc}") from None
+
+
 def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[Stage]) -> tuple[ModelSpec, ...]:
     hard_bc = bool(cfg.get("hard_bc", False))
     specs = []
@@ -361,6 +393,7 @@ def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[St
             raise ConfigError(f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd")
         if name == "model":
             _check_stage_kinds(stages, model, hard_bc)
+        _check_parameter_counts(stages, node, name, model)
 
         def make(dtype: torch.dtype, device: torch.device, node: DictConfig = node, name: str = name) -> nn.Module:
             net = _make_model(node, name, dtype, device)
