@@ -5,7 +5,18 @@ A problem (residual + declared conditions + exact solution), a model (:class:`KA
 files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanpde problem=poisson2d``.
 """
 
-from kanpde.derivatives import AutogradField, DerivativePlan, Field, ForwardField, Jet, make_field
+from kanpde.derivatives import (
+    AutogradField,
+    DerivativePlan,
+    Field,
+    ForwardField,
+    Jet,
+    grad,
+    laplacian,
+    make_field,
+    partials,
+    value,
+)
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
 from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
@@ -41,6 +52,10 @@ __all__ = [
     "DerivativePlan",
     "Jet",
     "make_field",
+    "value",
+    "grad",
+    "laplacian",
+    "partials",
     "Box",
     "Geometry",
     "Disk",
