@@ -18,7 +18,7 @@ from kanpde.derivatives import (
     value,
 )
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
+from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, deepxde_net, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
     Annulus,
@@ -87,6 +87,7 @@ __all__ = [
     "RunResult",
     "LevenbergMarquardt",
     "HardDirichlet",
+    "deepxde_net",
     "soft_problem",
     "unwrap",
     "__version__",
