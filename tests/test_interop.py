@@ -34,6 +34,7 @@ def test_plain_pytorch_loop_trains_a_kan_with_autograd_and_with_kanpde_laplacian
     assert ns["err_autograd"] < bound_autograd and ns["err_functional"] < bound_functional
 
 
+@pytest.mark.slow  # the first run compiles the forward engine's CPU kernels for this network
 def test_functional_api_example_matches_autograd_and_backpropagates() -> None:
     ns: dict = {}
     exec(code_block(PAGE, "def heat_residual(engine)"), ns)
