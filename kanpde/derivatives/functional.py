@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kanpde.derivatives.field import AutogradField, Field, resolve_engine
+from kanpde.derivatives.field import AutogradField, Field, resolve_engine, supports_forward
 from kanpde.derivatives.jet import DerivativePlan, Jet
 
 __all__ = ["value", "grad", "laplacian", "partials", "default_coords"]
@@ -106,7 +106,9 @@ def partials(
     symmetric. The forward engine computes all first- and second-order ones in one pass; higher orders
     come from autograd. ``coords`` names the input columns (default :func:`default_coords`)."""
     if isinstance(specs, str) or not isinstance(specs, Sequence) or not specs:
-        raise ValueError(f"partials: specs must be a non-empty list of derivative names such as ['xx', 'xy'], got {specs!r}")
+        raise ValueError(
+            f"partials: specs must be a non-empty list of derivative names such as ['xx', 'xy'], got {specs!r}"
+        )
     coords = _check_points(model, x, coords)
     reader = Field(x, coords)
     indices: dict[Spec, Index] = {}
@@ -129,6 +131,10 @@ def _derivatives(
     """``{index: (n, n_out)}`` for every sorted column tuple in ``indices`` and every Laplacian in ``traces``
     (keyed by its sorted columns; ``indices`` and ``traces`` are never both given)."""
     engine = resolve_engine(engine, model)
+    if engine == "forward" and not supports_forward(model):
+        raise ValueError(
+            f"{type(model).__name__} has no forward derivative engine (forward_jet); use engine='auto' or 'autograd'"
+        )
     x = x.detach()
     if engine == "autograd":
         return _by_autograd(model, x, coords, indices, traces)

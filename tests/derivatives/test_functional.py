@@ -225,6 +225,7 @@ def test_a_wrapped_model_runs_by_its_forward_jet() -> None:
         (lambda m, x: kanpde.laplacian(m, x, over=("x", "q")), "'over' must name distinct coordinates"),
         (lambda m, x: kanpde.laplacian(m, x, over=()), "names no coordinate"),
         (lambda m, x: kanpde.laplacian(m, x, engine="fast"), "unknown derivative engine 'fast'"),
+        (lambda m, x: kanpde.grad(m, x, engine="forward"), "FunctionModule has no forward derivative engine"),
     ],
 )
 def test_bad_input_is_one_clear_error_before_the_model_runs(call, message: str) -> None:
