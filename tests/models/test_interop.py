@@ -50,6 +50,7 @@ ADAPTER_CHECKS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # importing DeepXDE (scikit-learn, matplotlib) in a fresh interpreter takes seconds
 @pytest.mark.subprocess
 @pytest.mark.skipif(importlib.util.find_spec("deepxde") is None,
                     reason='DeepXDE is not installed (pip install "kanpde[deepxde]"): the adapter is not exercised')
