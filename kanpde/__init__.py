@@ -5,9 +5,20 @@ A problem (residual + declared conditions + exact solution), a model (:class:`KA
 files (:func:`save_run`, :func:`load_run`). The command line is ``python -m kanpde problem=poisson2d``.
 """
 
-from kanpde.derivatives import AutogradField, DerivativePlan, Field, ForwardField, Jet, make_field
+from kanpde.derivatives import (
+    AutogradField,
+    DerivativePlan,
+    Field,
+    ForwardField,
+    Jet,
+    grad,
+    laplacian,
+    make_field,
+    partials,
+    value,
+)
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
+from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, deepxde_net, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
     Annulus,
@@ -54,6 +65,10 @@ __all__ = [
     "DerivativePlan",
     "Jet",
     "make_field",
+    "value",
+    "grad",
+    "laplacian",
+    "partials",
     "Box",
     "Geometry",
     "Disk",
@@ -90,6 +105,7 @@ __all__ = [
     "SSBFGS",
     "SSBroyden",
     "HardDirichlet",
+    "deepxde_net",
     "soft_problem",
     "unwrap",
     "__version__",

@@ -152,7 +152,8 @@ class AutogradField(Field):
     ``x`` is detached and marked ``requires_grad`` internally; derivatives are built with
     ``create_graph=True`` so a loss made of them can be back-propagated to the model's parameters.
     Each requested derivative costs one ``autograd.grad`` call per distinct parent derivative (the
-    gradient of ``u_x`` gives ``u_xx`` and ``u_xy`` together) and is cached.
+    gradient of ``u_x`` gives ``u_xx`` and ``u_xy`` together) and is cached. ``outputs=None`` takes
+    as many outputs as the model returns, named ``u0, u1, ...`` (``u`` for one).
     """
 
     def __init__(
@@ -160,18 +161,21 @@ class AutogradField(Field):
         model: nn.Module | Callable[[Tensor], Tensor],
         x: Tensor,
         coords: Sequence[str],
-        outputs: Sequence[str] = ("u",),
+        outputs: Sequence[str] | None = ("u",),
         time_coord: str | None = "t",
         plan: Iterable[Index] | None = None,
     ) -> None:
         # ``plan`` is accepted for a common engine signature and ignored: autograd is lazy anyway.
         leaf = x.detach().requires_grad_(True)
-        super().__init__(leaf, coords, outputs, time_coord)
-        if leaf.ndim != 2 or leaf.shape[1] != len(self.coords):
-            raise ValueError(f"points must have shape (n, {len(self.coords)}) for coords {self.coords}")
+        if leaf.ndim != 2 or leaf.shape[1] != len(tuple(coords)):
+            raise ValueError(f"points must have shape (n, {len(tuple(coords))}) for coords {tuple(coords)}")
         out = model(leaf)
         if out.ndim == 1:
             out = out.unsqueeze(1)
+        if outputs is None:
+            n_out = out.shape[1] if out.ndim == 2 else 0  # another shape is refused just below
+            outputs = ("u",) if n_out == 1 else tuple(f"u{c}" for c in range(n_out))
+        super().__init__(leaf, coords, outputs, time_coord)
         if out.shape != (leaf.shape[0], len(self.outputs)):
             raise ValueError(
                 f"model output has shape {tuple(out.shape)}, expected ({leaf.shape[0]}, {len(self.outputs)}) "

@@ -1,5 +1,5 @@
 """Solution ansatzes: the KAN and the MLP baseline, both ``nn.Module``s ``(n, dim) -> (n, n_out)``, the
-hard-constraint wrapper, and symbolic KANs (:mod:`kanpde.models.symbolic`, imported on use: SymPy).
+hard-constraint wrapper, the adapter to DeepXDE (:mod:`kanpde.models.interop`), and symbolic KANs (:mod:`kanpde.models.symbolic`, imported on use: SymPy).
 
 Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU kernels
 (:mod:`kanpde.models._kernels`) are private to this package: :func:`warm_up` starts them and
@@ -9,10 +9,11 @@ model classes declared with :func:`register_model` (:mod:`kanpde.models.registry
 
 from kanpde.models._kernels import tensor_path, warm_up
 from kanpde.models.hard import HardDirichlet
+from kanpde.models.interop import deepxde_net
 from kanpde.models.kan import KAN, KANLinear
 from kanpde.models.mlp import MLP
 from kanpde.models.protocol import module_dtype_device, rewrap, unwrap
 from kanpde.models.registry import register_model
 
-__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path",
-           "register_model"]
+__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "deepxde_net", "unwrap", "rewrap", "module_dtype_device", "warm_up",
+           "tensor_path", "register_model"]
