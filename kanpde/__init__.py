@@ -11,20 +11,25 @@ from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
     Annulus,
+    Ball,
     Batch,
     Box,
     Condition,
+    Difference,
     Dirichlet,
     Disk,
     Geometry,
     Initial,
+    Intersection,
     LShape,
     Neumann,
     Periodic,
     Polygon,
     Problem,
+    Renamed,
     Robin,
     Sampler,
+    Union,
 )
 from kanpde.pde.hard import soft_problem
 from kanpde.training import FitResult, History, LevenbergMarquardt, Stage, TrainingDiverged, fit, loss_terms
@@ -47,6 +52,11 @@ __all__ = [
     "Annulus",
     "Polygon",
     "LShape",
+    "Ball",
+    "Union",
+    "Intersection",
+    "Difference",
+    "Renamed",
     "Sampler",
     "Problem",
     "Condition",

@@ -3,7 +3,8 @@ conditions as data, the solution where known), its domain, and the sampling of c
 No ``nn.Module`` lives here."""
 
 from kanpde.pde.geometry import Box, Geometry
-from kanpde.pde.shapes import Annulus, Disk, LShape, Polygon
+from kanpde.pde.shapes import Annulus, Ball, Disk, LShape, Polygon
+from kanpde.pde.csg import Difference, Intersection, Renamed, Union
 from kanpde.pde.problem import (
     Batch,
     BoundaryPoints,
@@ -19,5 +20,6 @@ from kanpde.pde.sampling import Sampler
 
 __all__ = [
     "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Batch", "BoundaryPoints",
-    "Geometry", "Box", "Disk", "Annulus", "Polygon", "LShape", "Sampler",
+    "Geometry", "Box", "Disk", "Annulus", "Ball", "Polygon", "LShape", "Union", "Intersection", "Difference", "Renamed",
+    "Sampler",
 ]
