@@ -9,17 +9,19 @@ from kanpde.pde.problem import (
     Batch,
     BoundaryPoints,
     Condition,
+    ConormalFlux,
     Dirichlet,
     Initial,
     Neumann,
     Periodic,
+    PointValue,
     Problem,
     Robin,
 )
 from kanpde.pde.sampling import Sampler
 
 __all__ = [
-    "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Batch", "BoundaryPoints",
+    "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "PointValue", "Initial", "Batch", "BoundaryPoints",
     "Geometry", "Box", "Disk", "Annulus", "Ball", "Polygon", "LShape", "Union", "Intersection", "Difference", "Renamed",
     "Sampler",
 ]

@@ -26,11 +26,13 @@ from kanpde.pde.geometry import Box, Geometry
 from kanpde.pde.sampling import Sampler
 
 __all__ = [
-    "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Problem", "Batch", "BoundaryPoints",
+    "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "Initial", "PointValue", "Problem",
+    "Batch", "BoundaryPoints",
 ]
 
 Target = float | Callable[[Tensor], Tensor]
-CONDITION_KINDS = ("dirichlet", "neumann", "robin", "periodic", "initial")
+Coefficient = float | Callable[[Tensor], Tensor]
+CONDITION_KINDS = ("dirichlet", "neumann", "robin", "flux", "periodic", "initial", "point")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,12 @@ class Condition:
 
     - ``"dirichlet"``: ``u = g``;
     - ``"neumann"``: ``du/dn = g`` with the outward unit normal;
-    - ``"robin"``: ``a u + b du/dn = g``;
+    - ``"robin"``: ``a u + b du/dn = g``, ``a`` and ``b`` constants or functions ``x (n, d) -> (n,)``;
+    - ``"flux"``: the conormal flux ``(A ∇u)·n = g`` of a variable-coefficient diffusion ``∇·(A ∇u)``,
+      with ``A`` (``coefficient``) a constant, a function ``x -> (n,)`` (isotropic) or ``x -> (n, d, d)``;
+    - ``"point"``: ``u = g`` (or ``d u = g`` for ``derivatives[0]``) at the fixed points ``at`` — the
+      level of a pressure, a value pinned inside the domain; these points take no share of
+      ``n_boundary`` and stay the same when points are resampled;
     - ``"periodic"``: ``on`` is a pair of opposite faces ``(A, B)``; points come as matched pairs
       ``x_a``, ``x_b`` and the residuals are ``u(x_a) - u(x_b)`` and, for every spec in
       ``derivatives`` (e.g. ``("x",)``), ``d u(x_a) - d u(x_b)`` (``value`` is ignored);
@@ -51,7 +58,8 @@ class Condition:
     ``on``: boundary pieces (names or ``"all"``); ``value``: ``g`` as a constant or a function
     ``x (n, d) -> (n,)``; ``component``: output name for multi-output problems; ``weight``: the factor
     of its mean squared residual in the loss; ``name``: label in the loss history (default from kind
-    and pieces); ``a``, ``b``: Robin coefficients.
+    and pieces); ``a``, ``b``: Robin coefficients; ``coefficient``: the flux's ``A``; ``at``: the
+    points of a point condition, ``((x0, y0), ...)``.
     """
 
     kind: str
@@ -60,9 +68,11 @@ class Condition:
     component: str | None = None
     weight: float = 1.0
     name: str | None = None
-    a: float = 1.0
-    b: float = 1.0
+    a: Coefficient = 1.0
+    b: Coefficient = 1.0
     derivatives: tuple[str, ...] = ()
+    coefficient: object = 1.0
+    at: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
@@ -74,14 +84,24 @@ class Condition:
             raise ValueError(f"condition weight must be >= 0, got {self.weight}")
         if self.kind == "periodic" and (isinstance(self.on, str) or len(self.on) != 2):
             raise ValueError(f"a periodic condition needs a pair of boundary pieces, got on={self.on!r}")
-        if self.kind == "initial" and len(self.derivatives) > 1:
-            raise ValueError(f"an initial condition fixes one derivative at a time, got {self.derivatives}")
+        if self.kind in ("initial", "point") and len(self.derivatives) > 1:
+            raise ValueError(f"an {self.kind} condition fixes one derivative at a time, got {self.derivatives}")
+        if self.kind == "point":
+            at = np.asarray(self.at, dtype=np.float64)
+            if at.ndim == 1:
+                at = at[None]
+            if at.ndim != 2 or 0 in at.shape or not np.isfinite(at).all():
+                raise ValueError(f"a point condition needs finite points ((x0, y0, ...), ...), got at={self.at!r}")
+            object.__setattr__(self, "at", tuple(tuple(float(v) for v in row) for row in at))
+            object.__setattr__(self, "on", "point")
 
     @property
     def label(self) -> str:
         on = self.on if isinstance(self.on, str) else "+".join(self.on)
         extra = "" if not self.derivatives or self.kind == "periodic" else "_" + self.derivatives[0]
         comp = f"{self.component}:" if self.component else ""
+        if self.kind == "point":
+            on = ";".join(",".join(f"{v:g}" for v in row) for row in self.at)
         return self.name or f"{comp}{self.kind}{extra}[{on}]"
 
     def target(self, x: Tensor) -> Tensor:
@@ -98,13 +118,33 @@ class Condition:
             n = points.x.shape[0] // 2  # first half on piece A, second half the matching points on B
             values = [u.value] + [u.d(spec) for spec in self.derivatives]
             return torch.cat([v[:n] - v[n:] for v in values])
-        if self.kind in ("dirichlet", "initial"):
+        if self.kind in ("dirichlet", "initial", "point"):
             lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
         elif self.kind == "neumann":
             lhs = (u.grad() * points.normals).sum(dim=1)
+        elif self.kind == "flux":
+            lhs = (_apply_coefficient(self.coefficient, points.x, u.grad()) * points.normals).sum(dim=1)
         else:
-            lhs = self.a * u.value + self.b * (u.grad() * points.normals).sum(dim=1)
+            du_dn = (u.grad() * points.normals).sum(dim=1)
+            lhs = _coefficient(self.a, points.x) * u.value + _coefficient(self.b, points.x) * du_dn
         return lhs - self.target(points.x)
+
+
+def _coefficient(c: Coefficient, x: Tensor) -> Tensor | float:
+    """A scalar coefficient at ``x``: ``c(x)`` ``(n,)`` for a function, else the constant."""
+    return c(x).reshape(-1) if callable(c) else float(c)
+
+
+def _apply_coefficient(A: object, x: Tensor, grad: Tensor) -> Tensor:
+    """``A(x) ∇u`` ``(n, d)`` for a constant, a function giving ``(n,)`` (isotropic) or ``(n, d, d)``, or a
+    constant ``(d, d)`` matrix."""
+    value = A(x) if callable(A) else torch.as_tensor(A, dtype=grad.dtype, device=grad.device)
+    n, d = grad.shape
+    if value.ndim == 0 or value.shape == (n,) or value.shape == (n, 1):
+        return value.reshape(-1, 1) * grad if value.ndim else value * grad
+    if value.shape in ((d, d), (n, d, d)):
+        return torch.einsum("...ij,...j->...i", value, grad)
+    raise ValueError(f"a flux coefficient A(x) must be a scalar, (n,), (d, d) or (n, d, d) with n={n}, d={d}; got {tuple(value.shape)}")
 
 
 def Dirichlet(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> Condition:
@@ -117,9 +157,27 @@ def Neumann(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> C
     return Condition("neumann", on if isinstance(on, str) else tuple(on), value, **kwargs)
 
 
-def Robin(on: str | Sequence[str] = "all", a: float = 1.0, b: float = 1.0, value: Target = 0.0, **kwargs) -> Condition:
-    """``a u + b du/dn = value`` (outward normal) on the boundary pieces ``on``."""
-    return Condition("robin", on if isinstance(on, str) else tuple(on), value, a=float(a), b=float(b), **kwargs)
+def Robin(on: str | Sequence[str] = "all", a: Coefficient = 1.0, b: Coefficient = 1.0, value: Target = 0.0,
+          **kwargs) -> Condition:
+    """``a u + b du/dn = value`` (outward normal) on the boundary pieces ``on``; ``a``, ``b`` and ``value``
+    are constants or functions ``x (n, d) -> (n,)``."""
+    a, b = (c if callable(c) else float(c) for c in (a, b))
+    return Condition("robin", on if isinstance(on, str) else tuple(on), value, a=a, b=b, **kwargs)
+
+
+def ConormalFlux(on: str | Sequence[str] = "all", A: object = 1.0, value: Target = 0.0, **kwargs) -> Condition:
+    """``(A(x) ∇u)·n = value`` (outward normal) on the boundary pieces ``on``: the natural condition of
+    ``∇·(A ∇u) = f``. ``A``: a constant, a ``(d, d)`` matrix, or a function ``x -> (n,)`` or ``(n, d, d)``."""
+    return Condition("flux", on if isinstance(on, str) else tuple(on), value, coefficient=A, **kwargs)
+
+
+def PointValue(at: Sequence[float] | Sequence[Sequence[float]], value: Target = 0.0,
+               derivative: str | None = None, **kwargs) -> Condition:
+    """``u(x_k) = value`` at the fixed point(s) ``at`` (``(x0, y0)`` or ``[(x0, y0), ...]``), or the
+    derivative ``derivative`` (e.g. ``"x"``) there: pins the level of a solution known up to a constant
+    (the pressure in a cavity), anywhere in the closed domain."""
+    return Condition("point", "point", value, at=tuple(map(tuple, np.atleast_2d(np.asarray(at, dtype=np.float64)))),
+                     derivatives=(derivative,) if derivative else (), **kwargs)
 
 
 def Periodic(pair: Sequence[str] = ("x-", "x+"), derivatives: str | Sequence[str] = (), **kwargs) -> Condition:
@@ -237,6 +295,14 @@ class Problem:
             raise ValueError(f"{cls}: two conditions share a label in {labels}; give them distinct `name`s")
         geo = self.geometry
         for cond in self.conditions:
+            if cond.kind == "point":
+                at = np.asarray(cond.at)
+                if at.shape[1] != geo.dim:
+                    raise ValueError(f"{cls}: condition {cond.label}: points need {geo.dim} coordinates {self.coords}")
+                outside = ~geo.contains(at, tol=1e-9)
+                if outside.any():
+                    raise ValueError(f"{cls}: condition {cond.label}: point {at[outside][0].tolist()} lies outside the domain")
+                continue
             try:
                 geo.resolve_faces(cond.on)
             except ValueError as exc:
@@ -295,13 +361,18 @@ class Problem:
     # -- what the library uses -----------------------------------------------------------------------
     def sample(self, sampler: Sampler, n_interior: int, n_boundary: int) -> Batch:
         """Interior points and boundary points per condition (split by face measure), float64 on CPU."""
-        if n_interior < 1 or (self.conditions and n_boundary < len(self.conditions)):
-            raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(self.conditions)}, got {n_interior}, {n_boundary}")
+        sampled = [c for c in self.conditions if c.kind != "point"]
+        if n_interior < 1 or (sampled and n_boundary < len(sampled)):
+            raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(sampled)}, got {n_interior}, {n_boundary}")
         geo = self.geometry
         interior = torch.from_numpy(geo.sample_interior(sampler, n_interior))
         boundary = {}
-        per_cond = _split(n_boundary, [1.0] * len(self.conditions))
-        for cond, n_cond in zip(self.conditions, per_cond):
+        for cond in self.conditions:
+            if cond.kind == "point":
+                at = torch.tensor(cond.at, dtype=torch.float64)
+                boundary[cond.label] = BoundaryPoints(at, torch.zeros_like(at))
+        per_cond = _split(n_boundary, [1.0] * len(sampled))
+        for cond, n_cond in zip(sampled, per_cond):
             if cond.kind == "periodic":
                 xa, xb = geo.periodic_points(cond.on, sampler.unit(max(n_cond // 2, 1), geo.dim - 1))
                 na, nb = geo.normal(cond.on[0]), geo.normal(cond.on[1])
