@@ -1,6 +1,6 @@
 """What a problem declares: the :class:`Problem` (residual against a :class:`~kanpde.derivatives.Field`,
 conditions as data, the solution where known), its domain, and the sampling of collocation points.
-No ``nn.Module`` lives here."""
+The one ``nn.Module`` here is the container of an inverse problem's unknowns (:mod:`kanpde.pde.unknowns`)."""
 
 from kanpde.pde.geometry import Box, Geometry
 from kanpde.pde.shapes import Annulus, Ball, Disk, LShape, Polygon
@@ -13,15 +13,20 @@ from kanpde.pde.problem import (
     Dirichlet,
     Initial,
     Neumann,
+    Observation,
     Periodic,
     PointValue,
     Problem,
     Robin,
+    observation_from_file,
 )
 from kanpde.pde.sampling import Sampler
+from kanpde.pde.data import read_points
+from kanpde.pde.unknowns import Unknowns
 
 __all__ = [
-    "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "PointValue", "Initial", "Batch", "BoundaryPoints",
+    "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "PointValue", "Observation",
+    "observation_from_file", "Initial", "Batch", "BoundaryPoints", "read_points", "Unknowns",
     "Geometry", "Box", "Disk", "Annulus", "Ball", "Polygon", "LShape", "Union", "Intersection", "Difference", "Renamed",
     "Sampler",
 ]

@@ -21,18 +21,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.derivatives.field import Field
+from kanpde.derivatives.field import Field, make_field
+from kanpde.pde.data import read_points
 from kanpde.pde.geometry import Box, Geometry
 from kanpde.pde.sampling import Sampler
+from kanpde.pde.unknowns import Unknowns
 
 __all__ = [
-    "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "Initial", "PointValue", "Problem",
+    "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "Initial", "PointValue", "Observation",
+    "observation_from_file", "Problem",
     "Batch", "BoundaryPoints",
 ]
 
 Target = float | Callable[[Tensor], Tensor]
 Coefficient = float | Callable[[Tensor], Tensor]
-CONDITION_KINDS = ("dirichlet", "neumann", "robin", "flux", "periodic", "initial", "point")
+CONDITION_KINDS = ("dirichlet", "neumann", "robin", "flux", "periodic", "initial", "point", "observation")
+FIXED_POINT_KINDS = ("point", "observation")  # conditions with their own points: no share of n_boundary
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class Condition:
     - ``"point"``: ``u = g`` (or ``d u = g`` for ``derivatives[0]``) at the fixed points ``at`` — the
       level of a pressure, a value pinned inside the domain; these points take no share of
       ``n_boundary`` and stay the same when points are resampled;
+    - ``"observation"``: data ``u(x_k) = v_k`` (or ``d u(x_k) = v_k``) at the points ``at`` with the
+      observed values ``observed``: measurements, or samples of a solution, often the data term of an
+      inverse problem (fixed points, like ``"point"``);
     - ``"periodic"``: ``on`` is a pair of opposite faces ``(A, B)``; points come as matched pairs
       ``x_a``, ``x_b`` and the residuals are ``u(x_a) - u(x_b)`` and, for every spec in
       ``derivatives`` (e.g. ``("x",)``), ``d u(x_a) - d u(x_b)`` (``value`` is ignored);
@@ -73,6 +80,7 @@ class Condition:
     derivatives: tuple[str, ...] = ()
     coefficient: object = 1.0
     at: tuple[tuple[float, ...], ...] = ()
+    observed: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
@@ -86,14 +94,21 @@ class Condition:
             raise ValueError(f"a periodic condition needs a pair of boundary pieces, got on={self.on!r}")
         if self.kind in ("initial", "point") and len(self.derivatives) > 1:
             raise ValueError(f"an {self.kind} condition fixes one derivative at a time, got {self.derivatives}")
-        if self.kind == "point":
+        if self.kind in FIXED_POINT_KINDS:
             at = np.asarray(self.at, dtype=np.float64)
             if at.ndim == 1:
                 at = at[None]
             if at.ndim != 2 or 0 in at.shape or not np.isfinite(at).all():
                 raise ValueError(f"a point condition needs finite points ((x0, y0, ...), ...), got at={self.at!r}")
             object.__setattr__(self, "at", tuple(tuple(float(v) for v in row) for row in at))
-            object.__setattr__(self, "on", "point")
+            object.__setattr__(self, "on", self.kind)
+        if self.kind == "observation":
+            obs = np.asarray(self.observed, dtype=np.float64).reshape(-1)
+            if obs.shape[0] != len(self.at):
+                raise ValueError(f"an observation needs one value per point: {len(self.at)} points, {obs.shape[0]} values")
+            if not np.isfinite(obs).all():
+                raise ValueError(f"observed values must be finite; {int((~np.isfinite(obs)).sum())} are not")
+            object.__setattr__(self, "observed", tuple(float(v) for v in obs))
 
     @property
     def label(self) -> str:
@@ -102,6 +117,8 @@ class Condition:
         comp = f"{self.component}:" if self.component else ""
         if self.kind == "point":
             on = ";".join(",".join(f"{v:g}" for v in row) for row in self.at)
+        if self.kind == "observation":
+            on = f"{len(self.at)} points"
         return self.name or f"{comp}{self.kind}{extra}[{on}]"
 
     def target(self, x: Tensor) -> Tensor:
@@ -118,6 +135,9 @@ class Condition:
             n = points.x.shape[0] // 2  # first half on piece A, second half the matching points on B
             values = [u.value] + [u.d(spec) for spec in self.derivatives]
             return torch.cat([v[:n] - v[n:] for v in values])
+        if self.kind == "observation":
+            lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
+            return lhs - points.values
         if self.kind in ("dirichlet", "initial", "point"):
             lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
         elif self.kind == "neumann":
@@ -171,6 +191,28 @@ def ConormalFlux(on: str | Sequence[str] = "all", A: object = 1.0, value: Target
     return Condition("flux", on if isinstance(on, str) else tuple(on), value, coefficient=A, **kwargs)
 
 
+def Observation(points: np.ndarray | Sequence[Sequence[float]], values: np.ndarray | Sequence[float],
+                component: str | None = None, weight: float = 1.0, name: str | None = "data",
+                derivative: str | None = None) -> Condition:
+    """Observed values ``u(x_k) = v_k`` at ``points`` ``(n, d)``: a data term (mean squared misfit times
+    ``weight``) for measurements or samples of a solution; with unknowns declared
+    (:meth:`Problem.unknown`), the data an inverse problem learns from. ``component``: the output
+    observed (multi-output problems); ``derivative``: observe a derivative instead (e.g. ``"x"``).
+    :meth:`Observation.from_file`-style loading: :func:`observation_from_file`."""
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts.reshape(-1, 1) if pts.ndim == 1 else pts
+    return Condition("observation", "observation", 0.0, component=component, weight=weight, name=name,
+                     at=tuple(map(tuple, pts)), observed=tuple(np.asarray(values, dtype=np.float64).reshape(-1)),
+                     derivatives=(derivative,) if derivative else ())
+
+
+def observation_from_file(path: str, coords: Sequence[str], column: str = "u", **kwargs) -> Condition:
+    """An :func:`Observation` of the column ``column`` at the coordinate columns ``coords`` of a data file
+    (``.npz``, ``.csv``, COMSOL/FEniCS plain text: :func:`kanpde.pde.data.read_points`)."""
+    points, values = read_points(path, coords, [column])
+    return Observation(points, values[:, 0], **kwargs)
+
+
 def PointValue(at: Sequence[float] | Sequence[Sequence[float]], value: Target = 0.0,
                derivative: str | None = None, **kwargs) -> Condition:
     """``u(x_k) = value`` at the fixed point(s) ``at`` (``(x0, y0)`` or ``[(x0, y0), ...]``), or the
@@ -194,10 +236,22 @@ def Initial(value: Target = 0.0, derivative: bool | str = False, on: str = "t-",
 
 @dataclass
 class BoundaryPoints:
-    """Points on a condition's boundary pieces, ``x`` ``(n, d)``, with outward unit ``normals`` ``(n, d)``."""
+    """Points on a condition's boundary pieces, ``x`` ``(n, d)``, with outward unit ``normals`` ``(n, d)``
+    (zeros where a condition has fixed points) and, for an observation, the observed ``values`` ``(n,)``."""
 
     x: Tensor
     normals: Tensor
+    values: Tensor | None = None
+
+    def aux(self) -> Tensor:
+        """The per-point data that travels with ``x`` (sliced with it): normals, then the values if any."""
+        return self.normals if self.values is None else torch.cat([self.normals, self.values[:, None]], dim=1)
+
+    @classmethod
+    def from_aux(cls, x: Tensor, aux: Tensor) -> BoundaryPoints:
+        """The inverse of :meth:`aux` for points ``x``."""
+        d = x.shape[-1]
+        return cls(x, aux[..., :d], aux[..., d] if aux.shape[-1] > d else None)
 
 
 @dataclass
@@ -215,7 +269,8 @@ class Batch:
         return Batch(
             self.interior.to(dtype=dtype, device=device),
             {
-                k: BoundaryPoints(v.x.to(dtype=dtype, device=device), v.normals.to(dtype=dtype, device=device))
+                k: BoundaryPoints(v.x.to(dtype=dtype, device=device), v.normals.to(dtype=dtype, device=device),
+                                  None if v.values is None else v.values.to(dtype=dtype, device=device))
                 for k, v in self.boundary.items()
             },
         )
@@ -295,7 +350,7 @@ class Problem:
             raise ValueError(f"{cls}: two conditions share a label in {labels}; give them distinct `name`s")
         geo = self.geometry
         for cond in self.conditions:
-            if cond.kind == "point":
+            if cond.kind in FIXED_POINT_KINDS:
                 at = np.asarray(cond.at)
                 if at.shape[1] != geo.dim:
                     raise ValueError(f"{cls}: condition {cond.label}: points need {geo.dim} coordinates {self.coords}")
@@ -331,6 +386,43 @@ class Problem:
         elif any(c.kind == "initial" for c in self.conditions):
             raise ValueError(f"{cls}: initial conditions need a time coordinate {self.time_coord!r} in coords {self.coords}")
 
+    # -- unknowns of an inverse problem (kanpde.pde.unknowns) ----------------------------------------
+    @property
+    def unknowns(self) -> Unknowns | None:
+        """The module of this problem's unknowns, or None when it declares none."""
+        return self.__dict__.get("_unknowns")
+
+    def _unknowns_module(self) -> Unknowns:
+        if "_unknowns" not in self.__dict__:
+            self._unknowns = Unknowns()
+        return self._unknowns
+
+    def unknown(self, name: str, initial: float, *, positive: bool = False, true: float | None = None) -> None:
+        """Declare an unknown scalar (e.g. a viscosity) trained jointly with the network, starting at
+        ``initial``; ``positive=True`` keeps it > 0 (stored as its log). ``true``: the value for reporting
+        its error, never used in training. Read it in :meth:`pde` with :meth:`param`."""
+        self._unknowns_module().add_scalar(name, initial, positive, true)
+
+    def unknown_field(self, name: str, net: torch.nn.Module, *, true: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Declare an unknown coefficient field represented by its own network ``net`` ``(n, d) -> (n, 1)``
+        (a small :class:`kanpde.KAN` makes it a formula by snapping); read it with :meth:`field_of`.
+        ``true``: a function ``x -> (n,)`` for reporting its error only."""
+        self._unknowns_module().add_field(name, net, true)
+
+    def param(self, name: str) -> Tensor:
+        """The current value of the unknown scalar ``name`` (0-d, differentiable)."""
+        if self.unknowns is None:
+            raise KeyError(f"{type(self).__name__} declares no unknowns; declare one with self.unknown({name!r}, initial)")
+        return self.unknowns.value(name)
+
+    def field_of(self, name: str, x: Tensor) -> Field:
+        """The unknown coefficient field ``name`` at ``x`` as a :class:`~kanpde.derivatives.Field`: its
+        ``.value`` and derivatives (``.d("x")``, ``.grad()``) by the same engines as the solution's."""
+        if self.unknowns is None or name not in self.unknowns.fields:
+            declared = [] if self.unknowns is None else list(self.unknowns.fields)
+            raise KeyError(f"no unknown field {name!r}; declared: {declared}")
+        return make_field(self.unknowns.fields[name], x, self.coords, (name,), "auto", self.time_coord)
+
     @property
     def is_time_dependent(self) -> bool:
         """Whether the time coordinate (``time_coord``, default ``"t"``) is one of ``coords``."""
@@ -361,16 +453,17 @@ class Problem:
     # -- what the library uses -----------------------------------------------------------------------
     def sample(self, sampler: Sampler, n_interior: int, n_boundary: int) -> Batch:
         """Interior points and boundary points per condition (split by face measure), float64 on CPU."""
-        sampled = [c for c in self.conditions if c.kind != "point"]
+        sampled = [c for c in self.conditions if c.kind not in FIXED_POINT_KINDS]
         if n_interior < 1 or (sampled and n_boundary < len(sampled)):
             raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(sampled)}, got {n_interior}, {n_boundary}")
         geo = self.geometry
         interior = torch.from_numpy(geo.sample_interior(sampler, n_interior))
         boundary = {}
         for cond in self.conditions:
-            if cond.kind == "point":
+            if cond.kind in FIXED_POINT_KINDS:
                 at = torch.tensor(cond.at, dtype=torch.float64)
-                boundary[cond.label] = BoundaryPoints(at, torch.zeros_like(at))
+                values = torch.tensor(cond.observed, dtype=torch.float64) if cond.kind == "observation" else None
+                boundary[cond.label] = BoundaryPoints(at, torch.zeros_like(at), values)
         per_cond = _split(n_boundary, [1.0] * len(sampled))
         for cond, n_cond in zip(sampled, per_cond):
             if cond.kind == "periodic":
