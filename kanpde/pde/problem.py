@@ -403,11 +403,13 @@ class Problem:
         its error, never used in training. Read it in :meth:`pde` with :meth:`param`."""
         self._unknowns_module().add_scalar(name, initial, positive, true)
 
-    def unknown_field(self, name: str, net: torch.nn.Module, *, true: Callable[[Tensor], Tensor] | None = None) -> None:
-        """Declare an unknown coefficient field represented by its own network ``net`` ``(n, d) -> (n, 1)``
-        (a small :class:`kanpde.KAN` makes it a formula by snapping); read it with :meth:`field_of`.
+    def unknown_field(self, name: str, net: torch.nn.Module | None = None, *, widths: Sequence[int] | None = None,
+                      grid_size: int = 5, true: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Declare an unknown coefficient field represented by its own network ``(n, d) -> (n, 1)``: ``net``,
+        or a KAN of ``widths`` (e.g. ``[1, 5, 1]``) and ``grid_size`` that the trainer makes in the model's
+        dtype and device (a KAN can be snapped to a formula). Read it with :meth:`field_of`.
         ``true``: a function ``x -> (n,)`` for reporting its error only."""
-        self._unknowns_module().add_field(name, net, true)
+        self._unknowns_module().add_field(name, net, true, None if widths is None else list(widths), grid_size)
 
     def param(self, name: str) -> Tensor:
         """The current value of the unknown scalar ``name`` (0-d, differentiable)."""
@@ -418,6 +420,8 @@ class Problem:
     def field_of(self, name: str, x: Tensor) -> Field:
         """The unknown coefficient field ``name`` at ``x`` as a :class:`~kanpde.derivatives.Field`: its
         ``.value`` and derivatives (``.d("x")``, ``.grad()``) by the same engines as the solution's."""
+        if self.unknowns is not None and name in self.unknowns.pending:
+            raise KeyError(f"unknown field {name!r} has no network yet: kanpde.fit makes it (a KAN of {self.unknowns.pending[name]})")
         if self.unknowns is None or name not in self.unknowns.fields:
             declared = [] if self.unknowns is None else list(self.unknowns.fields)
             raise KeyError(f"no unknown field {name!r}; declared: {declared}")

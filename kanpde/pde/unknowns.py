@@ -33,6 +33,7 @@ class Unknowns(nn.Module):
         self.fields = nn.ModuleDict()
         self.positive: dict[str, bool] = {}
         self.true: dict[str, float | Callable[[Tensor], Tensor] | None] = {}
+        self.pending: dict[str, dict[str, object]] = {}  # fields whose network the trainer makes (a KAN)
 
     def add_scalar(self, name: str, initial: float, positive: bool, true: float | None) -> None:
         self._check_name(name)
@@ -43,17 +44,29 @@ class Unknowns(nn.Module):
         self.scalars[name] = nn.Parameter(torch.tensor(raw, dtype=torch.float64))
         self.positive[name], self.true[name] = bool(positive), None if true is None else float(true)
 
-    def add_field(self, name: str, net: nn.Module, true: Callable[[Tensor], Tensor] | None) -> None:
+    def add_field(self, name: str, net: nn.Module | None, true: Callable[[Tensor], Tensor] | None,
+                  widths: list[int] | None = None, grid_size: int = 5) -> None:
         self._check_name(name)
-        if not isinstance(net, nn.Module):
+        if net is None:
+            if widths is None or len(widths) < 2 or widths[-1] != 1 or min(widths) < 1:
+                raise ValueError(f"unknown field {name!r} needs a network or KAN widths [d, ..., 1], got {widths}")
+            self.pending[name] = {"widths": [int(w) for w in widths], "grid_size": int(grid_size)}
+        elif not isinstance(net, nn.Module):
             raise TypeError(f"unknown field {name!r} needs a network (nn.Module), got {type(net).__name__}")
-        self.fields[name] = net
+        else:
+            self.fields[name] = net
         self.true[name] = true
+
+    def build_fields(self, make: Callable[[list[int], int], nn.Module]) -> None:
+        """Make the networks of fields declared by their KAN ``widths`` (``make(widths, grid_size)``)."""
+        for name, spec in list(self.pending.items()):
+            self.fields[name] = make(spec["widths"], spec["grid_size"])
+            del self.pending[name]
 
     def _check_name(self, name: str) -> None:
         if not name.isidentifier():
             raise ValueError(f"an unknown's name must be an identifier, got {name!r}")
-        if name in self.scalars or name in self.fields:
+        if name in self.scalars or name in self.fields or name in self.pending:
             raise ValueError(f"unknown {name!r} is declared twice")
 
     def value(self, name: str) -> Tensor:

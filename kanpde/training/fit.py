@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan
 from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device, rewrap, unwrap
+from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
@@ -298,6 +299,7 @@ def fit(
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
     dtype, device = module_dtype_device(model)
     if problem.unknowns is not None:  # an inverse problem: its unknowns train with the model
+        problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
         model = WithUnknowns(model, problem.unknowns.to(dtype=dtype, device=device))
     history = history if history is not None else History()
     start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)

@@ -104,6 +104,7 @@ def test_every_fit_trains_the_problems_own_unknowns() -> None:
         (lambda p: (p.unknown("k", 1.0), p.unknown("k", 2.0)), "declared twice"),
         (lambda p: p.unknown("not a name", 1.0), "identifier"),
         (lambda p: p.unknown_field("a", lambda x: x), "needs a network"),
+        (lambda p: p.unknown_field("a", widths=[1, 5, 2]), "KAN widths"),
     ],
 )
 def test_bad_unknowns_are_refused(declare, match: str) -> None:
