@@ -150,7 +150,8 @@ class AutogradField(Field):
     """:class:`Field` by reverse-mode autograd through ``model`` (any ``nn.Module`` ``(n, dim) -> (n, n_out)``).
 
     ``x`` is detached and marked ``requires_grad`` internally; derivatives are built with
-    ``create_graph=True`` so a loss made of them can be back-propagated to the model's parameters.
+    ``create_graph=True`` so a loss made of them can be back-propagated to the model's parameters, and
+    under ``torch.no_grad()`` too (where they would otherwise be silently zero).
     Each requested derivative costs one ``autograd.grad`` call per distinct parent derivative (the
     gradient of ``u_x`` gives ``u_xx`` and ``u_xy`` together) and is cached. ``outputs=None`` takes
     as many outputs as the model returns, named ``u0, u1, ...`` (``u`` for one).
@@ -169,19 +170,20 @@ class AutogradField(Field):
         leaf = x.detach().requires_grad_(True)
         if leaf.ndim != 2 or leaf.shape[1] != len(tuple(coords)):
             raise ValueError(f"points must have shape (n, {len(tuple(coords))}) for coords {tuple(coords)}")
-        out = model(leaf)
-        if out.ndim == 1:
-            out = out.unsqueeze(1)
-        if outputs is None:
-            n_out = out.shape[1] if out.ndim == 2 else 0  # another shape is refused just below
-            outputs = ("u",) if n_out == 1 else tuple(f"u{c}" for c in range(n_out))
-        super().__init__(leaf, coords, outputs, time_coord)
-        if out.shape != (leaf.shape[0], len(self.outputs)):
-            raise ValueError(
-                f"model output has shape {tuple(out.shape)}, expected ({leaf.shape[0]}, {len(self.outputs)}) "
-                f"for outputs {self.outputs}"
-            )
-        self._values: dict[tuple[int, tuple[int, ...]], Tensor] = {(c, ()): out[:, c] for c in range(out.shape[1])}
+        with torch.enable_grad():  # derivatives need the graph even where the caller turned it off
+            out = model(leaf)
+            if out.ndim == 1:
+                out = out.unsqueeze(1)
+            if outputs is None:
+                n_out = out.shape[1] if out.ndim == 2 else 0  # another shape is refused just below
+                outputs = ("u",) if n_out == 1 else tuple(f"u{c}" for c in range(n_out))
+            super().__init__(leaf, coords, outputs, time_coord)
+            if out.shape != (leaf.shape[0], len(self.outputs)):
+                raise ValueError(
+                    f"model output has shape {tuple(out.shape)}, expected ({leaf.shape[0]}, {len(self.outputs)}) "
+                    f"for outputs {self.outputs}"
+                )
+            self._values: dict[tuple[int, tuple[int, ...]], Tensor] = {(c, ()): out[:, c] for c in range(out.shape[1])}
         self._grads: dict[tuple[int, tuple[int, ...]], Tensor] = {}
 
     def _view(self, component: int) -> Field:
@@ -196,14 +198,16 @@ class AutogradField(Field):
             f = self._derivative(component, index)
             g = None
             if f.requires_grad:
-                (g,) = torch.autograd.grad(f.sum(), self.x, create_graph=True, allow_unused=True)
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(f.sum(), self.x, create_graph=True, allow_unused=True)
             self._grads[key] = torch.zeros_like(self.x) if g is None else g  # (n, dim)
         return self._grads[key]
 
     def _derivative(self, component: int, index: tuple[int, ...]) -> Tensor:
         key = (component, index)
         if key not in self._values:
-            self._values[key] = self._gradient(component, index[:-1])[:, index[-1]]
+            with torch.enable_grad():  # the slice stays in the graph: higher derivatives differentiate it
+                self._values[key] = self._gradient(component, index[:-1])[:, index[-1]]
         return self._values[key]
 
 

@@ -3,14 +3,23 @@
 A domain maps points of the unit cube (from a :class:`kanpde.pde.sampling.Sampler`) to interior and boundary
 points, gives outward normals and measures, and builds uniform evaluation grids.
 
-Every domain follows the :class:`Geometry` interface: ``dim``, ``names`` (coordinate names),
-``pieces`` (boundary piece names), ``resolve_faces(on)``, ``measure(piece)``,
-``sample_interior(sampler, n)``, ``sample_boundary(piece, sampler, n) -> (x, normals)``,
-``bounding_box``, ``contains(x)``, ``sdf(x)`` (negative inside, zero on the boundary) and ``grid(n)``
-(the bounding box's grid; points outside are masked by ``contains`` when evaluating).
+**The interface** (:class:`Geometry`). A domain of your own subclasses it and sets or implements:
+
+* ``names`` — the coordinate names, a tuple (``dim`` follows); they must equal the problem's ``coords``;
+* ``pieces`` — the boundary piece names, a tuple; conditions name them in ``on`` (``"all"``: every piece);
+* ``bounding_box`` — ``(lo, hi)``; ``volume`` — the domain's measure; ``measure(piece)`` — a piece's;
+* ``sample_boundary(piece, sampler, n) -> (x, normals)`` — ``n`` points uniform in the piece's measure
+  and their outward unit normals, both ``(n, d)``, from ``sampler.unit(n, k)`` unit-cube points;
+* ``sdf(x)`` — signed distance ``(n,)``: negative inside, zero on the boundary, positive outside.
+
+Then ``contains(x)``, ``sample_interior`` (rejection from the bounding box), ``grid(n)`` (the bounding
+box's grid, masked by ``contains`` when evaluating), ``resolve_faces(on)``, the CSG operators ``a | b``,
+``a & b``, ``a - b`` and ``renamed(old="new")`` (:mod:`kanpde.pde.csg`) come with the base class. For
+hard Dirichlet constraints also implement ``dirichlet_factor(piece, x)`` (torch); periodic pairs need
+``periodic_points`` (a :class:`Box`'s).
 :class:`Box` (here) is exact on its grid; the shapes of :mod:`kanpde.pde.shapes` (:class:`Disk`,
-:class:`Annulus`, :class:`Polygon`, :class:`LShape`) sample their interior by rejection from the bounding
-box and their boundary uniformly in arc length.
+:class:`Annulus`, :class:`Ball`, :class:`Polygon`, :class:`LShape`) sample their interior by rejection
+from the bounding box and their boundary uniformly in arc length (area for a ball's sphere).
 """
 
 from __future__ import annotations
@@ -39,9 +48,18 @@ class Geometry:
 
     @property
     def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)``, each ``(d,)``: a box holding the domain (interior sampling rejects from it)."""
+        raise NotImplementedError
+
+    @property
+    def volume(self) -> float:
+        """The domain's d-dimensional measure (area in 2-D): used by interior sampling (the acceptance
+        rate of rejection from the bounding box) and reported with the norms."""
         raise NotImplementedError
 
     def measure(self, piece: str) -> float:
+        """The (d-1)-dimensional measure of a boundary piece (its length in 2-D): boundary points are
+        split between the pieces of a condition in proportion to it."""
         raise NotImplementedError
 
     def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +85,28 @@ class Geometry:
     def has_dirichlet_factor(self) -> bool:
         """Whether :meth:`dirichlet_factor` is implemented (hard Dirichlet constraints can be built)."""
         return type(self).dirichlet_factor is not Geometry.dirichlet_factor
+
+    # -- constructive solid geometry (kanpde.pde.csg) -------------------------------------------------
+    def __or__(self, other: Geometry) -> Geometry:
+        from kanpde.pde.csg import Union
+
+        return Union(self, other)
+
+    def __and__(self, other: Geometry) -> Geometry:
+        from kanpde.pde.csg import Intersection
+
+        return Intersection(self, other)
+
+    def __sub__(self, other: Geometry) -> Geometry:
+        from kanpde.pde.csg import Difference
+
+        return Difference(self, other)
+
+    def renamed(self, mapping: dict[str, str] | None = None, **pieces: str) -> Geometry:
+        """This domain with boundary pieces renamed: ``Disk(c, r).renamed(circle="hole")``."""
+        from kanpde.pde.csg import Renamed
+
+        return Renamed(self, {**(mapping or {}), **pieces})
 
     def resolve_faces(self, on: str | Sequence[str]) -> tuple[str, ...]:
         """Piece names of ``on`` (``"all"``, one name, or a list), checked against this domain."""

@@ -22,16 +22,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.derivatives.field import Field
+from kanpde.derivatives.field import Field, make_field
+from kanpde.pde.data import read_points
 from kanpde.pde.geometry import Box, Geometry
 from kanpde.pde.sampling import Sampler
+from kanpde.pde.unknowns import Unknowns
 
 __all__ = [
-    "Condition", "Dirichlet", "Neumann", "Robin", "Periodic", "Initial", "Problem", "Batch", "BoundaryPoints",
+    "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "Initial", "PointValue", "Observation",
+    "observation_from_file", "Problem",
+    "Batch", "BoundaryPoints",
 ]
 
 Target = float | Callable[[Tensor], Tensor]
-CONDITION_KINDS = ("dirichlet", "neumann", "robin", "periodic", "initial")
+Coefficient = float | Callable[[Tensor], Tensor]
+CONDITION_KINDS = ("dirichlet", "neumann", "robin", "flux", "periodic", "initial", "point", "observation")
+FIXED_POINT_KINDS = ("point", "observation")  # conditions with their own points: no share of n_boundary
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,15 @@ class Condition:
 
     - ``"dirichlet"``: ``u = g``;
     - ``"neumann"``: ``du/dn = g`` with the outward unit normal;
-    - ``"robin"``: ``a u + b du/dn = g``;
+    - ``"robin"``: ``a u + b du/dn = g``, ``a`` and ``b`` constants or functions ``x (n, d) -> (n,)``;
+    - ``"flux"``: the conormal flux ``(A ∇u)·n = g`` of a variable-coefficient diffusion ``∇·(A ∇u)``,
+      with ``A`` (``coefficient``) a constant, a function ``x -> (n,)`` (isotropic) or ``x -> (n, d, d)``;
+    - ``"point"``: ``u = g`` (or ``d u = g`` for ``derivatives[0]``) at the fixed points ``at`` — the
+      level of a pressure, a value pinned inside the domain; these points take no share of
+      ``n_boundary`` and stay the same when points are resampled;
+    - ``"observation"``: data ``u(x_k) = v_k`` (or ``d u(x_k) = v_k``) at the points ``at`` with the
+      observed values ``observed``: measurements, or samples of a solution, often the data term of an
+      inverse problem (fixed points, like ``"point"``);
     - ``"periodic"``: ``on`` is a pair of opposite faces ``(A, B)``; points come as matched pairs
       ``x_a``, ``x_b`` and the residuals are ``u(x_a) - u(x_b)`` and, for every spec in
       ``derivatives`` (e.g. ``("x",)``), ``d u(x_a) - d u(x_b)`` (``value`` is ignored);
@@ -52,7 +66,8 @@ class Condition:
     ``on``: boundary pieces (names or ``"all"``); ``value``: ``g`` as a constant or a function
     ``x (n, d) -> (n,)``; ``component``: output name for multi-output problems; ``weight``: the factor
     of its mean squared residual in the loss; ``name``: label in the loss history (default from kind
-    and pieces); ``a``, ``b``: Robin coefficients.
+    and pieces); ``a``, ``b``: Robin coefficients; ``coefficient``: the flux's ``A``; ``at``: the
+    points of a point condition, ``((x0, y0), ...)``.
     """
 
     kind: str
@@ -61,9 +76,12 @@ class Condition:
     component: str | None = None
     weight: float = 1.0
     name: str | None = None
-    a: float = 1.0
-    b: float = 1.0
+    a: Coefficient = 1.0
+    b: Coefficient = 1.0
     derivatives: tuple[str, ...] = ()
+    coefficient: object = 1.0
+    at: tuple[tuple[float, ...], ...] = ()
+    observed: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
@@ -75,14 +93,33 @@ class Condition:
             raise ValueError(f"condition weight must be a finite number >= 0, got {self.weight!r}")
         if self.kind == "periodic" and (isinstance(self.on, str) or len(self.on) != 2):
             raise ValueError(f"a periodic condition needs a pair of boundary pieces, got on={self.on!r}")
-        if self.kind == "initial" and len(self.derivatives) > 1:
-            raise ValueError(f"an initial condition fixes one derivative at a time, got {self.derivatives}")
+        if self.kind in ("initial", "point") and len(self.derivatives) > 1:
+            raise ValueError(f"an {self.kind} condition fixes one derivative at a time, got {self.derivatives}")
+        if self.kind in FIXED_POINT_KINDS:
+            at = np.asarray(self.at, dtype=np.float64)
+            if at.ndim == 1:
+                at = at[None]
+            if at.ndim != 2 or 0 in at.shape or not np.isfinite(at).all():
+                raise ValueError(f"a point condition needs finite points ((x0, y0, ...), ...), got at={self.at!r}")
+            object.__setattr__(self, "at", tuple(tuple(float(v) for v in row) for row in at))
+            object.__setattr__(self, "on", self.kind)
+        if self.kind == "observation":
+            obs = np.asarray(self.observed, dtype=np.float64).reshape(-1)
+            if obs.shape[0] != len(self.at):
+                raise ValueError(f"an observation needs one value per point: {len(self.at)} points, {obs.shape[0]} values")
+            if not np.isfinite(obs).all():
+                raise ValueError(f"observed values must be finite; {int((~np.isfinite(obs)).sum())} are not")
+            object.__setattr__(self, "observed", tuple(float(v) for v in obs))
 
     @property
     def label(self) -> str:
         on = self.on if isinstance(self.on, str) else "+".join(self.on)
         extra = "" if not self.derivatives or self.kind == "periodic" else "_" + self.derivatives[0]
         comp = f"{self.component}:" if self.component else ""
+        if self.kind == "point":
+            on = ";".join(",".join(f"{v:g}" for v in row) for row in self.at)
+        if self.kind == "observation":
+            on = f"{len(self.at)} points"
         return self.name or f"{comp}{self.kind}{extra}[{on}]"
 
     def target(self, x: Tensor) -> Tensor:
@@ -99,13 +136,36 @@ class Condition:
             n = points.x.shape[0] // 2  # first half on piece A, second half the matching points on B
             values = [u.value] + [u.d(spec) for spec in self.derivatives]
             return torch.cat([v[:n] - v[n:] for v in values])
-        if self.kind in ("dirichlet", "initial"):
+        if self.kind == "observation":
+            lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
+            return lhs - points.values
+        if self.kind in ("dirichlet", "initial", "point"):
             lhs = u.d(self.derivatives[0]) if self.derivatives else u.value
         elif self.kind == "neumann":
             lhs = (u.grad() * points.normals).sum(dim=1)
+        elif self.kind == "flux":
+            lhs = (_apply_coefficient(self.coefficient, points.x, u.grad()) * points.normals).sum(dim=1)
         else:
-            lhs = self.a * u.value + self.b * (u.grad() * points.normals).sum(dim=1)
+            du_dn = (u.grad() * points.normals).sum(dim=1)
+            lhs = _coefficient(self.a, points.x) * u.value + _coefficient(self.b, points.x) * du_dn
         return lhs - self.target(points.x)
+
+
+def _coefficient(c: Coefficient, x: Tensor) -> Tensor | float:
+    """A scalar coefficient at ``x``: ``c(x)`` ``(n,)`` for a function, else the constant."""
+    return c(x).reshape(-1) if callable(c) else float(c)
+
+
+def _apply_coefficient(A: object, x: Tensor, grad: Tensor) -> Tensor:
+    """``A(x) ∇u`` ``(n, d)`` for a constant, a function giving ``(n,)`` (isotropic) or ``(n, d, d)``, or a
+    constant ``(d, d)`` matrix."""
+    value = A(x) if callable(A) else torch.as_tensor(A, dtype=grad.dtype, device=grad.device)
+    n, d = grad.shape
+    if value.ndim == 0 or value.shape == (n,) or value.shape == (n, 1):
+        return value.reshape(-1, 1) * grad if value.ndim else value * grad
+    if value.shape in ((d, d), (n, d, d)):
+        return torch.einsum("...ij,...j->...i", value, grad)
+    raise ValueError(f"a flux coefficient A(x) must be a scalar, (n,), (d, d) or (n, d, d) with n={n}, d={d}; got {tuple(value.shape)}")
 
 
 def Dirichlet(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> Condition:
@@ -118,9 +178,49 @@ def Neumann(on: str | Sequence[str] = "all", value: Target = 0.0, **kwargs) -> C
     return Condition("neumann", on if isinstance(on, str) else tuple(on), value, **kwargs)
 
 
-def Robin(on: str | Sequence[str] = "all", a: float = 1.0, b: float = 1.0, value: Target = 0.0, **kwargs) -> Condition:
-    """``a u + b du/dn = value`` (outward normal) on the boundary pieces ``on``."""
-    return Condition("robin", on if isinstance(on, str) else tuple(on), value, a=float(a), b=float(b), **kwargs)
+def Robin(on: str | Sequence[str] = "all", a: Coefficient = 1.0, b: Coefficient = 1.0, value: Target = 0.0,
+          **kwargs) -> Condition:
+    """``a u + b du/dn = value`` (outward normal) on the boundary pieces ``on``; ``a``, ``b`` and ``value``
+    are constants or functions ``x (n, d) -> (n,)``."""
+    a, b = (c if callable(c) else float(c) for c in (a, b))
+    return Condition("robin", on if isinstance(on, str) else tuple(on), value, a=a, b=b, **kwargs)
+
+
+def ConormalFlux(on: str | Sequence[str] = "all", A: object = 1.0, value: Target = 0.0, **kwargs) -> Condition:
+    """``(A(x) ∇u)·n = value`` (outward normal) on the boundary pieces ``on``: the natural condition of
+    ``∇·(A ∇u) = f``. ``A``: a constant, a ``(d, d)`` matrix, or a function ``x -> (n,)`` or ``(n, d, d)``."""
+    return Condition("flux", on if isinstance(on, str) else tuple(on), value, coefficient=A, **kwargs)
+
+
+def Observation(points: np.ndarray | Sequence[Sequence[float]], values: np.ndarray | Sequence[float],
+                component: str | None = None, weight: float = 1.0, name: str | None = "data",
+                derivative: str | None = None) -> Condition:
+    """Observed values ``u(x_k) = v_k`` at ``points`` ``(n, d)``: a data term (mean squared misfit times
+    ``weight``) for measurements or samples of a solution; with unknowns declared
+    (:meth:`Problem.unknown`), the data an inverse problem learns from. ``component``: the output
+    observed (multi-output problems); ``derivative``: observe a derivative instead (e.g. ``"x"``).
+    :meth:`Observation.from_file`-style loading: :func:`observation_from_file`."""
+    pts = np.asarray(points, dtype=np.float64)
+    pts = pts.reshape(-1, 1) if pts.ndim == 1 else pts
+    return Condition("observation", "observation", 0.0, component=component, weight=weight, name=name,
+                     at=tuple(map(tuple, pts)), observed=tuple(np.asarray(values, dtype=np.float64).reshape(-1)),
+                     derivatives=(derivative,) if derivative else ())
+
+
+def observation_from_file(path: str, coords: Sequence[str], column: str = "u", **kwargs) -> Condition:
+    """An :func:`Observation` of the column ``column`` at the coordinate columns ``coords`` of a data file
+    (``.npz``, ``.csv``, COMSOL/FEniCS plain text: :func:`kanpde.pde.data.read_points`)."""
+    points, values = read_points(path, coords, [column])
+    return Observation(points, values[:, 0], **kwargs)
+
+
+def PointValue(at: Sequence[float] | Sequence[Sequence[float]], value: Target = 0.0,
+               derivative: str | None = None, **kwargs) -> Condition:
+    """``u(x_k) = value`` at the fixed point(s) ``at`` (``(x0, y0)`` or ``[(x0, y0), ...]``), or the
+    derivative ``derivative`` (e.g. ``"x"``) there: pins the level of a solution known up to a constant
+    (the pressure in a cavity), anywhere in the closed domain."""
+    return Condition("point", "point", value, at=tuple(map(tuple, np.atleast_2d(np.asarray(at, dtype=np.float64)))),
+                     derivatives=(derivative,) if derivative else (), **kwargs)
 
 
 def Periodic(pair: Sequence[str] = ("x-", "x+"), derivatives: str | Sequence[str] = (), **kwargs) -> Condition:
@@ -137,10 +237,22 @@ def Initial(value: Target = 0.0, derivative: bool | str = False, on: str = "t-",
 
 @dataclass
 class BoundaryPoints:
-    """Points on a condition's boundary pieces, ``x`` ``(n, d)``, with outward unit ``normals`` ``(n, d)``."""
+    """Points on a condition's boundary pieces, ``x`` ``(n, d)``, with outward unit ``normals`` ``(n, d)``
+    (zeros where a condition has fixed points) and, for an observation, the observed ``values`` ``(n,)``."""
 
     x: Tensor
     normals: Tensor
+    values: Tensor | None = None
+
+    def aux(self) -> Tensor:
+        """The per-point data that travels with ``x`` (sliced with it): normals, then the values if any."""
+        return self.normals if self.values is None else torch.cat([self.normals, self.values[:, None]], dim=1)
+
+    @classmethod
+    def from_aux(cls, x: Tensor, aux: Tensor) -> BoundaryPoints:
+        """The inverse of :meth:`aux` for points ``x``."""
+        d = x.shape[-1]
+        return cls(x, aux[..., :d], aux[..., d] if aux.shape[-1] > d else None)
 
 
 @dataclass
@@ -158,7 +270,8 @@ class Batch:
         return Batch(
             self.interior.to(dtype=dtype, device=device),
             {
-                k: BoundaryPoints(v.x.to(dtype=dtype, device=device), v.normals.to(dtype=dtype, device=device))
+                k: BoundaryPoints(v.x.to(dtype=dtype, device=device), v.normals.to(dtype=dtype, device=device),
+                                  None if v.values is None else v.values.to(dtype=dtype, device=device))
                 for k, v in self.boundary.items()
             },
         )
@@ -238,6 +351,14 @@ class Problem:
             raise ValueError(f"{cls}: two conditions share a label in {labels}; give them distinct `name`s")
         geo = self.geometry
         for cond in self.conditions:
+            if cond.kind in FIXED_POINT_KINDS:
+                at = np.asarray(cond.at)
+                if at.shape[1] != geo.dim:
+                    raise ValueError(f"{cls}: condition {cond.label}: points need {geo.dim} coordinates {self.coords}")
+                outside = ~geo.contains(at, tol=1e-9)
+                if outside.any():
+                    raise ValueError(f"{cls}: condition {cond.label}: point {at[outside][0].tolist()} lies outside the domain")
+                continue
             try:
                 geo.resolve_faces(cond.on)
             except ValueError as exc:
@@ -265,6 +386,47 @@ class Problem:
                     raise ValueError(f"{cls}: initial condition {cond.label} must be on the initial face '{t}-', not {cond.on!r}")
         elif any(c.kind == "initial" for c in self.conditions):
             raise ValueError(f"{cls}: initial conditions need a time coordinate {self.time_coord!r} in coords {self.coords}")
+
+    # -- unknowns of an inverse problem (kanpde.pde.unknowns) ----------------------------------------
+    @property
+    def unknowns(self) -> Unknowns | None:
+        """The module of this problem's unknowns, or None when it declares none."""
+        return self.__dict__.get("_unknowns")
+
+    def _unknowns_module(self) -> Unknowns:
+        if "_unknowns" not in self.__dict__:
+            self._unknowns = Unknowns()
+        return self._unknowns
+
+    def unknown(self, name: str, initial: float, *, positive: bool = False, true: float | None = None) -> None:
+        """Declare an unknown scalar (e.g. a viscosity) trained jointly with the network, starting at
+        ``initial``; ``positive=True`` keeps it > 0 (stored as its log). ``true``: the value for reporting
+        its error, never used in training. Read it in :meth:`pde` with :meth:`param`."""
+        self._unknowns_module().add_scalar(name, initial, positive, true)
+
+    def unknown_field(self, name: str, net: torch.nn.Module | None = None, *, widths: Sequence[int] | None = None,
+                      grid_size: int = 5, true: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Declare an unknown coefficient field represented by its own network ``(n, d) -> (n, 1)``: ``net``,
+        or a KAN of ``widths`` (e.g. ``[1, 5, 1]``) and ``grid_size`` that the trainer makes in the model's
+        dtype and device (a KAN can be snapped to a formula). Read it with :meth:`field_of`.
+        ``true``: a function ``x -> (n,)`` for reporting its error only."""
+        self._unknowns_module().add_field(name, net, true, None if widths is None else list(widths), grid_size)
+
+    def param(self, name: str) -> Tensor:
+        """The current value of the unknown scalar ``name`` (0-d, differentiable)."""
+        if self.unknowns is None:
+            raise KeyError(f"{type(self).__name__} declares no unknowns; declare one with self.unknown({name!r}, initial)")
+        return self.unknowns.value(name)
+
+    def field_of(self, name: str, x: Tensor) -> Field:
+        """The unknown coefficient field ``name`` at ``x`` as a :class:`~kanpde.derivatives.Field`: its
+        ``.value`` and derivatives (``.d("x")``, ``.grad()``) by the same engines as the solution's."""
+        if self.unknowns is not None and name in self.unknowns.pending:
+            raise KeyError(f"unknown field {name!r} has no network yet: kanpde.fit makes it (a KAN of {self.unknowns.pending[name]})")
+        if self.unknowns is None or name not in self.unknowns.fields:
+            declared = [] if self.unknowns is None else list(self.unknowns.fields)
+            raise KeyError(f"no unknown field {name!r}; declared: {declared}")
+        return make_field(self.unknowns.fields[name], x, self.coords, (name,), "auto", self.time_coord)
 
     @property
     def is_time_dependent(self) -> bool:
@@ -296,13 +458,19 @@ class Problem:
     # -- what the library uses -----------------------------------------------------------------------
     def sample(self, sampler: Sampler, n_interior: int, n_boundary: int) -> Batch:
         """Interior points and boundary points per condition (split by face measure), float64 on CPU."""
-        if n_interior < 1 or (self.conditions and n_boundary < len(self.conditions)):
-            raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(self.conditions)}, got {n_interior}, {n_boundary}")
+        sampled = [c for c in self.conditions if c.kind not in FIXED_POINT_KINDS]
+        if n_interior < 1 or (sampled and n_boundary < len(sampled)):
+            raise ValueError(f"need n_interior >= 1 and n_boundary >= {len(sampled)}, got {n_interior}, {n_boundary}")
         geo = self.geometry
         interior = torch.from_numpy(geo.sample_interior(sampler, n_interior))
         boundary = {}
-        per_cond = _split(n_boundary, [1.0] * len(self.conditions))
-        for cond, n_cond in zip(self.conditions, per_cond):
+        for cond in self.conditions:
+            if cond.kind in FIXED_POINT_KINDS:
+                at = torch.tensor(cond.at, dtype=torch.float64)
+                values = torch.tensor(cond.observed, dtype=torch.float64) if cond.kind == "observation" else None
+                boundary[cond.label] = BoundaryPoints(at, torch.zeros_like(at), values)
+        per_cond = _split(n_boundary, [1.0] * len(sampled))
+        for cond, n_cond in zip(sampled, per_cond):
             if cond.kind == "periodic":
                 xa, xb = geo.periodic_points(cond.on, sampler.unit(max(n_cond // 2, 1), geo.dim - 1))
                 na, nb = geo.normal(cond.on[0]), geo.normal(cond.on[1])

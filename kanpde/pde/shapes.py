@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from kanpde.pde.geometry import Geometry
 
-__all__ = ["Disk", "Annulus", "Polygon", "LShape"]
+__all__ = ["Disk", "Annulus", "Ball", "Polygon", "LShape"]
 
 
 def _arc_unit(sampler, n: int) -> np.ndarray:
@@ -107,6 +109,62 @@ class Annulus(Geometry):
 
     def __repr__(self) -> str:
         return f"Annulus(center={self.center.tolist()}, r_inner={self.r_inner}, r_outer={self.r_outer})"
+
+
+class Ball(Geometry):
+    """The ball ``|x - center| <= radius`` in ``d = len(center)`` dimensions (3-D by default); one boundary
+    piece, ``"sphere"``. Boundary points are uniform on the sphere (normalised Gaussian directions from the
+    sampler's points by the inverse normal CDF)."""
+
+    def __init__(self, center: Sequence[float] = (0.0, 0.0, 0.0), radius: float = 1.0,
+                 names: Sequence[str] | None = None) -> None:
+        self.center = np.asarray(center, dtype=np.float64).reshape(-1)
+        self.radius = float(radius)
+        if self.center.size < 2:
+            raise ValueError(f"Ball needs a centre with >= 2 coordinates, got {list(center)}")
+        if not self.radius > 0:
+            raise ValueError(f"Ball radius must be > 0, got {radius}")
+        d = self.center.size
+        self.names = tuple(names) if names is not None else (("x", "y", "z") if d == 3 else tuple(f"x{i}" for i in range(d)))
+        if len(self.names) != d or len(set(self.names)) != d:
+            raise ValueError(f"Ball needs {d} distinct coordinate names, got {self.names}")
+
+    pieces = ("sphere",)
+
+    @property
+    def volume(self) -> float:
+        d = self.dim
+        return float(np.pi ** (d / 2) * self.radius**d / math.gamma(d / 2 + 1))
+
+    @property
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.center - self.radius, self.center + self.radius
+
+    def measure(self, piece: str) -> float:
+        self.resolve_faces(piece)
+        d = self.dim
+        return float(2 * np.pi ** (d / 2) * self.radius ** (d - 1) / math.gamma(d / 2))
+
+    def sample_boundary(self, piece: str, sampler, n: int) -> tuple[np.ndarray, np.ndarray]:
+        self.resolve_faces(piece)
+        from scipy.special import ndtri  # lazy: `import kanpde` stays light
+
+        u = np.clip(sampler.unit(n, self.dim), 1e-12, 1 - 1e-12)
+        g = ndtri(u)
+        norm = np.linalg.norm(g, axis=1, keepdims=True)
+        normals = g / np.where(norm > 0, norm, 1.0)
+        normals[norm[:, 0] == 0] = np.eye(self.dim)[0]
+        return self.center + self.radius * normals, normals
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
+
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """``(r^2 - |x - c|^2) / r^2``, like :class:`Disk`'s."""
+        return (self.radius**2 - _rho2(x, self.center)) / self.radius**2
+
+    def __repr__(self) -> str:
+        return f"Ball(center={self.center.tolist()}, radius={self.radius}, names={self.names})"
 
 
 def _rho2(x: Tensor, center: np.ndarray) -> Tensor:

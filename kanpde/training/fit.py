@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan
 from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device, rewrap, unwrap
+from kanpde.models.kan import KAN
+from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
 from kanpde.training.prune import prune, sparsity_penalty
@@ -191,6 +193,8 @@ def _run_steps(run: _Run, state: _StageState) -> dict[str, Tensor]:
         terms, loss = state.terms(run)
         if not recorded:  # the first evaluation of a step: the parameters it starts from
             recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+            if run.problem.unknowns is not None:
+                recorded.update({f"param:{k}": v for k, v in run.problem.unknowns.values().items()})
         if torch.isfinite(loss):
             loss.backward()
         else:
@@ -282,6 +286,9 @@ def fit(
     :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
     (:class:`~kanpde.training.loss.PinnLeastSquares`) through their ``attach`` method.
 
+    Inverse problems: the unknowns a problem declares (:meth:`kanpde.Problem.unknown`) are trained with the
+    model's parameters, in place in the problem, and recorded in the history as ``param:<name>``.
+
     Resuming: ``start_stage=k`` with the ``model`` and ``history`` saved after stage ``k - 1`` skips the
     first ``k`` stages (their point draws are replayed on ``sampler``, a fresh one made with the same
     seed, so later stages see the same points) and gives the same result as an uninterrupted fit.
@@ -291,6 +298,9 @@ def fit(
     if not 0 <= start_stage <= len(stages) or (start_stage > 0) != (history is not None):
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
     dtype, device = module_dtype_device(model)
+    if problem.unknowns is not None:  # an inverse problem: its unknowns train with the model
+        problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
+        model = WithUnknowns(model, problem.unknowns.to(dtype=dtype, device=device))
     history = history if history is not None else History()
     start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
@@ -301,9 +311,19 @@ def fit(
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
         state = _prepare_stage(run, index, stage, model, want, started)
-        last_good = _run_steps(run, state)
-        _finish_stage(run, state, last_good)
+        try:
+            last_good = _run_steps(run, state)
+            _finish_stage(run, state, last_good)
+        except TrainingDiverged as exc:
+            exc.model = _without_unknowns(exc.model)
+            raise
         model = state.model
         if on_stage_end:
-            on_stage_end(index, model, history)
-    return FitResult(model, history, time.perf_counter() - start)
+            on_stage_end(index, _without_unknowns(model), history)
+    return FitResult(_without_unknowns(model), history, time.perf_counter() - start)
+
+
+def _without_unknowns(model: nn.Module) -> nn.Module:
+    """The model as the caller gave it: the trainer's :class:`WithUnknowns` taken off (the unknowns stay
+    trained in the problem)."""
+    return model.net if isinstance(model, WithUnknowns) else model

@@ -54,8 +54,9 @@ Residual = Callable[[Tensor, Tensor, Field], list[Tensor]]
 
 @dataclass(frozen=True)
 class ResidualSet:
-    """One point set of the loss: ``x`` ``(n, d)`` with ``normals`` ``(n, d)`` (the interior's are ``x``
-    itself, unused), its ``label`` and ``weight``, and ``residual(x, normals, field) -> [r, ...]``.
+    """One point set of the loss: ``x`` ``(n, d)`` with ``normals``, the per-point data sliced with ``x``
+    (a condition's :meth:`~kanpde.pde.BoundaryPoints.aux`: outward normals ``(n, d)``, then an
+    observation's values; the interior's are ``x`` itself, unused), its ``label`` and ``weight``, and ``residual(x, normals, field) -> [r, ...]``.
 
     ``unit``: points per residual unit (1; 2 for a periodic condition, whose first half of points is
     matched by the second); ``entries``: residual entries per unit and residual tensor, so that
@@ -108,10 +109,10 @@ def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> li
         pts = batch.boundary[cond.label]
 
         def residual(x: Tensor, normals: Tensor, u: Field, c=cond) -> list[Tensor]:
-            return [c.residual(BoundaryPoints(x, normals), u)]
+            return [c.residual(BoundaryPoints.from_aux(x, normals), u)]
 
         periodic = cond.kind == "periodic"
-        sets.append(ResidualSet(cond.label, float(cond.weight), pts.x, pts.normals, residual,
+        sets.append(ResidualSet(cond.label, float(cond.weight), pts.x, pts.aux(), residual,
                                 unit=2 if periodic else 1, entries=1 + len(cond.derivatives) if periodic else 1))
     return sets
 

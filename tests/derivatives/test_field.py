@@ -468,3 +468,16 @@ def test_fields_follow_float32() -> None:
     ref = AutogradField(model, x, ("x", "y"))
     torch.testing.assert_close(u.laplacian(), ref.laplacian(), rtol=1e-4, atol=1e-4)
     assert math.isfinite(u.value.sum().item())
+
+
+def test_autograd_derivatives_are_right_under_no_grad(pts2: Tensor) -> None:
+    """Under torch.no_grad() the autograd engine used to return zeros for every derivative (no graph), so the
+    Levenberg–Marquardt loss with engine=autograd was wrong; now it computes them as anywhere else."""
+    model = KAN([2, 4, 1], grid_size=4, dtype=torch.float64)
+    free = make_field(model, pts2, ("x", "y"), engine="autograd")
+    with torch.no_grad():
+        off = make_field(model, pts2, ("x", "y"), engine="autograd")
+        lap, grad = off.laplacian(), off.grad()
+    assert lap.abs().max() > 0
+    assert torch.allclose(lap, free.laplacian(), atol=1e-14, rtol=0)
+    assert torch.allclose(grad, free.grad(), atol=1e-14, rtol=0)

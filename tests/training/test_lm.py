@@ -186,3 +186,14 @@ def test_lm_then_grid_extension_keeps_working() -> None:
     assert result.model.grid_size == 6
     assert [s["grid_size"] for s in result.history.stages] == [3, 6]
     assert result.history.stages[1]["loss"] < result.history.stages[0]["loss"]
+
+
+@pytest.mark.parametrize("engine", ["forward", "autograd"])
+def test_the_lm_loss_value_equals_its_residual_vector_for_every_engine(engine: str) -> None:
+    problem = Poisson2D()
+    torch.manual_seed(0)
+    net = kanpde.KAN([2, 4, 1], grid_size=4, dtype=F64)
+    batch = problem.sample(Sampler("sobol", seed=0), 24, 8)
+    system = PinnLeastSquares(net, problem, batch, 0.01, engine)
+    _, r = system.jacobian()
+    assert system.value() == pytest.approx(float(r @ r), rel=1e-12)

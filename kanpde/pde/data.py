@@ -1,0 +1,134 @@
+"""Point data read from files: columns of coordinates and values (observations, reference solutions).
+
+:func:`read_points` reads
+
+* ``.npz`` — one array per column name (``x``, ``y``, ``u``, …), or ``points`` ``(n, d)`` and ``values``
+  ``(n,)`` / ``(n, k)``;
+* ``.csv`` — comma-separated with a header line of column names;
+* ``.txt``, ``.dat`` and other plain text — whitespace- or comma-separated numbers, as COMSOL exports them
+  (comment lines starting with ``%``; the last comment line before the numbers names the columns, e.g.
+  ``% x  y  u``), NumPy's ``savetxt`` / FEniCS scripts write them (``#`` comments, same rule), or with a
+  plain header line of names. Without names the columns are the coordinates in order, then the values.
+
+and gives ``(points (n, d), values (n, k))`` in float64 for the named coordinate and value columns. Bad
+files — missing, unreadable, a missing column, a wrong number of columns, NaN or infinite entries, no
+rows — raise one ``ValueError`` line naming the file. Nothing in a file is executed (NumPy's ``.npz``
+is read with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_points"]
+
+
+def read_points(path: str | os.PathLike, coords: Sequence[str], values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, values)`` of the columns ``coords`` and ``values`` of the data file ``path`` (module docstring)."""
+    path = Path(path)
+    coords, values = list(coords), list(values)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    try:
+        if path.suffix.lower() == ".npz":
+            names, table = _read_npz(path, coords, values)
+        else:
+            names, table = _read_text(path)
+    except ValueError as exc:
+        raise ValueError(f"data file {str(path)!r}: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"data file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    wanted = coords + values
+    if names is None:
+        if table.shape[1] != len(wanted):
+            raise ValueError(
+                f"data file {str(path)!r} has {table.shape[1]} unnamed columns; expected {len(wanted)}: {wanted} "
+                "(or name the columns in a header line)"
+            )
+        names = wanted
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ValueError(f"data file {str(path)!r} has no column(s) {missing}; its columns are {names}")
+    data = table[:, [names.index(c) for c in wanted]]
+    if data.shape[0] == 0:
+        raise ValueError(f"data file {str(path)!r} has no rows")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(f"data file {str(path)!r}: {int(bad.sum())} non-finite entries (first: row {row + 1}, column {wanted[col]!r})")
+    return data[:, : len(coords)].copy(), data[:, len(coords):].copy()
+
+
+def _read_npz(path: Path, coords: list[str], values: list[str]) -> tuple[list[str], np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: np.asarray(npz[k], dtype=np.float64) for k in npz.files}
+    if "points" in arrays and not all(c in arrays for c in coords):
+        pts = arrays["points"].reshape(arrays["points"].shape[0], -1)
+        if pts.shape[1] != len(coords):
+            raise ValueError(f"'points' has {pts.shape[1]} columns, expected {len(coords)} ({coords})")
+        vals = arrays.get("values")
+        if vals is None:
+            raise ValueError("has 'points' but no 'values' array")
+        vals = vals.reshape(vals.shape[0], -1)
+        if vals.shape[1] != len(values):
+            raise ValueError(f"'values' has {vals.shape[1]} columns, expected {len(values)} ({values})")
+        if vals.shape[0] != pts.shape[0]:
+            raise ValueError(f"'points' has {pts.shape[0]} rows but 'values' {vals.shape[0]}")
+        return coords + values, np.concatenate([pts, vals], axis=1)
+    names = [n for n in arrays if arrays[n].ndim <= 1 or arrays[n].size == arrays[n].shape[0]]
+    lengths = {arrays[n].size for n in names}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths: { {n: arrays[n].size for n in names} }")
+    return names, np.stack([arrays[n].reshape(-1) for n in names], axis=1) if names else np.empty((0, 0))
+
+
+_NUMBER = re.compile(r"^[\s,;]*[-+]?(\d|\.\d|nan|inf)", re.IGNORECASE)
+
+
+def _read_text(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    lines = path.read_text(errors="replace").splitlines()
+    names: list[str] | None = None
+    rows: list[list[float]] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if text[0] in "%#":
+            if not rows:
+                head = _split(text.lstrip("%#").strip())
+                names = head or names
+            continue
+        if not _NUMBER.match(text):
+            if rows:
+                raise ValueError(f"line {number} is not a row of numbers: {text[:60]!r}")
+            names = _split(text)  # a header line of column names
+            continue
+        try:
+            rows.append([float(v) for v in _split(text)])
+        except ValueError:
+            raise ValueError(f"line {number} is not a row of numbers: {text[:60]!r}") from None
+    if not rows:
+        return names, np.empty((0, len(names or [])))
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise ValueError(f"rows have different numbers of columns: {sorted(widths)}")
+    table = np.asarray(rows, dtype=np.float64)
+    if names is not None and len(names) != table.shape[1]:
+        names = _names_of_columns(names, table.shape[1])
+    return names, table
+
+
+def _names_of_columns(names: list[str], n: int) -> list[str] | None:
+    """A header whose count differs from the columns' (COMSOL writes ``% x y u (m)`` with units): drop
+    parenthesised units; else the header is not usable."""
+    kept = [t for t in names if not (t.startswith("(") and t.endswith(")"))]
+    return kept if len(kept) == n else None
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in re.split(r"[\s,;]+", text.strip()) if t]

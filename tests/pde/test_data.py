@@ -1,0 +1,85 @@
+"""Point data files (kanpde.pde.data.read_points): every format gives the same columns; bad files give one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kanpde.pde.data import read_points
+
+RNG = np.random.default_rng(0)
+PTS = RNG.uniform(-1, 1, (7, 2))
+VALS = np.sin(PTS[:, 0]) * PTS[:, 1]
+
+
+def write(tmp_path: Path, kind: str) -> Path:
+    table = np.column_stack([PTS, VALS])
+    if kind == "npz_columns":
+        path = tmp_path / "d.npz"
+        np.savez(path, x=PTS[:, 0], y=PTS[:, 1], u=VALS)
+    elif kind == "npz_arrays":
+        path = tmp_path / "d.npz"
+        np.savez(path, points=PTS, values=VALS)
+    elif kind == "csv":
+        path = tmp_path / "d.csv"
+        np.savetxt(path, table, delimiter=",", header="x,y,u", comments="", fmt="%.17g")
+    elif kind == "comsol":
+        path = tmp_path / "d.txt"
+        head = "% Model:              plate.mph\n% Version:            COMSOL 6.1\n% Nodes:              7\n" \
+               "% Description:        Dependent variable u\n% x                       y                        u (1)\n"
+        path.write_text(head + "\n".join("   ".join(f"{v:.17g}" for v in row) for row in table) + "\n")
+    elif kind == "savetxt":
+        path = tmp_path / "d.dat"
+        np.savetxt(path, table, header="x y u", fmt="%.17g")
+    elif kind == "unnamed":
+        path = tmp_path / "d.txt"
+        np.savetxt(path, table, fmt="%.17g")
+    elif kind == "reordered_csv":
+        path = tmp_path / "r.csv"
+        np.savetxt(path, np.column_stack([VALS, PTS[:, 1], PTS[:, 0]]), delimiter=",", header="u,y,x", comments="", fmt="%.17g")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["npz_columns", "npz_arrays", "csv", "comsol", "savetxt", "unnamed", "reordered_csv"])
+def test_every_format_gives_the_same_points_and_values(tmp_path: Path, kind: str) -> None:
+    points, values = read_points(write(tmp_path, kind), ("x", "y"), ("u",))
+    assert points.shape == (7, 2) and values.shape == (7, 1)
+    np.testing.assert_array_equal(points, PTS)
+    np.testing.assert_array_equal(values[:, 0], VALS)
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "match"),
+    [
+        ("x,y\n0,1\n", ".csv", r"no column\(s\) \['u'\]"),
+        ("x,y,u\n0,1,nan\n", ".csv", "non-finite entries.*row 1, column 'u'"),
+        ("x,y,u\n", ".csv", "no rows"),
+        ("0 1\n2 3\n", ".txt", "2 unnamed columns; expected 3"),
+        ("x y u\n0 1 2\n0 1\n", ".txt", "different numbers of columns"),
+        ("x y u\n0 1 2\nend of data\n", ".txt", "line 3 is not a row of numbers"),
+        ("not a zip", ".npz", "cannot be read|d.npz"),
+    ],
+)
+def test_bad_files_are_refused_with_one_line(tmp_path: Path, content: str, suffix: str, match: str) -> None:
+    path = tmp_path / f"d{suffix}"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as info:
+        read_points(path, ("x", "y"), ("u",))
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_missing_file_and_mismatched_npz_arrays_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        read_points(tmp_path / "nope.csv", ("x",), ("u",))
+    np.savez(tmp_path / "a.npz", points=PTS, values=np.column_stack([VALS, VALS]))
+    with pytest.raises(ValueError, match="'values' has 2 columns, expected 1"):
+        read_points(tmp_path / "a.npz", ("x", "y"), ("u",))
+
+
+def test_npz_files_are_read_without_pickles(tmp_path: Path) -> None:
+    path = tmp_path / "p.npz"
+    np.savez(path, x=np.array([object()], dtype=object), y=np.zeros(1), u=np.zeros(1))
+    with pytest.raises(ValueError, match="p.npz"):
+        read_points(path, ("x", "y"), ("u",))
