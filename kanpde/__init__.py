@@ -27,7 +27,8 @@ from kanpde.pde import (
     Sampler,
 )
 from kanpde.pde.hard import soft_problem
-from kanpde.training import FitResult, History, LevenbergMarquardt, Stage, TrainingDiverged, fit, loss_terms
+from kanpde.training import (FitResult, History, LevenbergMarquardt, Stage, SymbolicFailed, TrainingDiverged, fit,
+                             loss_terms)
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "History",
     "FitResult",
     "TrainingDiverged",
+    "SymbolicFailed",
     "fit",
     "loss_terms",
     "evaluate",

@@ -124,7 +124,7 @@ def _polish(fn: SymbolicFunction, x: np.ndarray, y: np.ndarray, start: tuple[flo
 
     r0 = float((residual(np.array(start)) ** 2).sum())
     try:
-        sol = least_squares(residual, np.array(start), method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=400)
+        sol = least_squares(residual, np.array(start), method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=400)
     except (ValueError, np.linalg.LinAlgError):
         return start
     if np.isfinite(sol.x).all() and float((residual(sol.x) ** 2).sum()) <= r0:
@@ -249,7 +249,7 @@ def polish_affine(model: nn.Module, problem: Problem, batch: Batch, pde_weight: 
     if v0.size == 0:
         return math.nan, math.nan
     before = float((residuals(v0) ** 2).sum())
-    sol = least_squares(residuals, v0, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+    sol = least_squares(residuals, v0, method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
     after = float((residuals(sol.x) ** 2).sum())
     if not after <= before:
         assign(v0)
