@@ -40,7 +40,7 @@ class Stage:
     1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
     ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
     functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
-    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.models.symbolic.polish_affine`),
+    ``polish: true`` first fits those by least squares on the loss (:func:`kanpde.models.symbolic.polish_affine`),
     and ``layers: []`` snaps nothing (a polish-only stage).
 
     Quality gates in ``symbolic`` (:data:`SYMBOLIC_GATES`; a failed gate raises :class:`SymbolicFailed`):
