@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STAGE_KEYS = {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid", "sparsify",
-              "prune", "symbolic"}
+              "prune", "symbolic", "restarts"}
 
 
 class ConfigError(ValueError):

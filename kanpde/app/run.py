@@ -32,7 +32,7 @@ from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.io.files import atomic_path, write_json
 from kanpde.io.run_file import RunResult, save_run
 from kanpde.io.xdmf import write_xdmf
-from kanpde.training import History, ProgressEvent, TrainingDiverged, fit
+from kanpde.training import History, ProgressEvent, SymbolicFailed, TrainingDiverged, fit
 
 __all__ = ["RunFailed", "run", "METRIC_KEYS"]
 
@@ -85,7 +85,7 @@ def _stage_evaluator(spec: RunSpec) -> StageHook:
 
 
 def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
-           on_stage_end: StageHook | None) -> tuple[nn.Module, History, float, str | None]:
+           on_stage_end: StageHook | None) -> tuple[nn.Module, History, float, Exception | None]:
     """Build (or resume) one model and fit it; returns the model, history, seconds and the failure, if any."""
     name = model_spec.name
     torch.manual_seed(spec.seed)
@@ -104,10 +104,11 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
                      on_stage_end=hooks, start_stage=start_stage, history=history)
         return result.model, result.history, result.seconds, None
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, SymbolicFailed) as exc:
         log.error("%s: %s", name, exc)
-        hooks(-1, exc.model, exc.history)
-        return exc.model, exc.history, exc.seconds, f"{name}: {exc}"
+        if isinstance(exc, TrainingDiverged):  # a failed gate leaves the last stage checkpoint as it is
+            hooks(-1, exc.model, exc.history)
+        return exc.model, exc.history, exc.seconds, exc
 
 
 def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, history: History,
@@ -138,21 +139,28 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         log.warning("%s: %s", model_spec.name, message)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
-    if getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the problem's coordinates
+    symbolic_failed = isinstance(failure, SymbolicFailed)
+    formula = failure.formula if symbolic_failed else None
+    if formula is None and getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the coordinates
         from kanpde.models.symbolic import formula_text
 
-        metrics["formula"] = formula_text(model, spec.problem.coords).strip()
-        log.info("%s formula: %s", model_spec.name, metrics["formula"])
+        formula = formula_text(model, spec.problem.coords).strip()
+    if formula is not None:  # a failed gate's formula is no solution: kept apart from "formula" and formula.txt
+        key = "formula_rejected" if symbolic_failed else "formula"
+        metrics[key] = formula
+        log.info("%s %s: %s", model_spec.name, key.replace("_", " "), formula)
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
     # "incomplete": the L2 errors could not be computed (a non-finite or vanishing solution on the grid);
     # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message
     untrusted = any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
-    status = "diverged" if failure else "incomplete" if untrusted else "ok"
+    status = ("incomplete" if untrusted else "ok") if failure is None else "symbolic_failed" if symbolic_failed else "diverged"
     metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
                    problem=spec.problem.name, status=status)
+    if failure is not None:
+        metrics["failure"] = str(failure)
     if evaluation.messages:  # which metrics are null and why
         metrics["messages"] = list(evaluation.messages)
-    return RunResult(label, model, history, evaluation, metrics), failure
+    return RunResult(label, model, history, evaluation, metrics), None if failure is None else f"{model_spec.name}: {failure}"
 
 
 def _stage_metrics(history: History) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ fresh optimizer for the (possibly new) model's parameters.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import math
 import time
@@ -25,7 +27,7 @@ from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
 from kanpde.training.prune import prune, sparsity_penalty
-from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, TrainingDiverged
+from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, SymbolicFailed, TrainingDiverged
 
 __all__ = [
     "Stage",
@@ -33,41 +35,11 @@ __all__ = [
     "FitResult",
     "ProgressEvent",
     "TrainingDiverged",
+    "SymbolicFailed",
     "fit",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _interpret(
-    model: nn.Module, stage: Stage, batch: Batch, problem: Problem, pde_weight: float
-) -> tuple[nn.Module, dict[str, object]]:
-    """A stage's pruning and symbolic snapping, before its optimizer is built; returns the (possibly
-    new) model and what changed, for the stage summary. They act on the network inside any wrapper
-    (:func:`~kanpde.models.protocol.unwrap`) and apply to edge networks (KANs) only: another model (the
-    MLP baseline running the main model's schedule) goes through the stage without them."""
-    changes: dict[str, object] = {}
-    if not (stage.prune is not False or stage.symbolic):
-        return model, changes
-    if not is_edge_model(model):
-        log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
-        return model, changes
-    if stage.prune is not False:
-        threshold = 1e-2 if stage.prune is True else float(stage.prune)
-        model = rewrap(model, prune(unwrap(model), batch.interior, threshold))
-        changes["widths"] = unwrap(model).widths
-    if stage.symbolic:
-        from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
-
-        options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
-        polish = options.pop("polish", False)
-        if options.get("layers", None) != []:
-            net, records = auto_symbolic(unwrap(model), batch.all_points(), **options)
-            model = rewrap(model, net)
-            changes["symbolic"] = records
-        if polish:
-            changes["polish"] = polish_affine(model, problem, batch, pde_weight)
-    return model, changes
 
 
 @dataclass
@@ -152,11 +124,82 @@ class _StageState:
         return terms, loss
 
 
+def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, dict[str, object]]:
+    """A stage's pruning and symbolic snapping, before its optimizer is built; returns the (possibly
+    new) model and what changed, for the stage summary. They act on the network inside any wrapper
+    (:func:`~kanpde.models.protocol.unwrap`) and apply to edge networks (KANs) only: another model (the
+    MLP baseline running the main model's schedule) goes through the stage without them.
+
+    A symbolic stage records the loss of the model before its snap (``loss_before_snap``); with a
+    ``min_r2`` gate, a snap with an edge fitted below it is rejected: :class:`SymbolicFailed` carries the
+    model as it was before the snap."""
+    changes: dict[str, object] = {}
+    batch, problem = run.batch, run.problem
+    if not (stage.prune is not False or stage.symbolic):
+        return model, changes
+    if not is_edge_model(model):
+        log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
+        return model, changes
+    if stage.prune is not False:
+        threshold = 1e-2 if stage.prune is True else float(stage.prune)
+        model = rewrap(model, prune(unwrap(model), batch.interior, threshold))
+        changes["widths"] = unwrap(model).widths
+    if stage.symbolic:
+        from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
+
+        options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
+        polish = options.pop("polish", False)
+        gates = {k: options.pop(k) for k in stage.gates}
+        changes["loss_before_snap"] = weighted_loss(
+            {k: v.item() for k, v in loss_terms(model, problem, batch, run.engine).items()}, problem, run.pde_weight)
+        if options.get("layers", None) != []:
+            before = copy.deepcopy(model) if "min_r2" in gates else None  # auto_symbolic fixes edges in place
+            net, records = auto_symbolic(unwrap(model), batch.all_points(), **options)
+            changes["symbolic"] = records
+            worst = min(records, key=lambda r: r["r2"], default=None)
+            if before is not None and worst is not None and not worst["r2"] >= gates["min_r2"]:
+                raise SymbolicFailed(
+                    f"snap rejected: edge {worst['in']}->{worst['out']} of layer {worst['layer']} fits {worst['name']} "
+                    f"with R^2 {worst['r2']:.4g} < min_r2 {gates['min_r2']:g} (loss before the snap "
+                    f"{changes['loss_before_snap']:.3e}); the network was kept unsnapped",
+                    before, run.history, time.perf_counter() - run.start)
+            model = rewrap(model, net)
+        if polish:
+            changes["polish"] = polish_affine(model, problem, batch, run.pde_weight)
+    return model, changes
+
+
+def _check_snapped(run: _Run, state: _StageState, loss: float) -> None:
+    """A symbolic stage's final check (``max_loss``, ``max_loss_ratio``: its loss against a bound and
+    against the loss of the unsnapped network before the fit's first snap); :class:`SymbolicFailed` if it fails."""
+    gates = state.stage.gates
+    if not ({"max_loss", "max_loss_ratio"} & set(gates)):
+        return
+    unsnapped = next((float(s["loss_before_snap"]) for s in run.history.stages if "loss_before_snap" in s), math.nan)
+    failed = []
+    if "max_loss" in gates and not loss <= gates["max_loss"]:
+        failed.append(f"loss {loss:.3e} > max_loss {gates['max_loss']:g}")
+    if "max_loss_ratio" in gates and not loss <= gates["max_loss_ratio"] * unsnapped:
+        failed.append(f"loss {loss:.3e} > max_loss_ratio {gates['max_loss_ratio']:g} x the unsnapped network's {unsnapped:.3e}")
+    run.history.stages[-1]["check"] = "; ".join(failed) or "passed"
+    if not failed:
+        log.info("%s: snapped model passes its check (loss %.3e, unsnapped %.3e)", state.description, loss, unsnapped)
+        return
+    formula = None
+    net = unwrap(state.model)
+    if getattr(net, "fully_symbolic", False):
+        from kanpde.models.symbolic import formula_text
+
+        formula = formula_text(net, run.problem.coords).strip()
+    raise SymbolicFailed(f"snapped model rejected after {state.description}: {'; '.join(failed)}", state.model,
+                         run.history, time.perf_counter() - run.start, formula)
+
+
 def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: tuple[int, int], started: float) -> _StageState:
     """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
     optimizers that need one) and the forward engine's derivative plans for one stage."""
     batch = run.batch
-    model, changes = _interpret(model, stage, batch, run.problem, run.pde_weight)  # before the grid follows the new inputs
+    model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
     if stage.update_grid is not False and isinstance(model, GridModel):
         model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
     if stage.grid_size is not None and isinstance(model, GridModel) and stage.grid_size != model.grid_size:
@@ -257,6 +300,7 @@ def _finish_stage(run: _Run, state: _StageState, last_good: dict[str, Tensor]) -
     seconds = run.history.stages[-1]["seconds"]
     log.info("%s done: loss %.3e (pde %.3e) in %.1f s", state.description, final_loss, final["pde"], seconds)
     run.report("stage_end", state.index, state.stage.steps, state.stage.steps, final_loss, state.description)
+    _check_snapped(run, state, final_loss)
 
 
 def fit(
@@ -297,6 +341,15 @@ def fit(
         raise ValueError("fit needs at least one stage")
     if not 0 <= start_stage <= len(stages) or (start_stage > 0) != (history is not None):
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
+    restart = [i for i, st in enumerate(stages) if st.restart_count > 1]
+    if len(restart) > 1:
+        raise ValueError(f"at most one stage may restart, got stages {restart}")
+    restart_at = restart[0] if restart and start_stage <= restart[0] else None
+    if restart_at is not None and problem.unknowns is not None:
+        raise ValueError("restarts train several initialisations of the network, but a problem's unknowns are "
+                         "trained in place: restarts are not available for a problem that declares unknowns")
+    if restart_at is not None and start_stage > 0:
+        raise ValueError(f"start_stage={start_stage} lies inside the restart block (stages 0..{restart_at})")
     dtype, device = module_dtype_device(model)
     if problem.unknowns is not None:  # an inverse problem: its unknowns train with the model
         problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
@@ -305,7 +358,25 @@ def fit(
     start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
                engine, progress, history, start)
-    for index, stage in enumerate(stages):
+    first = 0
+    if restart_at is not None:
+        model, run = _best_start(run, model, restart_at)
+        first = restart_at + 1
+        if on_stage_end:
+            on_stage_end(restart_at, model, run.history)
+    model = _train_stages(run, model, first, dtype, device, start_stage, on_stage_end)
+    return FitResult(_without_unknowns(model), run.history, time.perf_counter() - start)
+
+
+def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, device: torch.device, start_stage: int,
+                  on_stage_end: Callable[[int, nn.Module, History], None] | None, last: int | None = None) -> nn.Module:
+    """Stages ``first`` .. ``last`` (default: the end) of ``run`` on ``model``; stages before ``start_stage``
+    only replay their point draws."""
+    for index, stage in enumerate(run.stages):
+        if index < first:
+            continue
+        if last is not None and index > last:
+            break
         started = time.perf_counter()
         want = run.draw(index, stage, dtype, device)
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
@@ -314,16 +385,73 @@ def fit(
         try:
             last_good = _run_steps(run, state)
             _finish_stage(run, state, last_good)
-        except TrainingDiverged as exc:
+        except (TrainingDiverged, SymbolicFailed) as exc:
             exc.model = _without_unknowns(exc.model)
             raise
         model = state.model
         if on_stage_end:
-            on_stage_end(index, _without_unknowns(model), history)
-    return FitResult(_without_unknowns(model), history, time.perf_counter() - start)
+            on_stage_end(index, _without_unknowns(model), run.history)
+    return model
 
 
 def _without_unknowns(model: nn.Module) -> nn.Module:
     """The model as the caller gave it: the trainer's :class:`WithUnknowns` taken off (the unknowns stay
     trained in the problem)."""
     return model.net if isinstance(model, WithUnknowns) else model
+
+
+def _fresh(model: nn.Module) -> nn.Module:
+    """A new initialisation of the network inside ``model``: same class and constructor arguments
+    (``config``), built on the CPU from torch's CPU generator, then moved to the model's dtype and device."""
+    net = unwrap(model)
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(f"restarts need a network with its constructor arguments in .config, not {type(net).__name__}")
+    dtype, device = module_dtype_device(net)
+    kwargs = {"dtype": dtype} if "dtype" in inspect.signature(type(net)).parameters else {}
+    return rewrap(model, type(net)(**config, **kwargs).to(dtype=dtype, device=device))
+
+
+def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run]:
+    """Stages ``0 .. last`` for ``stages[last].restarts`` initialisations, each on a copy of the run's
+    sampler (the same points); returns the model and run state of the one with the lowest final loss of
+    stage ``last`` (the first at or below ``good_loss`` when set). A candidate that diverges or fails a
+    symbolic gate counts as an infinite loss; when all do, the first one's error is raised."""
+    stage = run.stages[last]
+    count, good = stage.restart_count, stage.restart_good_loss
+    dtype, device = module_dtype_device(model)
+    with torch.random.fork_rng(devices=[]):  # candidates drawn after the given model, torch's RNG left as it was
+        inits = [model] + [_fresh(model) for _ in range(count - 1)]
+    sampler0 = copy.deepcopy(run.sampler)
+    best: tuple[float, nn.Module, _Run] | None = None
+    losses: list[float | None] = []
+    errors: list[Exception] = []
+    for r, candidate in enumerate(inits):
+        cand = _Run(run.problem, run.stages, copy.deepcopy(sampler0), run.n_points, run.pde_weight, run.engine,
+                    run.progress, History(), run.start)
+        log.info("restart %d/%d: stages 1-%d", r + 1, count, last + 1)
+        try:
+            trained = _train_stages(cand, candidate, 0, dtype, device, 0, None, last)
+        except (TrainingDiverged, SymbolicFailed) as exc:
+            log.warning("restart %d/%d failed: %s", r + 1, count, exc)
+            losses.append(None)
+            errors.append(exc)
+            continue
+        loss = float(cand.history.stages[-1]["loss"])
+        losses.append(loss)
+        log.info("restart %d/%d: loss %.3e after stage %d", r + 1, count, loss, last + 1)
+        if best is None or loss < best[0]:
+            best = (loss, trained, cand)
+        if good is not None and loss <= good:
+            break
+    if best is None:
+        raise errors[0]
+    loss, model, chosen = best
+    summary = chosen.history.stages[-1]
+    summary["restarts"], summary["restart"] = losses, losses.index(loss)
+    # every candidate's time counts: the stage's seconds hold the others' too, so the stage seconds sum up
+    summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - run.start) - sum(
+        float(s["seconds"]) for s in chosen.history.stages)
+    log.info("restarts: losses %s; candidate %d goes on", ["failed" if v is None else f"{v:.3e}" for v in losses],
+             summary["restart"] + 1)
+    return model, chosen

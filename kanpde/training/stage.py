@@ -11,9 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "OptimizerFactory"]
+__all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "SymbolicFailed", "OptimizerFactory",
+           "SYMBOLIC_GATES"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+# Keys of a stage's ``symbolic`` options that are quality gates checked by the trainer (not snap options).
+SYMBOLIC_GATES = ("min_r2", "max_loss", "max_loss_ratio")
 
 
 @dataclass
@@ -36,8 +40,21 @@ class Stage:
     1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
     ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
     functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
-    ``polish: true`` first fits those by Levenberg–Marquardt on the loss (:func:`kanpde.models.symbolic.polish_affine`),
+    ``polish: true`` first fits those by least squares on the loss (:func:`kanpde.models.symbolic.polish_affine`),
     and ``layers: []`` snaps nothing (a polish-only stage).
+
+    Quality gates in ``symbolic`` (:data:`SYMBOLIC_GATES`; a failed gate raises :class:`SymbolicFailed`):
+    ``min_r2``: every edge the stage fits must reach this R^2, else the snap is rejected and the model
+    stays as it was before it; ``max_loss``: the stage's final loss must be at most this; ``max_loss_ratio``:
+    at most this times the loss of the model before the fit's first snap (the unsnapped network, on the
+    same points).
+
+    ``restarts``: ``N`` or ``{count: N, good_loss: L}``: this stage and all before it are run for ``N``
+    initialisations of the model (the given one first, then fresh models of the same class and
+    constructor arguments, drawn from torch's RNG as it is at the start of the fit, without advancing it)
+    on the same points; the one with the lowest final loss of this stage goes on. With ``good_loss``
+    the first candidate whose loss is at most ``L`` is taken at once (no further restarts). At most one
+    stage of a fit may restart.
     """
 
     optimizer: OptimizerFactory
@@ -50,6 +67,7 @@ class Stage:
     sparsify: dict[str, float] | None = None
     prune: bool | float = False
     symbolic: bool | dict[str, object] | None = None
+    restarts: int | dict[str, float] = 1
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -66,11 +84,48 @@ class Stage:
             raise ValueError(f"stage sparsify must be {{lambda: ..., mu: ...}}, got {self.sparsify!r}")
         if not isinstance(self.prune, bool) and (not isinstance(self.prune, (int, float)) or self.prune < 0):
             raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {self.prune!r}")
+        if self.symbolic is not None and not isinstance(self.symbolic, (bool, dict)):
+            raise ValueError(f"stage symbolic must be true/false or a dict of options, got {self.symbolic!r}")
+        for key in SYMBOLIC_GATES:
+            value = self.symbolic.get(key) if isinstance(self.symbolic, dict) else None
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
+                raise ValueError(f"stage symbolic.{key} must be a number >= 0, got {value!r}")
+        _restarts(self.restarts)
+
+    @property
+    def restart_count(self) -> int:
+        """How many initialisations ``restarts`` asks for (1: none)."""
+        return _restarts(self.restarts)[0]
+
+    @property
+    def restart_good_loss(self) -> float | None:
+        """``restarts.good_loss``: the loss at which a candidate is taken at once, or None."""
+        return _restarts(self.restarts)[1]
+
+    @property
+    def gates(self) -> dict[str, float]:
+        """The stage's symbolic quality gates that are set (``{name: value}``)."""
+        options = self.symbolic if isinstance(self.symbolic, dict) else {}
+        return {k: float(options[k]) for k in SYMBOLIC_GATES if options.get(k) is not None}
 
     @property
     def optimizer_name(self) -> str:
         target = getattr(self.optimizer, "func", self.optimizer)
         return getattr(target, "__name__", type(target).__name__)
+
+
+def _restarts(value: object) -> tuple[int, float | None]:
+    """``(count, good_loss)`` of a stage's ``restarts`` (``N`` or ``{count: N, good_loss: L}``)."""
+    count, good = value, None
+    if isinstance(value, dict):
+        if set(value) - {"count", "good_loss"} or "count" not in value:
+            raise ValueError(f"stage restarts must be N or {{count: N, good_loss: L}}, got {value!r}")
+        count, good = value["count"], value.get("good_loss")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"stage restarts must be a positive integer count, got {value!r}")
+    if good is not None and (isinstance(good, bool) or not isinstance(good, (int, float)) or not good >= 0):
+        raise ValueError(f"stage restarts.good_loss must be a number >= 0, got {good!r}")
+    return count, None if good is None else float(good)
 
 
 @dataclass
@@ -115,6 +170,19 @@ class ProgressEvent:
     steps: int
     loss: float = math.nan
     description: str = ""
+
+
+class SymbolicFailed(RuntimeError):
+    """A symbolic quality gate failed (:attr:`Stage.gates`): the snap or the snapped model does not hold.
+
+    ``model``: at a rejected snap (``min_r2``) the model as it was before that snap; at a rejected final
+    check (``max_loss``, ``max_loss_ratio``) the trained snapped model. ``formula``: that model's formula
+    text when it is fully symbolic (not a solution: it failed its gate), else None."""
+
+    def __init__(self, message: str, model: nn.Module, history: History, seconds: float,
+                 formula: str | None = None) -> None:
+        super().__init__(message)
+        self.model, self.history, self.seconds, self.formula = model, history, seconds, formula
 
 
 class TrainingDiverged(RuntimeError):

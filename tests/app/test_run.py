@@ -186,6 +186,27 @@ def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
     assert np.abs(value - model(x)[:, 0].detach().numpy()).max() < 1e-9
 
 
+@pytest.mark.slow
+def test_a_stalled_symbolic_run_says_so_and_writes_no_formula(tmp_path: Path) -> None:
+    """The poisson2d_symbolic preset on a tiny budget (a few steps per stage): the network is far from
+    trained when it is snapped, so a quality gate fails. The run writes its outputs, raises RunFailed, and
+    metrics.json says status "symbolic_failed" with a one-line message; no formula.txt, no "formula" key
+    (before the gates such a run ended with status "ok" and a wrong formula.txt)."""
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg("experiment=poisson2d_symbolic", "trainer.n_interior=64", "trainer.n_boundary=32",
+                   "eval.n_per_axis=21", "output.figures=false", "output.activations=false")
+    OmegaConf.set_struct(cfg, False)
+    for stage in cfg.trainer.stages:
+        stage.steps = 2 if stage.optimizer == "adam" else 1
+    with pytest.raises(RunFailed, match="symbolic_failed|snap rejected|snapped model rejected"):
+        run(cfg, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "symbolic_failed" and "formula" not in saved
+    assert "\n" not in saved["failure"] and "rejected" in saved["failure"]
+    assert not (tmp_path / "formula.txt").exists() and (tmp_path / "solution.h5").is_file()
+
+
 def test_paper_fig33_small_end_to_end_in_ci_size(tmp_path: Path) -> None:
     """One KAN of the reduced study with its grid extension, shrunk further: a point per grid."""
     cfg = make_cfg("experiment=paper_fig33_small", "arch=kan_2_5_1", "device=cpu", "output.figures=false",

@@ -318,3 +318,95 @@ def test_stages_sparsify_prune_and_snap_in_fit() -> None:
     assert isinstance(result.model, SymbolicKAN) and result.model.fully_symbolic
     assert len(summary[3]["symbolic"]) == sum(a * b for a, b in zip(result.model.widths, result.model.widths[1:]))
     assert all(math.isfinite(s["loss"]) for s in summary)
+
+
+# -- symbolic quality gates and restarts ---------------------------------------------------------------------
+
+SNAP_ALL = {"r2_threshold": 0.0, "lib": ["x", "x^2", "sin"]}
+
+
+def test_a_snap_below_min_r2_is_rejected_and_the_network_kept_unsnapped(problem: Poisson2D) -> None:
+    """A barely trained KAN's edges fit no library function well: with a min_r2 gate the forced snap is
+    rejected (SymbolicFailed naming the edge and its R^2) and the model carried is the unsnapped network,
+    exactly as it was before the stage; without the gate the same snap is accepted silently."""
+    from kanpde import SymbolicFailed
+
+    stages = [Stage(ADAM, 3), Stage(LBFGS, 1, symbolic={**SNAP_ALL, "min_r2": 0.99})]
+    torch.manual_seed(0)
+    plain = fit(tiny_kan(), problem, stages[:1], sampler=Sampler(seed=0), **POINTS).model
+    torch.manual_seed(0)
+    with pytest.raises(SymbolicFailed, match=r"snap rejected: edge .* R\^2 0\.\d+ < min_r2 0\.99") as info:
+        fit(tiny_kan(), problem, stages, sampler=Sampler(seed=0), **POINTS)
+    failed = info.value
+    assert not isinstance(failed.model, SymbolicKAN) and failed.formula is None
+    assert all(torch.equal(a, b) for a, b in zip(failed.model.state_dict().values(), plain.state_dict().values()))
+    assert len(failed.history.stages) == 1  # the rejected stage was not trained
+    torch.manual_seed(0)
+    ungated = fit(tiny_kan(), problem, [stages[0], Stage(LBFGS, 1, symbolic=SNAP_ALL)], sampler=Sampler(seed=0), **POINTS)
+    assert ungated.model.fully_symbolic and min(r["r2"] for r in ungated.history.stages[1]["symbolic"]) < 0.99
+
+
+def test_the_final_check_rejects_a_snapped_model_worse_than_its_bound(problem: Poisson2D) -> None:
+    """max_loss / max_loss_ratio after a symbolic stage: a bad snapped model fails with its formula kept apart
+    (SymbolicFailed.formula), a loose bound passes and is recorded in the stage summary."""
+    from kanpde import SymbolicFailed
+
+    def stages(**gates: float) -> list[Stage]:
+        return [Stage(ADAM, 3), Stage(LBFGS, 1, symbolic=SNAP_ALL), Stage(LBFGS, 1, symbolic={"layers": [], **gates})]
+
+    torch.manual_seed(0)
+    with pytest.raises(SymbolicFailed, match=r"snapped model rejected after stage 3/3 .*> max_loss 1e-12") as info:
+        fit(tiny_kan(), problem, stages(max_loss=1e-12), sampler=Sampler(seed=0), **POINTS)
+    failed = info.value
+    assert isinstance(failed.model, SymbolicKAN) and failed.model.fully_symbolic
+    assert "sin" in failed.formula and failed.history.stages[-1]["check"].startswith("loss")
+    unsnapped = failed.history.stages[1]["loss_before_snap"]
+    final = failed.history.stages[-1]["loss"]
+    assert final > unsnapped  # a forced snap of a barely trained network: worse than before it
+    torch.manual_seed(0)
+    with pytest.raises(SymbolicFailed, match="max_loss_ratio 1 x the unsnapped"):
+        fit(tiny_kan(), problem, stages(max_loss_ratio=1.0), sampler=Sampler(seed=0), **POINTS)
+    torch.manual_seed(0)
+    ok = fit(tiny_kan(), problem, stages(max_loss=2 * final, max_loss_ratio=2 * final / unsnapped),
+             sampler=Sampler(seed=0), **POINTS)
+    assert ok.history.stages[-1]["check"] == "passed" and ok.history.stages[-1]["loss"] == final
+
+
+def test_restarts_keep_the_best_candidate_the_first_being_the_given_model(problem: Poisson2D) -> None:
+    """restarts=3: three initialisations through the block on the same points; the best final loss goes
+    on; candidate 1 is exactly the plain fit; torch's RNG is left as it was; good_loss stops at the first
+    candidate under it; the total time counts every candidate."""
+    torch.manual_seed(0)
+    plain = fit(tiny_kan(), problem, [Stage(ADAM, 5)], sampler=Sampler(seed=0), **POINTS)
+    torch.manual_seed(0)
+    model = tiny_kan()
+    rng = torch.get_rng_state()
+    result = fit(model, problem, [Stage(ADAM, 5, restarts=3), Stage(LBFGS, 1)], sampler=Sampler(seed=0), **POINTS)
+    assert torch.equal(torch.get_rng_state(), rng)
+    first = result.history.stages[0]
+    assert len(first["restarts"]) == 3 and first["restarts"][0] == plain.history.stages[0]["loss"]
+    assert len(set(first["restarts"])) == 3 and first["restart"] == int(np.argmin(first["restarts"]))
+    assert first["loss"] == min(first["restarts"]) and len(result.history.stages) == 2
+    assert len(result.history.steps) == 5 + 1  # the chosen candidate's steps only
+    assert result.seconds >= sum(s["seconds"] for s in result.history.stages) - 1e-9
+    torch.manual_seed(0)
+    quick = fit(tiny_kan(), problem, [Stage(ADAM, 5, restarts={"count": 3, "good_loss": 1e9})], sampler=Sampler(seed=0),
+                **POINTS)
+    assert quick.history.stages[0]["restarts"] == first["restarts"][:1]
+
+
+@pytest.mark.parametrize("kwargs", [{"restarts": 0}, {"restarts": True}, {"restarts": {"count": 2, "bad": 1}},
+                                    {"restarts": {"count": 2, "good_loss": -1.0}}, {"symbolic": {"min_r2": "high"}},
+                                    {"symbolic": {"max_loss": -1.0}}, {"symbolic": "yes"}])
+def test_bad_restart_and_gate_options_are_refused_by_the_stage(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="stage (restarts|symbolic)"):
+        Stage(ADAM, 1, **kwargs)
+
+
+def test_only_one_stage_may_restart_and_a_resume_never_starts_inside_the_block(problem: Poisson2D) -> None:
+    from kanpde.training.stage import History
+
+    with pytest.raises(ValueError, match="at most one stage may restart"):
+        fit(tiny_kan(), problem, [Stage(ADAM, 1, restarts=2), Stage(ADAM, 1, restarts=2)], **POINTS)
+    with pytest.raises(ValueError, match="inside the restart block"):
+        fit(tiny_kan(), problem, [Stage(ADAM, 1), Stage(ADAM, 1, restarts=2)], start_stage=1, history=History(), **POINTS)
