@@ -19,9 +19,11 @@ from kanpde.pde.problem import Dirichlet, Problem
 
 
 def _polar(x: Tensor) -> tuple[Tensor, Tensor]:
-    r = torch.linalg.vector_norm(x, dim=1)
-    theta = torch.atan2(x[:, 1], x[:, 0])
-    return r, torch.where(theta < 0, theta + 2 * math.pi, theta)
+    r2 = (x**2).sum(dim=1)
+    r = torch.sqrt(torch.where(r2 > 0, r2, torch.ones_like(r2)))  # finite derivatives at the origin too
+    far = r2 > 0
+    theta = torch.atan2(torch.where(far, x[:, 1], torch.zeros_like(r2)), torch.where(far, x[:, 0], torch.ones_like(r2)))
+    return torch.where(far, r, torch.zeros_like(r)), torch.where(theta < 0, theta + 2 * math.pi, theta)
 
 
 class LaplaceLShape(Problem):
@@ -37,7 +39,8 @@ class LaplaceLShape(Problem):
 
     def exact(self, x: Tensor) -> Tensor:
         r, theta = _polar(x)
-        return r ** (2.0 / 3.0) * torch.sin(2.0 * theta / 3.0)
+        safe = torch.where(r > 0, r, torch.ones_like(r))  # r^(2/3) with derivative 0, not NaN, at the corner
+        return torch.where(r > 0, safe ** (2.0 / 3.0), torch.zeros_like(r)) * torch.sin(2.0 * theta / 3.0)
 
     def exact_grad(self, x: Tensor) -> Tensor:
         r, theta = _polar(x)

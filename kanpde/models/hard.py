@@ -1,24 +1,19 @@
 """Hard Dirichlet constraints: a network wrapped so that it satisfies its Dirichlet data exactly.
 
-For every output component ``c`` with Dirichlet data ``u_c = g_c`` on boundary pieces ``Gamma_c``
-(``Dirichlet`` conditions, and ``Initial`` conditions on the value ``u(x, t0) = g``),
+For every output component ``c`` with Dirichlet data on boundary pieces ``Gamma_c`` (``Dirichlet``
+conditions, and ``Initial`` conditions on the value ``u(x, t0) = g``; each piece may have its own target),
 
-    u_c(x) = g_c(x) + D_c(x) N_c(x),        D_c(x) = prod_{pieces p in Gamma_c} phi_p(x),
+    u_c(x) = G_c(x) + D_c(x) N_c(x),
 
-where ``N`` is the wrapped network and ``phi_p`` is a smooth distance-like function that vanishes on
-piece ``p`` and is positive inside the domain:
-
-the domain's :meth:`~kanpde.pde.Geometry.dirichlet_factor` of piece ``p`` (:class:`~kanpde.pde.Box` faces,
-the :class:`~kanpde.pde.Disk`'s circle, the :class:`~kanpde.pde.Annulus`' two circles).
-
-The extension ``g_c`` of the boundary data is the condition's target function itself, evaluated
-inside the domain (a constant, or the callable ``g(x)``), so all hard conditions of one component must
-share one target. Polygons (the L-shape) are not supported: a product of edge-line distances vanishes
-inside non-convex domains, and smooth approximate distances to segments are singular at the boundary.
-Components without hard conditions are left as ``u_c = N_c``.
+where ``N`` is the wrapped network, ``D_c`` a distance factor that vanishes on ``Gamma_c`` and ``G_c`` a
+lifting of the data built from the targets' values **on the boundary only**
+(:class:`kanpde.pde.hard.Lifting`: transfinite Coons interpolation on boxes, approximate distance
+functions with R-function blending and transfinite interpolation on the other domains). No target is
+called inside the domain, so a problem whose target is its exact solution does not hand the answer to
+the ansatz. Components without hard conditions are left as ``u_c = N_c``.
 
 :class:`HardDirichlet` is an ``nn.Module`` with the network's call shape, a ``forward_jet`` (the product
-rule on the network's jet and the jets of ``D`` and ``g``, which come from :mod:`torch.func` on their
+rule on the network's jet and the jets of ``D`` and ``G``, which come from :mod:`torch.func` on their
 closed forms), and a ``config`` of plain data (the network's class and constructor arguments, the
 problem's :attr:`~kanpde.pde.Problem.spec`), from which :meth:`HardDirichlet.from_config` rebuilds it
 (checkpoints and :func:`kanpde.load_run`). KAN grid operations are passed to the network; it is a
@@ -30,6 +25,7 @@ their loss terms disappear from training.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,9 +34,10 @@ from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
+from kanpde.models._kernels import under_transform
 from kanpde.pde import Problem
 from kanpde.models.registry import register_model
-from kanpde.pde.hard import hard_conditions
+from kanpde.pde.hard import Lifting
 
 __all__ = ["HardDirichlet"]
 
@@ -61,7 +58,8 @@ class HardDirichlet(nn.Module):
             raise TypeError(f"HardDirichlet needs a kanpde Problem, got {type(problem).__name__}")
         self.net = net
         self.problem = problem
-        self.hard = hard_conditions(problem)
+        self.lifting = Lifting(problem)
+        self.hard = self.lifting.hard
         net_spec = {"class": f"{type(net).__module__}:{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
         self.config = {"net": net_spec, "problem": problem.spec}
 
@@ -102,16 +100,8 @@ class HardDirichlet(nn.Module):
 
     # -- the lift: D and g ---------------------------------------------------------------------------
     def _lift(self, x: Tensor) -> Tensor:
-        """``[D_c(x), g_c(x)]`` for every output: ``(n, d) -> (n, 2, n_out)`` (``D = 1, g = 0`` where free)."""
-        n_out = self.problem.n_outputs
-        ones, zeros = x.new_ones(x.shape[0]), x.new_zeros(x.shape[0])
-        d, g = [ones] * n_out, [zeros] * n_out
-        for comp, (pieces, cond) in self.hard.items():
-            dist = ones
-            for piece in pieces:
-                dist = dist * self.problem.geometry.dirichlet_factor(piece, x)
-            d[comp], g[comp] = dist, cond.target(x)
-        return torch.stack([torch.stack(d, dim=1), torch.stack(g, dim=1)], dim=1)
+        """``[D_c(x), G_c(x)]`` for every output: ``(n, d) -> (n, 2, n_out)`` (``D = 1, G = 0`` where free)."""
+        return self.lifting(x)
 
     def forward(self, x: Tensor) -> Tensor:
         lift = self._lift(x)  # (n, 2, n_out)
@@ -122,23 +112,45 @@ class HardDirichlet(nn.Module):
     def supports_jet(self) -> bool:
         return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
 
-    def _lift_jet(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Value ``(2, n_out, n)``, first ``(2, n_out, m, n)``, second ``(2, n_out, p, n)`` of ``[D, g]``."""
+    def _lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``[D, G]`` at ``x``: value ``(n, 2, n_out)``, Jacobian ``(n, 2, n_out, d)`` and, with ``second``, Hessian
+        ``(n, 2, n_out, d, d)``, by :mod:`torch.func` on the lifting's closed form. The lifting does not depend
+        on the parameters, so for the same points (the same tensor, unchanged, outside any transform and
+        without a graph to ``x``) the last result is reused: collocation points stay fixed between resamplings."""
 
         def one(xi: Tensor) -> Tensor:  # (d,) -> (2, n_out)
             return self._lift(xi[None])[0]
 
-        value = self._lift(x).permute(1, 2, 0)
+        cacheable = not x.requires_grad and not under_transform()
+        cached = self.__dict__.get("_lift_cache")
+        if cacheable and cached is not None and cached[0]() is x and cached[1] == x._version and (cached[4] is not None or not second):
+            return cached[2], cached[3], cached[4]
+        value = self._lift(x)
+        if second:
+            def jac_aux(xi: Tensor) -> tuple[Tensor, Tensor]:
+                jac = jacfwd(one)(xi)
+                return jac, jac
+
+            hess, jac = vmap(jacfwd(jac_aux, has_aux=True))(x)
+        else:
+            jac, hess = vmap(jacfwd(one))(x), None
+        if cacheable:
+            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, value, jac, hess)
+        return value, jac, hess
+
+    def _lift_jet(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Value ``(2, n_out, n)``, first ``(2, n_out, m, n)``, second ``(2, n_out, p, n)`` of ``[D, G]``."""
+        if not plan.m and not plan.p:
+            return self._lift(x).permute(1, 2, 0), None, None
+        value, jac, hess = self._lift_derivatives(x, second=bool(plan.p))
         first = second = None
         dirs = list(plan.dirs)
         if plan.m:
-            jac = vmap(jacfwd(one))(x)  # (n, 2, n_out, d)
-            first = jac[..., dirs].permute(1, 2, 3, 0)
+            first = jac[..., dirs].permute(1, 2, 3, 0)  # (2, n_out, m, n)
         if plan.p:
-            hess = vmap(jacfwd(jacfwd(one)))(x)  # (n, 2, n_out, d, d)
             a, b = ([dirs[i] for i in pos] for pos in plan.pair_dirs)
             second = rows_of_entries(hess[..., a, b].permute(1, 2, 3, 0), plan)  # (2, n_out, p, n)
-        return value, first, second
+        return value.permute(1, 2, 0), first, second
 
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
         """The product rule on jets (points last, as in :mod:`kanpde.derivatives.jet`):

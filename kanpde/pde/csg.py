@@ -24,9 +24,10 @@ What each member gives:
   :data:`MEASURE_SAMPLES` points (exact when a piece is kept whole); ``volume`` — exact for disjoint
   unions and for holes that lie inside the base without touching each other (sums of the parts'
   volumes), else a quasi-random estimate over the bounding box with :data:`VOLUME_SAMPLES` points.
-* ``dirichlet_factor(piece, x)`` — the part's (negated for a subtracted part), so hard Dirichlet
-  constraints work on a difference or intersection of domains that have one; a union is supported where
-  no part's boundary enters another part (elsewhere the part's factor would vanish inside the result).
+* ``dirichlet_factor(piece, x)`` and ``extension(piece, x)`` — the part's (the factor negated for a
+  subtracted part), so hard Dirichlet constraints work on pieces the result keeps whole (holes inside a
+  plate, disjoint parts); a partly removed piece is refused for them (a part's factor could vanish inside
+  the result, its extension reach the removed part).
 * ``contains``, ``grid`` (the bounding box's, masked when evaluating) and interior sampling by rejection
   come from :class:`~kanpde.pde.Geometry`.
 """
@@ -94,6 +95,9 @@ class Renamed(Geometry):
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
         return self.base.dirichlet_factor(self._old(piece), x)
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.extension(self._old(piece), x)
 
     @property
     def has_dirichlet_factor(self) -> bool:
@@ -218,8 +222,20 @@ class _Combined(Geometry):
         self._check_factor(piece)
         return self._sign(i) * self.parts[i].dirichlet_factor(sub, x)
 
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The part's extension of its piece (its points lie on the piece, which is kept whole)."""
+        i, sub = self._table[self._one(piece)]
+        self._check_factor(piece)
+        return self.parts[i].extension(sub, x)
+
     def _check_factor(self, piece: str) -> None:
-        """Raise where a part's factor would vanish inside the result (see :class:`Union`)."""
+        """Hard constraints need the part's piece whole: a part's factor would vanish inside a union where its
+        boundary enters another part, and a part's extension may reach the removed part of a piece."""
+        if self._fraction(piece) < 1.0:
+            raise ValueError(
+                f"hard Dirichlet constraints need boundary pieces that {type(self).__name__} keeps whole; piece "
+                f"{piece!r} is partly removed: use soft conditions (hard_bc=false)"
+            )
 
     # -- volume --------------------------------------------------------------------------------------
     @functools.cached_property
@@ -264,13 +280,6 @@ class Union(_Combined):
     def _keep(self, i: int, x: np.ndarray) -> np.ndarray:
         others = [p.sdf(x) for j, p in enumerate(self.parts) if j != i]
         return np.min(others, axis=0) > -_TOL
-
-    def _check_factor(self, piece: str) -> None:
-        if self._fraction(piece) < 1.0:
-            raise ValueError(
-                f"hard Dirichlet constraints on a Union need parts whose boundaries do not enter each other; "
-                f"piece {piece!r} does: use soft conditions (hard_bc=false)"
-            )
 
     def _exact_volume(self) -> float | None:
         if all(self._whole(i) for i in range(len(self.parts))):  # disjoint parts

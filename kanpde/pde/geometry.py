@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 __all__ = ["Geometry", "Box"]
@@ -75,16 +76,50 @@ class Geometry:
         return self.sdf(np.asarray(x, dtype=np.float64)) <= tol
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """A smooth function ``(n, d) -> (n,)`` that vanishes on boundary ``piece`` and is positive inside
-        the domain: a factor of the distance function ``D`` of hard Dirichlet constraints
-        (:class:`kanpde.models.hard.HardDirichlet`). Written in torch operations, so its derivatives come
-        by :mod:`torch.func`. Domains without one raise ``NotImplementedError`` (hard constraints refuse them)."""
+        """The approximate distance function (ADF) ``phi_p`` of boundary ``piece``: ``(n, d) -> (n,)``.
+
+        Hard Dirichlet constraints (:class:`kanpde.models.hard.HardDirichlet`, :class:`kanpde.pde.hard.Lifting`)
+        build their distance factor ``D`` and the blending weights of the boundary data from it. A domain
+        that implements it (with :meth:`extension`) gets hard constraints; it must be
+
+        - **zero on the piece** (to rounding) and **positive** in the open domain, and on the other pieces
+          away from ``piece`` (it may be positive or negative outside the domain);
+        - **normalised to first order**: its derivative along the inward unit normal is 1 at the piece's
+          regular points (``|grad phi_p| = 1`` there), like the distance itself;
+        - **smooth** (at least C^2, ideally C^inf) in the open domain; it may have kinks on the piece itself
+          and outside the domain (the trimmed-segment ADF of a polygon edge is ``|f|``-like across the edge);
+        - **finite everywhere** (points outside the domain are evaluated too, then masked), with finite
+          derivatives wherever it is smooth (guard square roots and divisions: ``torch.where`` with a safe
+          argument in both branches);
+        - written in **torch operations** on ``x`` (dtype/device of ``x``, no in-place change of ``x``, no
+          Python branching on values), so its derivatives come by autograd and :mod:`torch.func`
+          (``vmap``/``jacfwd``).
+
+        Domains without one raise ``NotImplementedError`` (hard constraints refuse them with one line)."""
         raise NotImplementedError(f"{type(self).__name__} has no Dirichlet distance factor")
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """A linear extension of data given on boundary ``piece`` into the domain, as a stencil of points
+        on the piece: ``(points (n, k, d), weights (n, k))`` with
+
+            (E_p g)(x) = sum_j weights[:, j] * g(points[:, j]).
+
+        Hard Dirichlet constraints evaluate a condition's target only at these points, so they must lie
+        **on the piece** (to rounding) for every ``x``, inside the domain or not. On the piece itself
+        ``E_p g = g`` for every ``g`` (e.g. one point equal to ``x`` with weight 1, the others weight 0),
+        and ``E_p g`` is C^2 in ``x`` in the open domain for smooth ``g``. The closest point on the piece
+        does this where it is smooth; where it is not (a circle's centre, the lines through a segment's
+        end points) the stencil blends in other points of the piece with a smooth cut-off. ``k`` is fixed
+        per domain and piece. Torch operations only, like :meth:`dirichlet_factor`. Domains without one
+        raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} has no boundary extension (Geometry.extension)")
 
     @property
     def has_dirichlet_factor(self) -> bool:
-        """Whether :meth:`dirichlet_factor` is implemented (hard Dirichlet constraints can be built)."""
-        return type(self).dirichlet_factor is not Geometry.dirichlet_factor
+        """Whether :meth:`dirichlet_factor` and :meth:`extension` are implemented (hard Dirichlet constraints
+        can be built)."""
+        return (type(self).dirichlet_factor is not Geometry.dirichlet_factor
+                and type(self).extension is not Geometry.extension)
 
     # -- constructive solid geometry (kanpde.pde.csg) -------------------------------------------------
     def __or__(self, other: Geometry) -> Geometry:
@@ -225,12 +260,22 @@ class Box(Geometry):
         return self.names.index(face[:-1]), face.endswith("+")
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """Face ``x_i = a_i`` (``"<name>-"``): ``2 (x_i - a_i) / L_i``; face ``x_i = b_i`` (``"<name>+"``):
-        ``2 (b_i - x_i) / L_i`` (``L_i = b_i - a_i``; both faces give ``4 (x_i - a_i)(b_i - x_i) / L_i^2``,
-        1 at the centre)."""
+        """Face ``x_i = a_i`` (``"<name>-"``): ``x_i - a_i``; face ``x_i = b_i`` (``"<name>+"``): ``b_i - x_i``
+        (the exact distance to the face's plane)."""
         axis, upper = self._face_axis(piece)
         lo, hi = float(self.lo[axis]), float(self.hi[axis])
-        return 2 * ((hi - x[:, axis]) if upper else (x[:, axis] - lo)) / (hi - lo)
+        return (hi - x[:, axis]) if upper else (x[:, axis] - lo)
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The orthogonal projection onto the face's plane (one point, weight 1): ``x`` with coordinate ``i``
+        set to the face's bound. Points outside the box project outside the face; hard constraints on a
+        box use the transfinite (Coons) interpolation of :class:`kanpde.pde.hard.Lifting` instead, whose
+        points all lie on the faces."""
+        axis, upper = self._face_axis(piece)
+        bound = float(self.hi[axis] if upper else self.lo[axis])
+        mask = torch.zeros(self.dim, dtype=torch.bool, device=x.device)
+        mask[axis] = True
+        return torch.where(mask, torch.full_like(x, bound), x)[:, None], x.new_ones(x.shape[0], 1)
 
     def face_measure(self, face: str) -> float:
         """(d-1)-dimensional measure of a face (1 for the end points of an interval)."""

@@ -57,8 +57,31 @@ class Disk(Geometry):
         return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """``(r^2 - |x - c|^2) / r^2``."""
-        return (self.radius**2 - _rho2(x, self.center)) / self.radius**2
+        """``(r^2 - |x - c|^2) / (2 r)``: zero on the circle, normalised (``|grad| = 1`` there), C^inf."""
+        self.resolve_faces(piece)
+        return (self.radius**2 - _rho2(x, self.center)) / (2 * self.radius)
+
+    #: The extension's cut-off: the closest point on the circle alone where ``|x - c| >= CUT_OUTER r``, the
+    #: circle's mean value alone where ``|x - c| <= CUT_INNER r``, a C^3 blend between.
+    CUT_INNER, CUT_OUTER, MEAN_POINTS = 0.25, 0.5, 16
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The closest point ``c + r (x - c) / |x - c|`` on the circle (C^inf except at the centre, where it
+        is undefined), blended near the centre into the mean of the data over ``MEAN_POINTS`` equally spaced
+        points of the circle (a constant) with the C^3 cut-off ``chi(|x - c|^2)`` (1 outside ``CUT_OUTER r``,
+        0 inside ``CUT_INNER r``): ``E g = chi g(P x) + (1 - chi) mean(g)``, C^3 in the whole disk.
+        ``k = 1 + MEAN_POINTS`` points, all on the circle."""
+        self.resolve_faces(piece)
+        r = self.radius
+        chi = _smoothstep((_rho2(x, self.center) - (self.CUT_INNER * r) ** 2)
+                          / ((self.CUT_OUTER * r) ** 2 - (self.CUT_INNER * r) ** 2))
+        closest = _circle_point(x, self.center, r)  # (n, d)
+        theta = torch.arange(self.MEAN_POINTS, dtype=x.dtype, device=x.device) * (2 * np.pi / self.MEAN_POINTS)
+        ring = torch.as_tensor(self.center, dtype=x.dtype, device=x.device) + r * torch.stack(
+            [torch.cos(theta), torch.sin(theta)], dim=1)  # (k, 2)
+        points = torch.cat([closest[:, None], ring.expand(x.shape[0], -1, -1)], dim=1)
+        weights = torch.cat([chi[:, None], ((1 - chi) / self.MEAN_POINTS)[:, None].expand(-1, self.MEAN_POINTS)], dim=1)
+        return points, weights
 
     def __repr__(self) -> str:
         return f"Disk(center={self.center.tolist()}, radius={self.radius}, names={self.names})"
@@ -101,11 +124,21 @@ class Annulus(Geometry):
         return np.maximum(r - self.r_outer, self.r_inner - r)
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """``"outer"``: ``(r_o^2 - |x - c|^2) / r_o^2``; ``"inner"``: ``(|x - c|^2 - r_i^2) / r_i^2``."""
+        """``"outer"``: ``(r_o^2 - |x - c|^2) / (2 r_o)``; ``"inner"``: ``(|x - c|^2 - r_i^2) / (2 r_i)``
+        (zero on the circle, normalised there, C^inf)."""
+        self.resolve_faces(piece)
         rho2 = _rho2(x, self.center)
         if piece == "outer":
-            return (self.r_outer**2 - rho2) / self.r_outer**2
-        return (rho2 - self.r_inner**2) / self.r_inner**2
+            return (self.r_outer**2 - rho2) / (2 * self.r_outer)
+        return (rho2 - self.r_inner**2) / (2 * self.r_inner)
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The closest point ``c + r (x - c) / |x - c|`` on the piece's circle (one point, weight 1): C^inf in
+        the annulus, whose points are at least ``r_inner`` from the centre (the centre itself, outside the
+        domain, is sent to a fixed point of the circle)."""
+        self.resolve_faces(piece)
+        r = self.r_outer if piece == "outer" else self.r_inner
+        return _circle_point(x, self.center, r)[:, None], x.new_ones(x.shape[0], 1)
 
     def __repr__(self) -> str:
         return f"Annulus(center={self.center.tolist()}, r_inner={self.r_inner}, r_outer={self.r_outer})"
@@ -160,8 +193,25 @@ class Ball(Geometry):
         return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
 
     def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """``(r^2 - |x - c|^2) / r^2``, like :class:`Disk`'s."""
-        return (self.radius**2 - _rho2(x, self.center)) / self.radius**2
+        """``(r^2 - |x - c|^2) / (2 r)``, like :class:`Disk`'s: zero on the sphere, normalised, C^inf."""
+        self.resolve_faces(piece)
+        return (self.radius**2 - _rho2(x, self.center)) / (2 * self.radius)
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`Disk.extension`: the closest point on the sphere, blended near the centre (between
+        ``Disk.CUT_INNER r`` and ``Disk.CUT_OUTER r``, C^3) into the mean of the data over the ``2 d``
+        points ``c ± r e_i``; ``k = 1 + 2 d`` points, all on the sphere."""
+        self.resolve_faces(piece)
+        r, d = self.radius, self.dim
+        inner, outer = Disk.CUT_INNER * r, Disk.CUT_OUTER * r
+        chi = _smoothstep((_rho2(x, self.center) - inner**2) / (outer**2 - inner**2))
+        closest = _circle_point(x, self.center, r)
+        c = torch.as_tensor(self.center, dtype=x.dtype, device=x.device)
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        ring = torch.cat([c + r * eye, c - r * eye])  # (2d, d)
+        points = torch.cat([closest[:, None], ring.expand(x.shape[0], -1, -1)], dim=1)
+        weights = torch.cat([chi[:, None], ((1 - chi) / (2 * d))[:, None].expand(-1, 2 * d)], dim=1)
+        return points, weights
 
     def __repr__(self) -> str:
         return f"Ball(center={self.center.tolist()}, radius={self.radius}, names={self.names})"
@@ -170,6 +220,32 @@ class Ball(Geometry):
 def _rho2(x: Tensor, center: np.ndarray) -> Tensor:
     """``|x - center|^2`` ``(n,)`` in the dtype and device of ``x``."""
     return ((x - torch.as_tensor(center, dtype=x.dtype, device=x.device)) ** 2).sum(dim=1)
+
+
+def _safe_sqrt(z: Tensor) -> Tensor:
+    """``sqrt(z)`` with derivative 0 (not inf) where ``z <= 0``."""
+    positive = z > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, z, torch.ones_like(z))), torch.zeros_like(z))
+
+
+def _smoothstep(z: Tensor) -> Tensor:
+    """``0`` for ``z <= 0``, ``1`` for ``z >= 1``, ``35 z^4 - 84 z^5 + 70 z^6 - 20 z^7`` between: C^3."""
+    z = z.clamp(0.0, 1.0)
+    return z**4 * (35 + z * (-84 + z * (70 - 20 * z)))
+
+
+def _circle_point(x: Tensor, center: np.ndarray, r: float) -> Tensor:
+    """The closest point ``c + r (x - c) / |x - c|`` of the circle (or sphere), ``(n, d)``; points within ``1e-3 r`` of
+    the centre (where it is undefined) go to ``c + r e_0``, so every point returned is on the circle and
+    every derivative is finite."""
+    c = torch.as_tensor(center, dtype=x.dtype, device=x.device)
+    v = x - c
+    rho2 = (v**2).sum(dim=1, keepdim=True)
+    far = rho2 > (1e-3 * r) ** 2
+    unit = v / torch.sqrt(torch.where(far, rho2, torch.ones_like(rho2)))
+    e0 = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    e0[0] = 1.0
+    return c + r * torch.where(far, unit, e0)
 
 
 class Polygon(Geometry):
@@ -223,6 +299,61 @@ class Polygon(Geometry):
         a, b = self._edge(piece)
         s = _arc_unit(sampler, n)[:, None]
         return a + s * (b - a), np.broadcast_to(self.normal(piece), (n, 2)).copy()
+
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """The trimmed-segment ADF of the edge (Sukumar & Srivastava 2022, eq. for a line segment): with
+        ``L`` the edge's length, ``f`` the signed distance to its line and ``t = ((L/2)^2 - |x - x_c|^2) / L``
+        (positive in the disk the edge is a diameter of),
+
+            phi = sqrt(f^2 + ((sqrt(t^2 + f^4) - t) / 2)^2),
+
+        zero exactly on the edge, ``|f|`` to first order near it (normalised), positive elsewhere and C^inf
+        off the edge. ``sqrt(t^2 + f^4) - t`` is computed as ``f^4 / (sqrt(t^2 + f^4) + t)`` where ``t > 0``
+        (no cancellation near the edge); the square roots are guarded at the end points (finite derivatives)."""
+        a, b = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in self._edge(piece))
+        ab = b - a
+        length = float(np.linalg.norm(self._edge(piece)[1] - self._edge(piece)[0]))
+        ap = x - a
+        f = (ap[:, 0] * ab[1] - ap[:, 1] * ab[0]) / length
+        t = ((length / 2) ** 2 - ((x - (a + b) / 2) ** 2).sum(dim=1)) / length
+        f4 = f**4
+        varphi = _safe_sqrt(t**2 + f4)
+        positive = t > 0
+        gap = torch.where(positive, f4 / torch.where(positive, varphi + t, torch.ones_like(t)), varphi - t)
+        return _safe_sqrt(f**2 + (gap / 2) ** 2)
+
+    #: The extension past an edge's end points: reflected points ``1 - lam_j u`` of the edge parameter with
+    #: weights ``c_j`` (``sum_j c_j (-lam_j)^k = 1`` for k = 0, 1, 2: a C^2 continuation), ``u`` the distance
+    #: past the end mapped smoothly into ``[0, SQUASH)`` so the reflected points stay on the edge.
+    REFLECT_LAMBDA, REFLECT_WEIGHTS, SQUASH = (1.0, 2.0, 3.0), (6.0, -8.0, 3.0), 0.25
+
+    def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The closest point of the edge where it is the foot of the perpendicular (edge parameter
+        ``s = (x - a).(b - a) / L^2`` in ``[0, 1]``), and a C^2 continuation past the end points that
+        uses only points of the edge: for ``s > 1``, ``sum_j c_j g(1 - lam_j u)`` with
+        ``u = SQUASH tanh((s - 1) / SQUASH)`` (likewise mirrored for ``s < 0``), the reflection that
+        matches value, first and second derivative at the end point (Hestenes). Slots not in use point at
+        the edge's midpoint, so an end point is evaluated only where ``s`` is exactly 0 or 1 (a target
+        should have finite derivatives there). The closest point itself
+        (clamped ``s``) has a kink across the lines through the end points, which cross the domain of a
+        non-convex polygon; this continuation does not. ``k = 7`` points, all on the edge."""
+        a, b = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in self._edge(piece))
+        ab = b - a
+        s = ((x - a) * ab).sum(dim=1) / (ab * ab).sum()
+        lam = torch.tensor(self.REFLECT_LAMBDA, dtype=x.dtype, device=x.device)
+        c = torch.tensor(self.REFLECT_WEIGHTS, dtype=x.dtype, device=x.device)
+        m = self.SQUASH
+        past_b = m * torch.tanh((s - 1).clamp(min=0.0) / m)  # (n,) distance past b, squashed
+        past_a = m * torch.tanh((-s).clamp(min=0.0) / m)
+        inside, above, below = ((s >= 0) & (s <= 1))[:, None], (s > 1)[:, None], (s < 0)[:, None]
+        mid = torch.full_like(past_b[:, None], 0.5)  # the slots not in use look at the edge's midpoint, not its ends
+        params = torch.cat([
+            torch.where(inside, s.clamp(0.0, 1.0)[:, None], mid),
+            torch.where(above, (1 - lam * past_b[:, None]).clamp(0.0, 1.0), mid),
+            torch.where(below, (lam * past_a[:, None]).clamp(0.0, 1.0), mid),
+        ], dim=1)  # (n, 7) edge parameters, all in [0, 1]
+        weights = torch.cat([inside.to(x.dtype), above.to(x.dtype) * c, below.to(x.dtype) * c], dim=1)
+        return a + params[..., None] * ab, weights
 
     def sdf(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

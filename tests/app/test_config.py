@@ -4,6 +4,7 @@ config groups composes and builds, and every bad input is a one-line ConfigError
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from kanpde import Box, Dirichlet, Problem
+from kanpde import Box, Dirichlet, Initial, Problem
 from kanpde.app.config import ConfigError, build_spec, build_stages
 from kanpde.app.run import run
 from kanpde.problems.poisson2d import Poisson2D
@@ -232,12 +233,29 @@ def test_bad_problem_is_a_config_error_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "solution.h5").exists()
 
 
-def test_hard_bc_config_error_for_an_unsupported_problem(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"hard_bc=true: hard Dirichlet constraints support Box, Disk and Annulus"):
-        run(fast_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
-    assert not (tmp_path / "solution.h5").exists()
+@pytest.mark.slow
+def test_hard_bc_runs_on_the_l_shape(tmp_path: Path) -> None:
+    """Polygons take hard constraints (ADF lifting from the boundary data): hard_bc=true on the L-shape trains
+    end to end on debug=fast, both models, with finite errors."""
+    metrics = run(fast_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
+    for m in (metrics, metrics["baseline"]):
+        assert math.isfinite(m["l2_rel"]) and math.isfinite(m["h1_rel"]) and m["l2_rel"] < 10
 
 
+def test_hard_bc_config_error_for_an_unsupported_problem(tmp_path: Path, monkeypatch) -> None:
+    from kanpde.problems.heat1d import Heat1D
+
+    monkeypatch.setattr(Heat1D, "__init__", lambda self: _Corners.__init__(self))  # data that disagree at a corner
+    with pytest.raises(ConfigError, match=r"hard_bc=true: hard Dirichlet constraints need data that agree where faces meet"):
+        run(fast_cfg("hard_bc=true", "problem=heat1d"), output_dir=tmp_path)
+
+
+class _Corners(Problem):
+    coords = ("x", "t")
+
+    def __init__(self) -> None:
+        Problem.__init__(self, Box([0.0, 0.0], [1.0, 1.0], self.coords),
+                         [Dirichlet(("x-", "x+"), 0.0), Initial(1.0)])
 LM_ERRORS = [
     ("trainer.optimizers.lm.damping=-1", r"trainer.stages\[0\].optimizer: LevenbergMarquardt damping must be a finite number > 0, got -1"),
     ("trainer.optimizers.lm.damping=0", r"damping must be a finite number > 0"),

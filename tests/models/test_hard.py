@@ -1,13 +1,17 @@
-"""The hard-constraint wrapper (kanpde.models.hard.HardDirichlet): exact boundary values (box, disk, annulus),
-derivatives of the wrapped model by the forward engine and the LM Jacobian against autograd, grid extension
-through the wrapper, refused domains. (Runs with hard_bc=true: tests/app/.)"""
+"""The hard-constraint wrapper (kanpde.models.hard.HardDirichlet) and its lifting (kanpde.pde.hard.Lifting):
+targets called only on the boundary (a spy records every point, eager and inside torch.func), exact
+boundary values (box, time-dependent box, disk, annulus, L-shape; a target per piece), derivatives of the
+wrapped model by the forward engine and the LM Jacobian against autograd, a C^2 lifting where the closest
+point is not smooth, grid extension through the wrapper, refused domains. (Runs with hard_bc=true: tests/app/.)"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +20,7 @@ from kanpde.derivatives.field import AutogradField, ForwardField
 from kanpde.derivatives.jet import DerivativePlan
 from kanpde.models.hard import HardDirichlet
 from kanpde.io.files import import_object, resolve_class
-from kanpde.pde.hard import hard_conditions, soft_problem
+from kanpde.pde.hard import Lifting, hard_conditions, soft_problem
 from kanpde.training.loss import PinnLeastSquares
 from kanpde.pde.sampling import Sampler
 from kanpde.training.loss import derivative_plans
@@ -91,19 +95,20 @@ def test_dirichlet_data_hold_to_machine_precision(name: str) -> None:
             p.add_(torch.randn_like(p))
     batch = problem.sample(Sampler(method="sobol", seed=3), 64, 400)
     checked = 0
-    for comp, (pieces, cond) in hard_conditions(problem).items():
-        pts = batch.boundary[cond.label].x
-        with torch.no_grad():
-            u, n = model(pts)[:, comp], model.net(pts)[:, comp]
-        g = cond.target(pts)
-        if problem.geometry.is_box:  # the face factor is exactly zero on the face
-            assert torch.equal(u, g)
-        else:  # points on a circle carry the round-off of x = c + r (cos t, sin t): |D| ~ eps there
-            assert float((u - g).abs().max()) <= 16 * torch.finfo(F64).eps * (1 + float(g.abs().max()) + float(n.abs().max()))
-        checked += pts.shape[0]
-        with torch.no_grad():  # and inside the domain the network does act
-            inside = model(batch.interior)[:, comp] - cond.target(batch.interior)
-        assert float(inside.abs().max()) > 1e-3
+    for comp, pieces in hard_conditions(problem).items():
+        for cond in dict.fromkeys(pieces.values()):
+            pts = batch.boundary[cond.label].x
+            with torch.no_grad():
+                u, n = model(pts)[:, comp], model.net(pts)[:, comp]
+            g = cond.target(pts)
+            if problem.geometry.is_box and not callable(cond.value):  # the face factor is exactly zero on the face
+                assert torch.equal(u, g)
+            else:  # round-off of the points (x = c + r (cos t, sin t)) and of the interpolation weights
+                assert float((u - g).abs().max()) <= 1e-12 * (1 + float(g.abs().max()) + float(n.abs().max()))
+            checked += pts.shape[0]
+            with torch.no_grad():  # and inside the domain the network does act
+                inside = model(batch.interior)[:, comp] - model.lifting(batch.interior)[:, 1, comp]
+            assert float(inside.abs().max()) > 1e-3
     assert checked > 0
 
 
@@ -151,6 +156,262 @@ def test_refine_keeps_the_wrapper_and_the_function() -> None:
         assert torch.equal(rebuilt(x), finer(x))
 
 
-def test_unsupported_domains_are_refused() -> None:
-    with pytest.raises(ValueError, match="Box, Disk and Annulus domains, not LShape"):
-        HardDirichlet(kanpde.KAN([2, 3, 1]), _build_problem({"_target_": "kanpde.problems.laplace_lshape.LaplaceLShape"}))
+def test_a_domain_without_an_extension_is_refused() -> None:
+    class NoExtension(kanpde.Disk):  # a distance factor, but no boundary extension
+        extension = kanpde.Geometry.extension
+
+    class P(DiskPoisson):
+        def __init__(self) -> None:
+            kanpde.Problem.__init__(self, NoExtension((0.0, 0.0), 1.0), [kanpde.Dirichlet("circle", 1.0)])
+
+    with pytest.raises(ValueError, match="Geometry.dirichlet_factor and Geometry.extension; NoExtension has no extension"):
+        HardDirichlet(kanpde.KAN([2, 3, 1]), P())
+    with pytest.raises(NotImplementedError, match="NoExtension has no boundary extension"):
+        NoExtension().extension("circle", torch.zeros(1, 2))
+
+
+# -- boundary data only: a spy on every target ---------------------------------------------------------------
+
+_F = torch._C._functorch  # the spy sees points inside torch.func transforms (the forward engine's jets)
+
+
+class Spy:
+    """A target that records every point it is called at (eager, or inside vmap/jacfwd), then evaluates ``fn``."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, []
+
+    def __call__(self, x):
+        t = x
+        while _F.is_functorch_wrapped_tensor(t):
+            t = _F.get_unwrapped(t)
+        self.calls.append(t.detach())
+        return self.fn(x)
+
+    def points(self, d: int) -> np.ndarray:
+        out = []
+        for t in self.calls:
+            for _ in range(8):  # wrappers of finished transforms
+                t = _F.unwrap_if_dead(t)
+            out.append(t.reshape(-1, d).numpy())
+        return np.concatenate(out)
+
+
+def _smooth(x):
+    return torch.exp(0.3 * x[:, 0]) * torch.cos(x[:, 1]) + 0.5 * x[:, 0] * x[:, 1]
+
+
+class SpyBox(kanpde.Problem):
+    """A box with a different target on each Dirichlet face (they agree at the corners: all from one smooth
+    function plus terms that vanish on the shared edges) and a Neumann face left soft."""
+
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        self.spies = {
+            "x-": Spy(_smooth),
+            "y-": Spy(lambda x: _smooth(x) + (x[:, 0] + 1) * (x[:, 0] - 2) ** 2),  # = _smooth at x = -1 and x = 2
+            "y+": Spy(lambda x: _smooth(x) + torch.sin(math.pi * (x[:, 0] + 1) / 3)),  # = _smooth at x = -1 and 2
+        }
+        conds = [kanpde.Dirichlet(face, spy) for face, spy in self.spies.items()] + [kanpde.Neumann("x+", 0.0)]
+        super().__init__(kanpde.Box([-1.0, -0.5], [2.0, 1.5], self.coords), conds)
+
+    def pde(self, x, u):
+        return u.laplacian()
+
+
+class SpyHeat(kanpde.Problem):
+    """A time-dependent box: Dirichlet ends and an Initial value (different targets, equal at the corners)."""
+
+    coords = ("x", "t")
+
+    def __init__(self) -> None:
+        self.spies = {"ends": Spy(lambda x: 0.2 * x[:, 1] ** 2 * torch.cos(math.pi * x[:, 0])),
+                      "initial": Spy(lambda x: torch.sin(math.pi * x[:, 0]) ** 2)}
+        conds = [kanpde.Dirichlet(("x-", "x+"), self.spies["ends"]), kanpde.Initial(self.spies["initial"])]
+        super().__init__(kanpde.Box([0.0, 0.0], [1.0, 0.5], self.coords), conds)
+
+    def pde(self, x, u):
+        return u.d("t") - u.d("xx")
+
+
+class SpyDisk(kanpde.Problem):
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        self.spies = {"circle": Spy(_smooth)}
+        super().__init__(kanpde.Disk((0.2, -0.1), 1.3), [kanpde.Dirichlet("circle", self.spies["circle"])])
+
+    def pde(self, x, u):
+        return u.laplacian()
+
+
+class SpyAnnulus(kanpde.Problem):
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        self.spies = {"outer": Spy(_smooth), "inner": Spy(lambda x: 2.0 - x[:, 1] ** 3)}
+        conds = [kanpde.Dirichlet(p, s) for p, s in self.spies.items()]
+        super().__init__(kanpde.Annulus((0.1, 0.0), 0.4, 1.2), conds)
+
+    def pde(self, x, u):
+        return u.laplacian()
+
+
+class SpyLShape(kanpde.Problem):
+    """The L-shape with the exact data of laplace_lshape on four edges and other targets on the notch."""
+
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        from kanpde.problems.laplace_lshape import LaplaceLShape
+
+        exact = LaplaceLShape().exact
+        self.spies = {"outer": Spy(exact), "notch_x": Spy(lambda x: x[:, 1] ** 2), "notch_y": Spy(lambda x: torch.sin(x[:, 0]))}
+        conds = [kanpde.Dirichlet(("bottom", "right", "top", "left"), self.spies["outer"]),
+                 kanpde.Dirichlet("notch_x", self.spies["notch_x"]), kanpde.Dirichlet("notch_y", self.spies["notch_y"])]
+        super().__init__(kanpde.LShape(self.coords), conds)
+
+    def pde(self, x, u):
+        return u.laplacian()
+
+
+SPY_PROBLEMS = {"box": SpyBox, "heat": SpyHeat, "disk": SpyDisk, "annulus": SpyAnnulus, "lshape": SpyLShape}
+
+
+def _spy_points(problem: kanpde.Problem, n: int = 200) -> torch.Tensor:
+    """Interior points, with the hard places of each lifting: near a disk's centre (the cut-off band), on
+    the lines through the L-shape's vertices, and beyond its edges' end points."""
+    geo = problem.geometry
+    x = geo.sample_interior(Sampler(method="sobol", seed=5), n)
+    extra = {
+        "Disk": lambda: [geo.center + d for d in ([0.0, 0.0], [0.05, 0.0], [0.0, 0.3], [0.4, 0.4], [-0.5, 0.2])],
+        "LShape": lambda: [[0.0, 0.5], [-0.5, 0.0], [0.3, 0.7], [-0.9, -0.9], [1e-9, 0.2]],
+    }.get(type(geo).__name__, list)()
+    pts = np.concatenate([x, np.asarray(extra, dtype=np.float64).reshape(-1, 2)]) if extra else x
+    return torch.from_numpy(pts)
+
+
+@pytest.mark.parametrize("name", sorted(SPY_PROBLEMS))
+def test_targets_are_called_only_on_their_boundary_pieces(name: str) -> None:
+    """Eager forward, autograd derivatives and the forward engine's jets: every point a target sees lies on
+    the boundary (sdf 0 to 1e-12), on a piece the target belongs to."""
+    problem = SPY_PROBLEMS[name]()
+    model = HardDirichlet(kanpde.MLP([2, 6, 1], dtype=F64), problem)
+    x = _spy_points(problem)
+    coords = problem.coords
+    model(x)
+    AutogradField(model, x.clone().requires_grad_(False), coords).laplacian()
+    ForwardField(model, x, coords, plan={(0,), (1,), (0, 0), (0, 1), (1, 1)}).laplacian()
+    geo = problem.geometry
+    pieces_of = {}
+    for cond in problem.conditions:
+        for spy in problem.spies.values():
+            if cond.value is spy:
+                pieces_of[id(spy)] = geo.resolve_faces(cond.on)
+    for label, spy in problem.spies.items():
+        pts = spy.points(2)
+        assert len(spy.calls) >= 3 and pts.shape[0] > 0, label
+        assert np.abs(geo.sdf(pts)).max() <= 1e-12, label
+        # on the target's own pieces: the nearest of them is at distance 0
+        dist = np.min([_piece_distance(geo, p, pts) for p in pieces_of[id(spy)]], axis=0)
+        assert dist.max() <= 1e-12, label
+
+
+def _piece_distance(geo, piece: str, pts: np.ndarray) -> np.ndarray:
+    if isinstance(geo, kanpde.Box):
+        axis, upper = geo._face_axis(piece)
+        return np.abs(pts[:, axis] - (geo.hi[axis] if upper else geo.lo[axis])) + np.maximum(
+            0.0, np.abs(pts - (geo.lo + geo.hi) / 2) - (geo.hi - geo.lo) / 2).sum(axis=1)
+    if isinstance(geo, kanpde.Polygon):
+        a, b = geo._edge(piece)
+        s = np.clip((pts - a) @ (b - a) / ((b - a) @ (b - a)), 0.0, 1.0)
+        return np.linalg.norm(pts - (a + s[:, None] * (b - a)), axis=1)
+    r = {"circle": getattr(geo, "radius", None), "outer": getattr(geo, "r_outer", None), "inner": getattr(geo, "r_inner", None)}[piece]
+    return np.abs(np.linalg.norm(pts - geo.center, axis=1) - r)
+
+
+@pytest.mark.parametrize("name", sorted(SPY_PROBLEMS))
+def test_dirichlet_data_hold_on_every_piece_with_its_own_target(name: str) -> None:
+    problem = SPY_PROBLEMS[name]()
+    model = HardDirichlet(kanpde.KAN([2, 4, 1], grid_size=4, dtype=F64), problem)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(torch.randn_like(p))
+        for cond in problem.conditions:
+            if cond.kind not in ("dirichlet", "initial"):
+                continue
+            for piece in problem.geometry.resolve_faces(cond.on):
+                x, _ = problem.geometry.sample_boundary(piece, Sampler(method="sobol", seed=7), 64)
+                x = torch.from_numpy(x)
+                u, g, n = model(x)[:, 0], cond.target(x), model.net(x)[:, 0]
+                assert float((u - g).abs().max()) <= 1e-12 * (1 + float(n.abs().max())), (cond.label, piece)
+
+
+@pytest.mark.parametrize("name", sorted(SPY_PROBLEMS))
+def test_forward_jet_of_the_lifting_matches_autograd(name: str) -> None:
+    """First and second derivatives of u = G + D N by the forward engine (torch.func on the lifting) and by
+    nested autograd, at interior points and the places where the lifting blends (float64, 1e-10)."""
+    problem = SPY_PROBLEMS[name]()
+    torch.manual_seed(0)
+    model = HardDirichlet(kanpde.KAN([2, 4, 1], grid_size=4, dtype=F64), problem)
+    x = _spy_points(problem, 60)
+    coords = problem.coords
+    fwd = ForwardField(model, x, coords, plan={(0,), (1,), (0, 0), (0, 1), (1, 1)})
+    ref = AutogradField(model, x, coords)
+    for spec in [coords[0], coords[1], coords[0] * 2, coords[0] + coords[1], coords[1] * 2]:
+        got, want = fwd.d(spec), ref.d(spec)
+        assert torch.isfinite(got).all(), spec
+        assert torch.allclose(got, want, atol=1e-10, rtol=1e-10), (spec, float((got - want).abs().max()))
+    again = ForwardField(model, x, coords, plan={(0,), (1,), (0, 0), (0, 1), (1, 1)})  # the cached lifting jets
+    assert torch.equal(again.d(coords[0] * 2), fwd.d(coords[0] * 2))
+
+
+def _hessian(f, x: torch.Tensor) -> torch.Tensor:
+    from torch.func import hessian, vmap
+
+    return vmap(hessian(lambda xi: f(xi[None])[0]))(x)
+
+
+@pytest.mark.parametrize("name", ["lshape", "disk"])
+def test_the_lifting_is_c2_where_the_closest_point_is_not(name: str) -> None:
+    """Second derivatives of D and G agree on both sides of the lines where the closest point has a kink
+    (the L-shape: x = 0 and y = 0 inside, through the re-entrant vertex; a clamped projection fails this)
+    and across the disk's cut-off radii; they converge as the two sides meet."""
+    problem = SPY_PROBLEMS[name]()
+    lift = Lifting(problem)
+    if name == "lshape":
+        lines = [(np.array([0.0, y]), np.array([1.0, 0.0])) for y in (0.3, 0.7)]
+        lines += [(np.array([x, 0.0]), np.array([0.0, 1.0])) for x in (-0.6, -0.3)]
+    else:
+        c, r = problem.geometry.center, problem.geometry.radius
+        lines = [(c + np.array([f * r, 0.0]), np.array([1.0, 0.0])) for f in (0.25, 0.5)]
+    for base, normal in lines:
+        gaps = []
+        for h in (1e-3, 1e-4):
+            pts = torch.from_numpy(np.stack([base - h * normal, base + h * normal]))
+            hess = _hessian(lift, pts)  # (2, 2, n_out, d, d)
+            gaps.append(float((hess[0] - hess[1]).abs().max()))
+        assert gaps[1] <= 1e-2 and gaps[1] <= 0.2 * gaps[0] + 1e-9, (base, gaps)
+
+
+def test_coons_lifting_reproduces_data_from_a_polynomial_of_the_boundary() -> None:
+    """The transfinite interpolation on a box is exact for functions linear in each coordinate (the Boolean
+    sum's precision), here a bilinear u on the whole boundary of a 3-D box."""
+
+    def u(x):
+        return 1 + 2 * x[:, 0] - x[:, 1] + 0.5 * x[:, 0] * x[:, 2] - 3 * x[:, 0] * x[:, 1] * x[:, 2]
+
+    class P(kanpde.Problem):
+        coords = ("a", "b", "c")
+
+        def __init__(self) -> None:
+            super().__init__(kanpde.Box([0, -1, 0.5], [1, 1, 2], self.coords), [kanpde.Dirichlet("all", u)])
+
+        def pde(self, x, v):
+            return v.laplacian()
+
+    problem = P()
+    x = torch.from_numpy(problem.geometry.sample_interior(Sampler(method="sobol", seed=1), 100))
+    lift = Lifting(problem)(x)
+    assert torch.allclose(lift[:, 1, 0], u(x), atol=1e-13, rtol=0)

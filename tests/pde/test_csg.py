@@ -128,13 +128,19 @@ def test_distance_factors_vanish_on_their_pieces_and_are_positive_inside() -> No
     assert geo.has_dirichlet_factor
 
 
+def test_hard_constraints_on_partly_removed_pieces_are_refused() -> None:
+    corner = DOMAINS["box_minus_corner_disk"]()
+    with pytest.raises(ValueError, match="'x\\+' is partly removed"):
+        corner.extension("x+", torch.zeros(1, 2, dtype=F64))
+
+
 def test_hard_constraints_on_a_union_whose_parts_overlap_are_refused() -> None:
     union = DOMAINS["union_of_disks"]()
-    with pytest.raises(ValueError, match="Union.*hard_bc=false"):
+    with pytest.raises(ValueError, match="keeps whole.*hard_bc=false"):
         union.dirichlet_factor("circle1", torch.zeros(1, 2, dtype=F64))
     apart = Disk((0, 0), 1.0) | Disk((3, 0), 1.0)
     assert apart.volume == pytest.approx(2 * math.pi, rel=1e-14)
-    assert apart.dirichlet_factor("circle1", torch.zeros(1, 2, dtype=F64)).item() == pytest.approx(1.0)
+    assert apart.dirichlet_factor("circle1", torch.zeros(1, 2, dtype=F64)).item() == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -198,3 +204,19 @@ def test_hard_constraints_hold_on_a_plate_with_holes() -> None:
         x, _ = problem.geometry.sample_boundary(piece, Sampler("sobol", seed=0), 32)
         xt = torch.from_numpy(x)
         assert torch.allclose(model(xt)[:, 0], problem.boundary_value(xt), atol=1e-12, rtol=0)
+
+
+def test_hard_constraints_on_a_plate_with_holes_evaluate_the_target_only_on_the_boundary() -> None:
+    problem = PlatePoisson()
+    seen: list[Tensor] = []
+
+    def spy(x: Tensor) -> Tensor:
+        seen.append(x.detach().clone())
+        return PlatePoisson.boundary_value(x)
+
+    problem.conditions = (Dirichlet("all", spy),)
+    model = kanpde.HardDirichlet(kanpde.KAN([2, 3, 1], grid_size=3, dtype=F64), problem)
+    inside = torch.from_numpy(problem.geometry.sample_interior(Sampler("sobol", seed=0), 64))
+    model(inside)
+    points = torch.cat(seen).numpy()
+    assert points.shape[0] > 0 and np.abs(problem.geometry.sdf(points)).max() < 1e-12

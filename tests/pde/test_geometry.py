@@ -119,3 +119,62 @@ def test_box_rejects_bad_input() -> None:
         Box([0, 0], [1, 1], names=("x", "x"))
     with pytest.raises(ValueError, match="unknown boundary piece"):
         Box([0, 0], [1, 1], names=("x", "y")).resolve_faces("z+")
+
+
+# -- the hard-constraint members: distance factors and boundary extensions ----------------------------------
+
+HARD_GEOMETRIES = {**GEOMETRIES, "box": lambda: Box([-1.0, 0.0], [2.0, 0.5])}
+
+
+@pytest.mark.parametrize("name", sorted(HARD_GEOMETRIES))
+def test_dirichlet_factor_is_a_normalised_distance_of_its_piece(name: str) -> None:
+    """phi_p = 0 on piece p, > 0 inside, |grad phi_p| = 1 on the piece (normalised to first order)."""
+    import torch
+
+    geo = HARD_GEOMETRIES[name]()
+    inside = torch.from_numpy(geo.sample_interior(Sampler("sobol", seed=3), 500))
+    for piece in geo.pieces:
+        on, normal = geo.sample_boundary(piece, Sampler("sobol", seed=4), 50)
+        assert float(geo.dirichlet_factor(piece, torch.from_numpy(on)).abs().max()) <= 1e-12, piece
+        x = torch.from_numpy(on - 1e-7 * normal).requires_grad_(True)  # just inside: phi may kink on the piece
+        (grad,) = torch.autograd.grad(geo.dirichlet_factor(piece, x).sum(), x)
+        keep = ~_near_a_corner(geo, on)
+        np.testing.assert_allclose(grad.norm(dim=1).numpy()[keep], 1.0, atol=1e-5)
+        assert bool((geo.dirichlet_factor(piece, inside) > 0).all()), piece
+
+
+def _near_a_corner(geo, x: np.ndarray) -> np.ndarray:
+    corners = getattr(geo, "vertices", None)
+    if corners is None:
+        return np.zeros(len(x), bool)
+    return np.min(np.linalg.norm(x[:, None] - corners[None], axis=2), axis=1) < 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(HARD_GEOMETRIES))
+def test_extension_points_lie_on_the_piece_and_reproduce_data_there(name: str) -> None:
+    import torch
+
+    geo = HARD_GEOMETRIES[name]()
+    lo, hi = geo.bounding_box
+    everywhere = torch.from_numpy(lo - 0.5 + Sampler("sobol", seed=5).unit(400, 2) * (hi - lo + 1.0))  # outside too
+    for piece in geo.pieces:
+        on, _ = geo.sample_boundary(piece, Sampler("sobol", seed=6), 50)
+        on = torch.from_numpy(on)
+        pts, w = geo.extension(piece, on)
+        data = lambda p: torch.exp(p[..., 0]) * torch.sin(3 * p[..., 1])  # noqa: E731
+        np.testing.assert_allclose((w * data(pts)).sum(dim=1).numpy(), data(on).numpy(), atol=1e-12)
+        if name == "box":
+            continue  # a box's projection leaves the face outside the box (its lifting uses Coons instead)
+        pts, w = geo.extension(piece, everywhere)
+        assert np.abs(geo.sdf(pts.reshape(-1, 2).numpy())).max() <= 1e-12
+        assert _distance_to_piece(geo, piece, pts.reshape(-1, 2).numpy()).max() <= 1e-12, piece  # this piece
+        np.testing.assert_allclose(w.sum(dim=1).numpy(), 1.0, atol=1e-12)  # constants are kept
+
+
+def _distance_to_piece(geo, piece: str, p: np.ndarray) -> np.ndarray:
+    if isinstance(geo, Polygon):
+        a, b = geo._edge(piece)
+        s = np.clip((p - a) @ (b - a) / ((b - a) @ (b - a)), 0.0, 1.0)
+        return np.linalg.norm(p - (a + s[:, None] * (b - a)), axis=1)
+    radius = {"circle": getattr(geo, "radius", 0.0), "outer": getattr(geo, "r_outer", 0.0), "inner": getattr(geo, "r_inner", 0.0)}
+    return np.abs(np.linalg.norm(p - geo.center, axis=1) - radius[piece])
