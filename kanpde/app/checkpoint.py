@@ -55,7 +55,8 @@ def finished_run(output_dir: str | os.PathLike, rid: str) -> dict[str, Any] | No
 
 
 def checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History], None]:
-    """An ``on_stage_end`` callback writing ``path`` atomically after every stage (stage ``-1``: diverged)."""
+    """An ``on_stage_end`` callback writing ``path`` atomically after every finished stage (a diverged stage
+    is not written: the file keeps the last good stage, from which ``resume=true`` continues)."""
 
     def write(stage: int, model: nn.Module, history: History) -> None:
         state = {

@@ -85,11 +85,14 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     try:
         result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
-                     on_stage_end=hooks, start_stage=start_stage, history=history)
+                     on_stage_end=hooks, start_stage=start_stage, history=history,
+                     divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size)
         return result.model, result.history, result.seconds, None
     except TrainingDiverged as exc:
+        # the checkpoint on disk stays the last good stage's (resume=true continues from it)
         log.error("%s: %s", name, exc)
-        hooks(-1, exc.model, exc.history)
+        if on_stage_end is not None:
+            on_stage_end(-1, exc.model, exc.history)
         return exc.model, exc.history, exc.seconds, f"{name}: {exc}"
 
 
@@ -107,6 +110,8 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
     metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
                    problem=spec.problem.name, status="diverged" if failure else "ok")
+    if failure:
+        metrics["message"] = failure
     return RunResult(label, model, history, evaluation, metrics), failure
 
 
