@@ -13,7 +13,7 @@ import torch
 
 from kanpde import KAN, load_run
 from kanpde.app.checkpoint import finished_run, run_id
-from kanpde.app.run import run
+from kanpde.app.run import RunFailed, run
 from tests.helpers import fast_cfg
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
@@ -116,3 +116,29 @@ def test_checkpoints_load_with_torch_load(fast_run) -> None:
     loaded = load_run(out / "solution.h5").model
     x = torch.rand(20, 2, dtype=torch.float64)
     assert torch.equal(model(x), loaded(x))
+
+
+def test_diverged_stage_keeps_the_good_checkpoint_and_resume_continues(uninterrupted, tmp_path: Path) -> None:
+    """A NaN in the baseline after its stage 0 makes its stage 1 diverge: baseline_checkpoint.pt stays the
+    stage-0 one (it used to be overwritten by the diverged model, so resume=true started over), and
+    resume=true continues from it to the uninterrupted result, bit for bit."""
+    full_dir, full = uninterrupted
+
+    def poison(name: str, stage: int, model, history) -> None:
+        if (name, stage) == ("baseline", 0):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+
+    out = tmp_path / "cut"
+    with pytest.raises(RunFailed, match="non-finite loss"):
+        run(fast_cfg(STAGES), out, on_stage_end=poison)
+    assert json.loads((out / "metrics.json").read_text())["baseline"]["status"] == "diverged"
+    ckpt = torch.load(out / "baseline_checkpoint.pt")
+    assert ckpt["stage"] == 0 and all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values())
+    seen: list[tuple[str, int]] = []
+    resumed = run(fast_cfg(STAGES, "resume=true"), out, on_stage_end=lambda n, s, m, h: seen.append((n, s)))
+    assert seen == [("baseline", 1), ("baseline", 2)]
+    for key in ("l2", "l2_rel", "h1", "linf", "mse", "n_params"):
+        assert resumed["baseline"][key] == full["baseline"][key], key
+        assert resumed[key] == full[key], key

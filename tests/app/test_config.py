@@ -145,6 +145,10 @@ CONFIG_ERRORS = [
     (["problem=custom", "problem._target_=kanpde.pde.sampling.Sampler"], r"Sampler is not a kanpde.Problem"),
     (["problem=custom", "problem._target_=nowhere.Nothing"], r"^problem: "),
     (["eval.n_per_axis=1"], r"eval.n_per_axis must be >= 2"),
+    (["trainer.divergence_factor=1"], r"trainer.divergence_factor must be a number > 1 or null"),
+    (["trainer.divergence_factor=abc"], r"trainer.divergence_factor must be a number > 1 or null"),
+    (["trainer.chunk_size=0"], r"trainer.chunk_size must be a positive integer or null"),
+    (["trainer.chunk_size=1.5"], r"trainer.chunk_size must be a positive integer or null"),
 ]
 
 
