@@ -197,5 +197,6 @@ def test_least_squares_value_under_the_autograd_engine_is_the_loss(chunk: int | 
     batch = problem.sample(Sampler(seed=0), 50, 20).to(D, "cpu")
     for model in _models(problem):
         loss = float(weighted_loss(loss_terms(model, problem, batch, "autograd"), problem, 0.01))
-        system = PinnLeastSquares(model, problem, batch, 0.01, "autograd", loss_chunk_size=chunk)
+        chunking = {} if chunk is None else {"loss_chunk_size": chunk}
+        system = PinnLeastSquares(model, problem, batch, 0.01, "autograd", **chunking)
         assert system.value() == pytest.approx(loss, rel=1e-12, abs=0)
