@@ -40,8 +40,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # A stage whose step-start loss exceeds its best so far by this factor has diverged. Healthy stages stay far
-# below it (the largest rise over the stage's best seen in the shipped configurations is reported in
-# docs/fitting.md); Adam at a runaway learning rate passes it within a step or two.
+# below it (docs/configuration.md, "Divergence"); Adam at a runaway learning rate passes it within a step.
 DIVERGENCE_FACTOR = 1e6
 # Points per chunk of the loss and its gradient: one chunk's graph is what training holds in memory.
 CHUNK_SIZE = 32768
