@@ -12,7 +12,8 @@ the final loss terms are exercised), then the run's default evaluation (201 x 20
 reports its peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after importing,
 after sampling the points and at the end. ``--chunk-size`` sets ``trainer.chunk_size`` (``null``: the
 loss over all points at once). Results go to ``--out`` (JSON) after every case; a case already there
-is skipped, so an interrupted sweep resumes where it stopped.
+is skipped, so an interrupted sweep resumes where it stopped (``--table-only``: just the table of what
+``--out`` holds).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _save(path: Path, results: dict) -> None:
 
 def table(results: dict, chunk: str, sizes: list[int], models: list[str]) -> str:
     """The docs table: peak RSS and seconds per interior-point count, one column pair per model."""
-    head = "| interior points | " + " | ".join(f"{m.upper()} peak RSS (MB) | {m.upper()} s" for m in models) + " |"
+    head = "| interior points | " + " | ".join(f"{m.upper()} peak RSS (MB) | {m.upper()} wall s" for m in models) + " |"
     rows = [head, "|" + "---:|" * (1 + 2 * len(models))]
     for n in sizes:
         cells = []
@@ -107,7 +108,8 @@ def table(results: dict, chunk: str, sizes: list[int], models: list[str]) -> str
     base = max((r["rss_import_mb"] for r in recs), default=0.0)
     note = (f"\n`trainer.chunk_size={chunk}`, {recs[0]['threads'] if recs else '?'} threads, float64; "
             f"after importing torch and kanpde a process holds about {base:.0f} MB. Target: at most "
-            f"{LIMIT_MB:.0f} MB at 2,000,000 interior points.\n")
+            f"{LIMIT_MB:.0f} MB at 2,000,000 interior points. Wall times include the process's start and "
+            f"evaluation and depend on the machine's load: they are not a speed benchmark.\n")
     return "\n".join(rows) + "\n" + note
 
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in each case")
     parser.add_argument("--out", type=Path, default=Path("bench_memory.json"), help="results (JSON), resumable")
     parser.add_argument("--docs", type=Path, default=None, help="write the table between the markers of this page")
+    parser.add_argument("--table-only", action="store_true", help="run nothing: the table of the results in --out")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.sizes) or args.threads < 1:
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         for n in args.sizes:
             key = _key(model, n, args.chunk_size)
+            if args.table_only:
+                continue
             if key in results:
                 print(f"{key}: done before ({results[key]['peak_rss_mb']:.0f} MB)", flush=True)
                 continue
