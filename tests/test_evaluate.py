@@ -171,6 +171,20 @@ def test_evaluate_with_forward_engine_gives_the_same_metrics() -> None:
     assert abs(fast.grad_predicted - slow.grad_predicted).max() < 1e-12
 
 
+@pytest.mark.parametrize("engine", ["forward", "autograd"])
+def test_evaluation_in_small_chunks_equals_one_chunk(engine: str) -> None:
+    """Evaluation memory is one chunk's: chunks of 97 points give the one-chunk fields and metrics."""
+    torch.manual_seed(0)
+    model = perturb(KAN([2, 4, 1], grid_size=5, noise_scale=1.0, dtype=F64))
+    one = evaluate(model, Poisson2D(), 41, engine=engine, chunk_size=41 * 41)
+    small = evaluate(model, Poisson2D(), 41, engine=engine, chunk_size=97)
+    np.testing.assert_array_equal(small.exact, one.exact)
+    np.testing.assert_allclose(small.predicted, one.predicted, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(small.grad_predicted, one.grad_predicted, rtol=1e-12, atol=1e-14)
+    for key, value in one.metrics.items():
+        assert small.metrics[key] == pytest.approx(value, rel=1e-11, abs=1e-15), key
+
+
 def test_evaluation_masks_points_outside_the_domain() -> None:
     problem = LinearLShape()
     exact = evaluate(FunctionModule(problem.exact), problem, 41)

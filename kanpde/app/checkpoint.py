@@ -118,7 +118,8 @@ def checkpoint_path(output_dir: Path, name: str) -> Path:
 
 
 def checkpoint_writer(path: Path, rid: str) -> Callable[[int, nn.Module, History], None]:
-    """An ``on_stage_end`` callback writing ``path`` atomically after every stage (stage ``-1``: diverged)."""
+    """An ``on_stage_end`` callback writing ``path`` atomically after every finished stage (a diverged stage
+    is not written: the file keeps the last good stage, from which ``resume=true`` continues)."""
 
     def write(stage: int, model: nn.Module, history: History) -> None:
         state = {

@@ -30,6 +30,7 @@ from kanpde.models.protocol import is_edge_model
 from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
 from kanpde.training import Stage
+from kanpde.training.fit import CHUNK_SIZE, DIVERGENCE_FACTOR
 
 __all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES",
            "check_command_line"]
@@ -92,6 +93,8 @@ class RunSpec:
     output: OutputSpec
     resume: bool
     config_yaml: str
+    divergence_factor: float | None = DIVERGENCE_FACTOR
+    chunk_size: int | None = CHUNK_SIZE
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -403,6 +406,18 @@ def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[St
     return tuple(specs)
 
 
+def _trainer_limits(trainer: DictConfig) -> tuple[float | None, int | None]:
+    """``trainer.divergence_factor`` (a number > 1, or null: only non-finite losses diverge) and
+    ``trainer.chunk_size`` (points per chunk of the loss, or null: never chunked), checked."""
+    factor = trainer.get("divergence_factor", DIVERGENCE_FACTOR)
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 < factor < float("inf")):
+        raise ConfigError(f"trainer.divergence_factor must be a number > 1 or null (no check), got {factor!r}")
+    chunk = trainer.get("chunk_size", CHUNK_SIZE)
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ConfigError(f"trainer.chunk_size must be a positive integer or null (no chunking), got {chunk!r}")
+    return (None if factor is None else float(factor)), chunk
+
+
 def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
     """Check the whole configuration and build the :class:`RunSpec` (models are built per fit)."""
     if cfg.dtype not in DTYPES:
@@ -419,6 +434,7 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
     stages = build_stages(cfg.trainer)
     n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
     pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")
+    divergence_factor, chunk_size = _trainer_limits(cfg.trainer)
     models = _model_specs(cfg, problem, engine, stages)
     _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
@@ -446,4 +462,6 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         output=OutputSpec(bool(cfg.output.figures), bool(cfg.output.checkpoint), bool(cfg.output.get("activations", False))),
         resume=bool(cfg.get("resume", False)),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        divergence_factor=divergence_factor,
+        chunk_size=chunk_size,
     )

@@ -102,12 +102,14 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     try:
         result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
-                     on_stage_end=hooks, start_stage=start_stage, history=history)
+                     on_stage_end=hooks, start_stage=start_stage, history=history,
+                     divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size)
         return result.model, result.history, result.seconds, None
     except (TrainingDiverged, SymbolicFailed) as exc:
+        # the checkpoint on disk stays the last good stage's (resume=true continues from it)
         log.error("%s: %s", name, exc)
-        if isinstance(exc, TrainingDiverged):  # a failed gate leaves the last stage checkpoint as it is
-            hooks(-1, exc.model, exc.history)
+        if isinstance(exc, TrainingDiverged) and on_stage_end is not None:
+            on_stage_end(-1, exc.model, exc.history)
         return exc.model, exc.history, exc.seconds, exc
 
 

@@ -25,7 +25,8 @@ from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device
 from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
-from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
+from kanpde.training.loss import (PinnLeastSquares, accumulate_loss, derivative_plans, fits_one_chunk, loss_terms,
+                                  weighted_loss)
 from kanpde.training.prune import prune, sparsity_penalty
 from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, SymbolicFailed, TrainingDiverged
 
@@ -37,9 +38,17 @@ __all__ = [
     "TrainingDiverged",
     "SymbolicFailed",
     "fit",
+    "DIVERGENCE_FACTOR",
+    "CHUNK_SIZE",
 ]
 
 log = logging.getLogger(__name__)
+
+# A stage whose step-start loss exceeds its best so far by this factor has diverged. Healthy stages stay far
+# below it (docs/configuration.md, "Divergence"); Adam at a runaway learning rate passes it within a step.
+DIVERGENCE_FACTOR = 1e6
+# Points per chunk of the loss and its gradient: one chunk's graph is what training holds in memory.
+CHUNK_SIZE = 32768
 
 
 @dataclass
@@ -53,14 +62,23 @@ class _Sparsity:
     mu: float
 
     @classmethod
-    def of(cls, stage: Stage, model: nn.Module, batch: Batch) -> _Sparsity | None:
+    def of(cls, stage: Stage, model: nn.Module, points: Tensor) -> _Sparsity | None:
         if not stage.sparsify or not is_edge_model(model):
             return None
         weight, mu = float(stage.sparsify.get("lambda", 1e-3)), float(stage.sparsify.get("mu", 1.0))
-        return cls(unwrap(model), batch.interior, weight, mu)
+        return cls(unwrap(model), points, weight, mu)
 
     def __call__(self) -> Tensor:
         return sparsity_penalty(self.model, self.points, self.mu)
+
+
+def _spread(points: Tensor, chunk_size: int | None) -> Tensor:
+    """At most ``chunk_size`` of ``points``, evenly strided (all of them when they fit): what grid
+    adaptation, grid extension, pruning and the sparsity term see, so their memory is bounded too."""
+    n = points.shape[0]
+    if chunk_size is None or n <= chunk_size:
+        return points
+    return points[torch.linspace(0, n - 1, chunk_size, device=points.device).round().long()]
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
@@ -80,6 +98,8 @@ class _Run:
     progress: Callable[[ProgressEvent], None] | None
     history: History
     start: float
+    divergence_factor: float | None = None
+    chunk_size: int | None = None
     batch: Batch | None = None
     sizes: tuple[int, int] | None = None
 
@@ -114,13 +134,32 @@ class _StageState:
     recorded: dict[str, float] = field(default_factory=dict)
     nonfinite: list[float] = field(default_factory=list)  # non-finite losses met in a step (e.g. a line search)
 
-    def terms(self, run: _Run) -> tuple[dict[str, Tensor], Tensor]:
-        """The loss terms (with the sparsity term when the stage has one) and the weighted loss."""
-        terms = loss_terms(self.model, run.problem, run.batch, run.engine, self.plans)
-        loss = weighted_loss(terms, run.problem, run.pde_weight)
+    def terms(self, run: _Run, backward: bool = False) -> tuple[dict[str, Tensor], Tensor]:
+        """The loss terms (with the sparsity term when the stage has one) and the weighted loss; with
+        ``backward`` (and a finite loss) the loss's gradient is accumulated in the parameters' ``.grad``.
+        A batch with a point set larger than ``run.chunk_size`` is summed over chunks
+        (:func:`~kanpde.training.loss.accumulate_loss`), each back-propagated at once: the terms and
+        loss are then detached."""
+        if fits_one_chunk(run.batch, run.chunk_size):
+            terms = loss_terms(self.model, run.problem, run.batch, run.engine, self.plans)
+            loss = weighted_loss(terms, run.problem, run.pde_weight)
+            if self.sparsify:
+                terms["sparsity"] = self.sparsify()
+                loss = loss + self.sparsify.weight * terms["sparsity"]
+            if backward and torch.isfinite(loss):
+                loss.backward()
+            return terms, loss
+        terms, loss = accumulate_loss(self.model, run.problem, run.batch, run.pde_weight, run.engine, self.plans,
+                                      run.chunk_size, backward)
         if self.sparsify:
-            terms["sparsity"] = self.sparsify()
-            loss = loss + self.sparsify.weight * terms["sparsity"]
+            part = self.sparsify.weight * self.sparsify()
+            if backward and torch.isfinite(part):
+                part.backward()
+            terms["sparsity"] = part.detach() / self.sparsify.weight
+            loss = loss + part.detach()
+        if backward and not torch.isfinite(loss):  # some chunks were back-propagated: no partial gradient
+            for p in self.model.parameters():
+                p.grad = None
         return terms, loss
 
 
@@ -142,7 +181,7 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
         return model, changes
     if stage.prune is not False:
         threshold = 1e-2 if stage.prune is True else float(stage.prune)
-        model = rewrap(model, prune(unwrap(model), batch.interior, threshold))
+        model = rewrap(model, prune(unwrap(model), _spread(batch.interior, run.chunk_size), threshold))
         changes["widths"] = unwrap(model).widths
     if stage.symbolic:
         from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
@@ -154,7 +193,7 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
             {k: v.item() for k, v in loss_terms(model, problem, batch, run.engine).items()}, problem, run.pde_weight)
         if options.get("layers", None) != []:
             before = copy.deepcopy(model) if "min_r2" in gates else None  # auto_symbolic fixes edges in place
-            net, records = auto_symbolic(unwrap(model), batch.all_points(), **options)
+            net, records = auto_symbolic(unwrap(model), _spread(batch.all_points(), run.chunk_size), **options)
             changes["symbolic"] = records
             worst = min(records, key=lambda r: r["r2"], default=None)
             if before is not None and worst is not None and not worst["r2"] >= gates["min_r2"]:
@@ -200,10 +239,11 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     optimizers that need one) and the forward engine's derivative plans for one stage."""
     batch = run.batch
     model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
+    points = _spread(batch.all_points(), run.chunk_size)
     if stage.update_grid is not False and isinstance(model, GridModel):
-        model.update_grid(batch.all_points(), only_outside=stage.update_grid is None)
+        model.update_grid(points, only_outside=stage.update_grid is None)
     if stage.grid_size is not None and isinstance(model, GridModel) and stage.grid_size != model.grid_size:
-        model = model.refine(stage.grid_size, batch.all_points())
+        model = model.refine(stage.grid_size, points)
     grid = getattr(model, "grid_size", None)
     description = f"stage {index + 1}/{len(run.stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
     log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
@@ -212,39 +252,62 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     plans = derivative_plans(model, run.problem, batch, run.engine)
     if getattr(optimizer, "needs_residuals", False):  # second order: the residual vector, not only the loss
         chunk = getattr(optimizer, "chunk_size", 1024)
-        optimizer.attach(PinnLeastSquares(model, run.problem, batch, run.pde_weight, run.engine, plans, chunk))
-    return _StageState(index, stage, model, description, optimizer, plans, _Sparsity.of(stage, model, batch),
-                       changes, want, started)
+        optimizer.attach(PinnLeastSquares(model, run.problem, batch, run.pde_weight, run.engine, plans, chunk,
+                                          loss_chunk_size=run.chunk_size))
+    sparsify = _Sparsity.of(stage, model, _spread(batch.interior, run.chunk_size))
+    return _StageState(index, stage, model, description, optimizer, plans, sparsify, changes, want, started)
 
 
-def _diverged(state: _StageState, run: _Run, good: dict[str, Tensor], loss: float, where: str) -> TrainingDiverged:
-    state.model.load_state_dict(good)
+@dataclass
+class _Best:
+    """The stage's lowest step-start loss and the parameters it was reached with."""
+
+    loss: float
+    state: dict[str, Tensor]
+
+    def offer(self, loss: float, state: dict[str, Tensor]) -> None:
+        if math.isfinite(loss) and loss < self.loss:
+            self.loss, self.state = loss, state
+
+    def exceeded(self, loss: float, factor: float | None) -> bool:
+        """Whether ``loss`` marks a divergence: non-finite, or above ``factor`` times the best."""
+        if not math.isfinite(loss):
+            return True
+        return factor is not None and math.isfinite(self.loss) and loss > factor * self.loss
+
+
+def _diverged(state: _StageState, run: _Run, best: _Best, loss: float, where: str) -> TrainingDiverged:
+    state.model.load_state_dict(best.state)
+    if math.isfinite(loss):
+        what = f"loss {loss:.3e} exceeds divergence_factor {run.divergence_factor:g} x the stage's best {best.loss:.3e}"
+    else:
+        what = f"non-finite loss ({loss})"
+    kept = f"its best loss ({best.loss:.3e})" if math.isfinite(best.loss) else "the stage's start"
     return TrainingDiverged(
-        f"non-finite loss ({loss}) {where}; the model was restored to its last parameters with a finite loss",
-        state.model, run.history, time.perf_counter() - run.start,
+        f"diverged: {what} {where}; the model was restored to the parameters of {kept}",
+        state.model, run.history, time.perf_counter() - run.start, state.index,
     )
 
 
-def _run_steps(run: _Run, state: _StageState) -> dict[str, Tensor]:
+def _run_steps(run: _Run, state: _StageState) -> _Best:
     """The stage's optimizer steps; the loss each step starts from goes into the history. Returns the
-    parameters of the last step that started from a finite loss. A non-finite loss raises
-    :class:`TrainingDiverged` with the model restored to its last finite parameters."""
+    stage's best step-start loss and its parameters. A step starting from a non-finite loss, or from
+    one above ``divergence_factor`` times the stage's best, raises :class:`TrainingDiverged` with the
+    model restored to the best-loss parameters."""
     model, stage, optimizer, recorded, nonfinite = state.model, state.stage, state.optimizer, state.recorded, state.nonfinite
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
-        terms, loss = state.terms(run)
+        terms, loss = state.terms(run, backward=True)
         if not recorded:  # the first evaluation of a step: the parameters it starts from
             recorded.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
             if run.problem.unknowns is not None:
                 recorded.update({f"param:{k}": v for k, v in run.problem.unknowns.values().items()})
-        if torch.isfinite(loss):
-            loss.backward()
-        else:
+        if not torch.isfinite(loss):
             nonfinite.append(loss.item())
         return loss
 
-    last_good = _snapshot(model)
+    best = _Best(math.inf, _snapshot(model))
     for step in range(stage.steps):
         recorded.clear()
         nonfinite.clear()
@@ -257,31 +320,35 @@ def _run_steps(run: _Run, state: _StageState) -> dict[str, Tensor]:
             if not nonfinite:
                 raise
             log.debug("optimizer step failed after a non-finite loss: %r", exc)
-            if math.isfinite(recorded.get("loss", math.nan)):
-                last_good = before  # the step started from finite parameters
+            best.offer(recorded.get("loss", math.nan), before)  # the step started from finite parameters
             recorded["loss"] = nonfinite[0]
-        if not math.isfinite(recorded["loss"]):
+        if best.exceeded(recorded["loss"], run.divergence_factor):
             where = f"in {state.description}, step {step + 1}/{stage.steps}"
-            raise _diverged(state, run, last_good, recorded["loss"], where)
-        last_good = before
+            raise _diverged(state, run, best, recorded["loss"], where)
+        best.offer(recorded["loss"], before)
         global_step = len(run.history.steps)
         run.history.steps.append(
             {"stage": float(state.index), "step": float(global_step), "time": time.perf_counter() - run.start, **recorded}
         )
         run.report("step", state.index, step + 1, stage.steps, recorded["loss"], state.description)
-    return last_good
+    return best
 
 
-def _finish_stage(run: _Run, state: _StageState, last_good: dict[str, Tensor]) -> None:
+def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
     """The stage's final loss terms and its summary in the history."""
-    final = {k: v.item() for k, v in loss_terms(state.model, run.problem, run.batch, run.engine, state.plans).items()}
+    if fits_one_chunk(run.batch, run.chunk_size):
+        terms = loss_terms(state.model, run.problem, run.batch, run.engine, state.plans)
+    else:
+        terms, _ = accumulate_loss(state.model, run.problem, run.batch, run.pde_weight, run.engine, state.plans,
+                                   run.chunk_size)
+    final = {k: v.item() for k, v in terms.items()}
     final_loss = weighted_loss(final, run.problem, run.pde_weight)
     if state.sparsify:
         with torch.no_grad():
             final["sparsity"] = state.sparsify().item()
         final_loss += state.sparsify.weight * final["sparsity"]
-    if not math.isfinite(final_loss):
-        raise _diverged(state, run, last_good, final_loss, f"after {state.description}")
+    if best.exceeded(final_loss, run.divergence_factor):
+        raise _diverged(state, run, best, final_loss, f"after {state.description}")
     run.history.stages.append(
         {
             "stage": state.index,
@@ -317,14 +384,23 @@ def fit(
     on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
     start_stage: int = 0,
     history: History | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
+    chunk_size: int | None = CHUNK_SIZE,
 ) -> FitResult:
     """Train ``model`` on ``problem`` through ``stages``; points follow the model's dtype and device.
 
     Grid operations (``update_grid``, ``refine``) are applied only to models that have them
     (:class:`~kanpde.models.protocol.GridModel`), so a KAN and an MLP go through the same schedule.
     ``progress`` receives :class:`ProgressEvent` s (nothing is printed here); ``on_stage_end(stage_index,
-    model, history)`` is called after each stage (checkpoints). A non-finite loss raises
-    :class:`TrainingDiverged` carrying the last finite model. ``engine`` names the derivative engine
+    model, history)`` is called after each stage (checkpoints), never after a diverged one.
+
+    Divergence: a stage stops when the loss a step starts from (or the stage's final loss) is
+    non-finite or exceeds ``divergence_factor`` times the lowest step-start loss of the stage so far
+    (``None``: only non-finite losses count); :class:`TrainingDiverged` is raised carrying the model with
+    the parameters of that best loss. Memory: a point set larger than ``chunk_size`` points has its loss
+    and gradient accumulated over chunks of ``chunk_size`` (equal to the unchunked ones to rounding;
+    ``None``: never chunked), and grid adaptation, grid extension, pruning, snapping and the sparsity
+    term use at most ``chunk_size`` points, evenly strided through the batch. ``engine`` names the derivative engine
     (``"auto"``: forward propagation when the model supports it, else autograd); the forward engine's
     derivative plans are probed once per stage. Optimizers with ``needs_residuals = True`` (such as
     :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
@@ -341,6 +417,12 @@ def fit(
         raise ValueError("fit needs at least one stage")
     if not 0 <= start_stage <= len(stages) or (start_stage > 0) != (history is not None):
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
+    if divergence_factor is not None and not (isinstance(divergence_factor, (int, float))
+                                              and not isinstance(divergence_factor, bool) and divergence_factor > 1
+                                              and math.isfinite(divergence_factor)):
+        raise ValueError(f"divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     restart = [i for i, st in enumerate(stages) if st.restart_count > 1]
     if len(restart) > 1:
         raise ValueError(f"at most one stage may restart, got stages {restart}")
@@ -357,7 +439,8 @@ def fit(
     history = history if history is not None else History()
     start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
-               engine, progress, history, start)
+               engine, progress, history, start, None if divergence_factor is None else float(divergence_factor),
+               chunk_size)
     first = 0
     if restart_at is not None:
         model, run = _best_start(run, model, restart_at)
@@ -383,8 +466,8 @@ def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, d
             continue
         state = _prepare_stage(run, index, stage, model, want, started)
         try:
-            last_good = _run_steps(run, state)
-            _finish_stage(run, state, last_good)
+            best = _run_steps(run, state)
+            _finish_stage(run, state, best)
         except (TrainingDiverged, SymbolicFailed) as exc:
             exc.model = _without_unknowns(exc.model)
             raise
@@ -428,7 +511,7 @@ def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run
     errors: list[Exception] = []
     for r, candidate in enumerate(inits):
         cand = _Run(run.problem, run.stages, copy.deepcopy(sampler0), run.n_points, run.pde_weight, run.engine,
-                    run.progress, History(), run.start)
+                    run.progress, History(), run.start, run.divergence_factor, run.chunk_size)
         log.info("restart %d/%d: stages 1-%d", r + 1, count, last + 1)
         try:
             trained = _train_stages(cand, candidate, 0, dtype, device, 0, None, last)

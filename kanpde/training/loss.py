@@ -45,6 +45,8 @@ __all__ = [
     "loss_terms",
     "weighted_loss",
     "scaled_residuals",
+    "accumulate_loss",
+    "fits_one_chunk",
     "derivative_plans",
     "PinnLeastSquares",
 ]
@@ -179,6 +181,59 @@ def scaled_residuals(
     return torch.cat([(b.residual.reshape(-1) * b.scale) for b in blocks])
 
 
+def _unit_layout(xs: Tensor) -> Tensor:
+    """Points of units ``(m, unit, d)`` laid out as their set is: ``(m * unit, d)``, all first points of
+    the units, then all second points (a periodic condition's matched halves)."""
+    return xs[:, 0] if xs.shape[1] == 1 else torch.cat([xs[:, j] for j in range(xs.shape[1])])
+
+
+def fits_one_chunk(batch: Batch, chunk_size: int | None) -> bool:
+    """Whether every point set of ``batch`` has at most ``chunk_size`` points (``None``: no chunking)."""
+    sizes = [batch.interior.shape[0], *(b.x.shape[0] for b in batch.boundary.values())]
+    return chunk_size is None or max(sizes) <= chunk_size
+
+
+def accumulate_loss(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    pde_weight: float,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+    chunk_size: int | None = None,
+    backward: bool = False,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """:func:`loss_terms` and :func:`weighted_loss` summed over chunks of at most ``chunk_size`` points
+    per point set (``None``: each set in one piece), so memory holds one chunk's graph, not the batch's.
+
+    Every residual is pointwise, so a set's mean square is the sum over its chunks of
+    ``sum |r_chunk|^2 / n_entries`` and the loss is ``sum_sets weight * sum_chunks (...)``: the same
+    numbers as the unchunked loss up to the order of summation (rounding). With ``backward`` each
+    chunk's part of the loss is back-propagated as soon as it is computed and its graph freed, so the
+    parameters' ``.grad`` accumulates the gradient of the whole loss; a chunk with a non-finite part is
+    not back-propagated (the total is then non-finite too). Returns detached 0-d terms and loss.
+    """
+    engine = resolve_engine(engine, model)
+    plans = plans or {}
+    terms: dict[str, Tensor] = {}
+    total = torch.zeros((), dtype=batch.interior.dtype, device=batch.interior.device)
+    for s in residual_sets(problem, batch, pde_weight):
+        xu, nu = s.unit_points()
+        units = xu.shape[0]
+        step = units if chunk_size is None else max(1, chunk_size // s.unit)
+        for start in range(0, units, step):
+            x, normals = _unit_layout(xu[start : start + step]), _unit_layout(nu[start : start + step])
+            m = x.shape[0] // s.unit
+            u = _field(model, problem, x, engine, plans.get(s.label))
+            part = sum(r.pow(2).sum() * (m / r.numel()) / units for r in s.residual(x, normals, u))  # mean over the set
+            if backward and bool(torch.isfinite(part)):
+                (s.weight * part).backward()
+            part = part.detach()
+            terms[s.label] = terms[s.label] + part if s.label in terms else part
+            total = total + s.weight * part
+    return terms, total
+
+
 def derivative_plans(
     model: nn.Module, problem: Problem, batch: Batch, engine: str = "auto", n_probe: int = 4
 ) -> dict[str, DerivativePlan] | None:
@@ -217,7 +272,8 @@ class PinnLeastSquares:
     problem over ``model.parameters()``: the :class:`~kanpde.training.lm.LeastSquares` interface.
 
     ``engine`` and ``plans`` as in :func:`loss_terms`; ``chunk_size``: units per Jacobian chunk (memory
-    ``chunk_size x P`` floats plus the per-point intermediates); ``dtype``: of ``J^T J``.
+    ``chunk_size x P`` floats plus the per-point intermediates); ``dtype``: of ``J^T J``;
+    ``loss_chunk_size``: points per chunk of :meth:`value` (``None``: all at once).
     :meth:`value` equals :func:`weighted_loss` of :func:`loss_terms`. Residuals must be pointwise (a
     point's residual depends on that point only; periodic conditions on their matched pairs), which
     every residual written against a :class:`kanpde.Field` is.
@@ -233,19 +289,26 @@ class PinnLeastSquares:
         plans: dict | None = None,
         chunk_size: int = 1024,
         dtype: torch.dtype = torch.float64,
+        loss_chunk_size: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model, self.problem, self.batch = model, problem, batch
         self.pde_weight, self.engine, self.plans = float(pde_weight), resolve_engine(engine, model), plans or {}
         self.chunk_size, self.dtype = int(chunk_size), dtype
+        self.loss_chunk_size = loss_chunk_size
         self.names = [n for n, _ in model.named_parameters()]
 
     def value(self) -> float:
-        """``||r||^2``, the loss at the current parameters (no graph)."""
-        with torch.no_grad():
-            terms = loss_terms(self.model, self.problem, self.batch, self.engine, self.plans)
-            return float(weighted_loss(terms, self.problem, self.pde_weight))
+        """``||r||^2``, the loss at the current parameters, over chunks of ``loss_chunk_size`` points
+        (:func:`accumulate_loss`; no graph is kept; the autograd engine builds each chunk's derivatives)."""
+        with torch.set_grad_enabled(self.engine == "autograd"):
+            if fits_one_chunk(self.batch, self.loss_chunk_size):
+                terms = loss_terms(self.model, self.problem, self.batch, self.engine, self.plans)
+                return float(weighted_loss(terms, self.problem, self.pde_weight).detach())
+            _, loss = accumulate_loss(self.model, self.problem, self.batch, self.pde_weight, self.engine, self.plans,
+                                      self.loss_chunk_size)
+            return float(loss)
 
     def _chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Scaled ``(J, r)`` chunk by chunk: set by set (PDE, then conditions), unit by unit."""

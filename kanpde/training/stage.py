@@ -186,8 +186,10 @@ class SymbolicFailed(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """A non-finite loss stopped training; ``model`` holds the last parameters with a finite loss."""
+    """A stage diverged (a non-finite loss, or one far above the stage's best); ``model`` holds the
+    parameters of the stage's best loss, ``stage`` the index of the diverged stage (the stages before it
+    finished normally)."""
 
-    def __init__(self, message: str, model: nn.Module, history: History, seconds: float) -> None:
+    def __init__(self, message: str, model: nn.Module, history: History, seconds: float, stage: int = -1) -> None:
         super().__init__(message)
-        self.model, self.history, self.seconds = model, history, seconds
+        self.model, self.history, self.seconds, self.stage = model, history, seconds, stage

@@ -18,7 +18,7 @@ import torch
 from kanpde import KAN, load_run
 from kanpde.app.checkpoint import LOCK_NAME, finished_run, output_lock, resume_state, run_id
 from kanpde.app.config import ConfigError
-from kanpde.app.run import run
+from kanpde.app.run import RunFailed, run
 from tests.helpers import CALLABLES, CRAFTED, SineLine, fast_cfg, spy_on_callables
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
@@ -301,3 +301,29 @@ def test_resume_after_kill_9_gives_the_uninterrupted_result(uninterrupted, tmp_p
     resumed = run(fast_cfg(STAGES, "resume=true"), tmp_path, on_stage_end=lambda n, s, m, h: seen.append((n, s)))
     assert seen[0] == ("model", 2)
     assert resumed["mse"] == full["mse"] and resumed["baseline"]["mse"] == full["baseline"]["mse"]
+
+
+def test_diverged_stage_keeps_the_good_checkpoint_and_resume_continues(uninterrupted, tmp_path: Path) -> None:
+    """A NaN in the baseline after its stage 0 makes its stage 1 diverge: baseline_checkpoint.pt stays the
+    stage-0 one (it used to be overwritten by the diverged model, so resume=true started over), and
+    resume=true continues from it to the uninterrupted result, bit for bit."""
+    full_dir, full = uninterrupted
+
+    def poison(name: str, stage: int, model, history) -> None:
+        if (name, stage) == ("baseline", 0):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+
+    out = tmp_path / "cut"
+    with pytest.raises(RunFailed, match="non-finite loss"):
+        run(fast_cfg(STAGES), out, on_stage_end=poison)
+    assert json.loads((out / "metrics.json").read_text())["baseline"]["status"] == "diverged"
+    ckpt = torch.load(out / "baseline_checkpoint.pt")
+    assert ckpt["stage"] == 0 and all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values())
+    seen: list[tuple[str, int]] = []
+    resumed = run(fast_cfg(STAGES, "resume=true"), out, on_stage_end=lambda n, s, m, h: seen.append((n, s)))
+    assert seen == [("baseline", 1), ("baseline", 2)]
+    for key in ("l2", "l2_rel", "h1", "linf", "mse", "n_params"):
+        assert resumed["baseline"][key] == full["baseline"][key], key
+        assert resumed[key] == full[key], key

@@ -165,6 +165,10 @@ CONFIG_ERRORS = [
     (["trainer.pde_weight=-1"], r"trainer.pde_weight=-1 must be a finite number >= 0"),
     (["trainer.pde_weight=nan"], r"trainer.pde_weight=nan must be a finite number >= 0"),
     (["trainer.pde_weight=inf"], r"trainer.pde_weight=inf must be a finite number >= 0"),
+    (["trainer.divergence_factor=1"], r"trainer.divergence_factor must be a number > 1 or null"),
+    (["trainer.divergence_factor=abc"], r"trainer.divergence_factor must be a number > 1 or null"),
+    (["trainer.chunk_size=0"], r"trainer.chunk_size must be a positive integer or null"),
+    (["trainer.chunk_size=1.5"], r"trainer.chunk_size must be a positive integer or null"),
 ]
 
 

@@ -16,7 +16,7 @@ import sympy
 import torch
 
 from kanpde import MLP, Box, Dirichlet, Problem, load_run, trapezoid_weights
-from kanpde.app.config import ConfigError
+from kanpde.app.config import ConfigError, build_spec
 from kanpde.app.run import RunFailed, run
 from kanpde.models.hard import HardDirichlet
 from kanpde.models.symbolic import SymbolicKAN
@@ -106,6 +106,25 @@ def test_diverged_run_still_writes_outputs(tmp_path: Path) -> None:
     loaded = load_run(tmp_path)
     assert all(bool(torch.isfinite(p).all()) for p in loaded.model.parameters())
     assert len(loaded.main.history["loss"]) == 1
+
+def test_runaway_learning_rate_is_a_diverged_run_with_the_best_model(tmp_path: Path) -> None:
+    """Adam at lr=1e6 on the fast preset: finite losses far above the stage's best stop the run as diverged
+    (status and message in metrics.json); the saved model is the best-loss one (the start of stage 1: for
+    an MLP, which has no grid to adapt, the model as built)."""
+    cfg = fast_cfg("trainer.optimizers.adam.lr=1e6", "model=mlp", "baseline=null")
+    with pytest.raises(RunFailed, match="exceeds divergence_factor"):
+        run(cfg, output_dir=tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "diverged" and "diverged: loss" in saved["failure"]
+    assert not (tmp_path / "checkpoint.pt").exists()  # no stage finished: nothing to resume from
+    loaded = load_run(tmp_path)
+    assert len(loaded.main.history["loss"]) == 1
+    spec = build_spec(cfg, tmp_path / "spec", "id")
+    torch.manual_seed(spec.seed)  # as the run builds its model before training
+    initial = spec.models[0].make(spec.dtype, spec.device)
+    for name, value in initial.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+
 
 # -- options of a run -----------------------------------------------------------------------------------------
 

@@ -410,3 +410,90 @@ def test_only_one_stage_may_restart_and_a_resume_never_starts_inside_the_block(p
         fit(tiny_kan(), problem, [Stage(ADAM, 1, restarts=2), Stage(ADAM, 1, restarts=2)], **POINTS)
     with pytest.raises(ValueError, match="inside the restart block"):
         fit(tiny_kan(), problem, [Stage(ADAM, 1), Stage(ADAM, 1, restarts=2)], start_stage=1, history=History(), **POINTS)
+
+
+# -- divergence above the stage's best ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [tiny_kan, lambda: MLP([2, 8, 1], dtype=F64)], ids=["kan", "mlp"])
+def test_runaway_learning_rate_stops_as_diverged_with_the_best_model(problem: Poisson2D, make) -> None:
+    """Adam at lr=1e6: the loss stays finite (1e12 .. 1e37) but leaves the stage's best far behind; the
+    stage stops at the first step above divergence_factor x the best and keeps the best-loss parameters
+    (here the initial ones). With divergence_factor=None the same fit ends 'normally' with that loss."""
+    torch.manual_seed(0)
+    model = make()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    stages = [Stage(functools.partial(torch.optim.Adam, lr=1e6), 5, update_grid=False)]
+    with pytest.raises(TrainingDiverged, match="exceeds divergence_factor") as info:
+        fit(model, problem, stages, **POINTS)
+    exc = info.value
+    assert exc.stage == 0 and len(exc.history.steps) == 1
+    assert all(torch.equal(v, initial[k]) for k, v in exc.model.state_dict().items())
+    model.load_state_dict(initial)
+    result = fit(model, problem, stages, divergence_factor=None, **POINTS)
+    assert math.isfinite(result.history.stages[-1]["loss"])
+    assert result.history.stages[-1]["loss"] > 1e6 * result.history.steps[0]["loss"]
+
+
+class Blowup(torch.optim.SGD):
+    """Scales the parameters by ``factor`` each step (finite losses that rise), then writes NaN at step
+    ``poison_at``; records the parameters each step starts from."""
+
+    def __init__(self, params, factor: float, poison_at: int) -> None:
+        super().__init__(params, lr=0.0)
+        self.factor, self.poison_at, self.count, self.starts = factor, poison_at, 0, []
+
+    @torch.no_grad()
+    def step(self, closure):
+        self.starts.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        with torch.enable_grad():
+            loss = closure()
+        self.count += 1
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.mul_(self.factor) if self.count < self.poison_at else p.fill_(float("nan"))
+        return loss
+
+
+def test_after_a_nan_the_best_model_is_kept_not_the_last_finite(problem: Poisson2D) -> None:
+    """Losses rise for three steps (each below the factor), then NaN: the model kept is the one of the
+    lowest loss (the first step's start), not the last finite one."""
+    optimizers = []
+
+    def factory(params):
+        optimizers.append(Blowup(params, 3.0, 4))
+        return optimizers[-1]
+
+    model = MLP([2, 6, 1], dtype=F64)
+    with pytest.raises(TrainingDiverged, match="non-finite loss") as info:
+        fit(model, problem, [Stage(factory, 6)], **POINTS)
+    losses = [rec["loss"] for rec in info.value.history.steps]
+    assert len(losses) == 4 and losses == sorted(losses) and losses[-1] > 2 * losses[0]
+    restored = list(info.value.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(restored, optimizers[0].starts[0]))
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, -3, math.inf, True, "1e6"])
+def test_bad_divergence_factor_is_refused(problem: Poisson2D, bad) -> None:
+    with pytest.raises(ValueError, match="divergence_factor"):
+        fit(tiny_kan(), problem, [Stage(ADAM, 1)], divergence_factor=bad, **POINTS)
+
+
+# -- chunks ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["forward", "autograd"])
+@pytest.mark.parametrize("make", [tiny_kan, lambda: MLP([2, 8, 1], dtype=F64)], ids=["kan", "mlp"])
+def test_chunked_fit_equals_the_unchunked_one(problem: Poisson2D, make, engine: str) -> None:
+    """Adam and L-BFGS closures over chunks of 17 points (64 interior, 32 boundary points) follow the
+    unchunked trajectory to rounding: the same losses step by step and the same final parameters."""
+    stages = [Stage(ADAM, 3, update_grid=False), Stage(LBFGS, 2, update_grid=False)]
+    results = []
+    for chunk in (None, 17):
+        torch.manual_seed(0)
+        results.append(fit(make(), problem, stages, engine=engine, chunk_size=chunk, **POINTS))
+    (a, b) = results
+    np.testing.assert_allclose(b.history.arrays()["loss"], a.history.arrays()["loss"], rtol=1e-9, atol=0)
+    assert b.history.stages[-1]["loss"] == pytest.approx(a.history.stages[-1]["loss"], rel=1e-9)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-8, atol=1e-10)

@@ -157,6 +157,32 @@ def test_squared_residual_norm_is_the_trainers_loss(problem) -> None:
     assert float(r @ r) == pytest.approx(loss, rel=1e-12)
 
 
+@pytest.mark.parametrize("engine", ["forward", "autograd"])
+def test_chunked_lm_steps_equal_the_unchunked_ones(engine: str) -> None:
+    """JᵀJ = Σ_c J_cᵀJ_c and Jᵀr = Σ_c J_cᵀr_c over row blocks c: LM steps on a system built over chunks of
+    7 units (trial losses over chunks of 9 points) land on the parameters of the one-chunk system to
+    rounding; the two systems' normal equations agree to rounding too."""
+    problem = Poisson2D()
+    batch = _batch(problem, 61, 40)
+    ends = []
+    for chunk, loss_chunk in ((10**6, None), (7, 9)):
+        torch.manual_seed(0)
+        model = kanpde.MLP([2, 6, 5, 1], dtype=F64)
+        plans = derivative_plans(model, problem, batch, engine)
+        system = PinnLeastSquares(model, problem, batch, 0.01, engine, plans, chunk_size=chunk, loss_chunk_size=loss_chunk)
+        A, g, f = system.normal_equations()
+        opt = LevenbergMarquardt(model.parameters()).attach(system)
+        for _ in range(3):
+            opt.step()
+        ends.append(([p.detach().clone() for p in model.parameters()], A, g, f, system.value()))
+    (p0, A0, g0, f0, v0), (p1, A1, g1, f1, v1) = ends
+    torch.testing.assert_close(A1, A0, rtol=1e-12, atol=1e-12 * float(A0.abs().max()))
+    torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-12 * float(g0.abs().max()))
+    assert f1 == pytest.approx(f0, rel=1e-12) and v1 == pytest.approx(v0, rel=1e-10)
+    for a, b in zip(p0, p1):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make,steps,factor,scaling",

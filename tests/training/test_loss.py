@@ -1,5 +1,6 @@
 """kanpde.training.loss: one assembly of the PINN residuals under the loss terms (every derivative engine,
-derivative plans, the weighted sum), the least-squares system and the symbolic polish."""
+derivative plans, the weighted sum), the least-squares system, the symbolic polish and the loss accumulated
+over chunks of points."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 import torch
+from kanpde.problems.advection1d import Advection1D
 from kanpde.problems.allencahn1d import AllenCahn1D
 from kanpde.problems.kovasznay import Kovasznay
 from kanpde.problems.poisson2d import Poisson2D
@@ -20,6 +22,7 @@ from kanpde.models.symbolic import to_symbolic
 from kanpde.pde.geometry import Box
 from kanpde.training.loss import (
     PinnLeastSquares,
+    accumulate_loss,
     derivative_plans,
     residual_blocks,
     residual_sets,
@@ -148,3 +151,52 @@ def test_the_symbolic_polish_minimises_the_training_loss() -> None:
         end = float(weighted_loss(loss_terms(sym, problem, batch), problem, 0.01))
     assert math.isclose(before, start, rel_tol=1e-12) and math.isclose(after, end, rel_tol=1e-12)
     assert after < before
+
+
+# -- chunked accumulation (bounded memory) -------------------------------------------------------------------
+
+
+def _models(problem: Problem) -> list[nn.Module]:
+    torch.manual_seed(1)
+    return [perturb(KAN([problem.dim, 4, problem.n_outputs], grid_size=5, noise_scale=1.0, dtype=D)),
+            perturb(MLP([problem.dim, 8, 8, problem.n_outputs], dtype=D))]
+
+
+@pytest.mark.parametrize("engine", ["forward", "autograd"])
+@pytest.mark.parametrize("problem", [Poisson2D, Advection1D, Kovasznay], ids=["poisson2d", "advection1d", "kovasznay"])
+def test_accumulated_loss_and_gradient_equal_the_unchunked_ones(problem, engine: str) -> None:
+    """Chunks of 7 points (periodic pairs: 3 units; odd remainders) give the unchunked terms, loss and
+    gradient to rounding, for a KAN and an MLP, a plain Poisson problem, periodic pairs with derivatives
+    (advection1d) and a system of three residuals (kovasznay)."""
+    problem = problem()
+    batch = problem.sample(Sampler(seed=0), 61, 47).to(D, "cpu")
+    for model in _models(problem):
+        plans = derivative_plans(model, problem, batch, engine)
+        model.zero_grad(set_to_none=True)
+        terms = loss_terms(model, problem, batch, engine, plans)
+        loss = weighted_loss(terms, problem, 0.03)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        chunked, total = accumulate_loss(model, problem, batch, 0.03, engine, plans, chunk_size=7, backward=True)
+        assert set(chunked) == set(terms)
+        for k in terms:
+            assert float(chunked[k]) == pytest.approx(float(terms[k].detach()), rel=1e-12, abs=0), k
+        assert float(total) == pytest.approx(float(loss), rel=1e-12, abs=0) and not total.requires_grad
+        for p, g in zip(model.parameters(), grads):
+            torch.testing.assert_close(p.grad, g, rtol=1e-11, atol=1e-13 * float(g.abs().max()))
+        _, again = accumulate_loss(model, problem, batch, 0.03, engine, plans, chunk_size=None)
+        assert float(again) == pytest.approx(float(loss), rel=1e-13, abs=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_least_squares_value_under_the_autograd_engine_is_the_loss(chunk: int | None) -> None:
+    """The system's value (the LM's trial losses) carries the residual's derivatives under the autograd
+    engine too (it used to be evaluated without a graph, so every derivative read as zero)."""
+    problem = Poisson2D()
+    batch = problem.sample(Sampler(seed=0), 50, 20).to(D, "cpu")
+    for model in _models(problem):
+        loss = float(weighted_loss(loss_terms(model, problem, batch, "autograd"), problem, 0.01))
+        chunking = {} if chunk is None else {"loss_chunk_size": chunk}
+        system = PinnLeastSquares(model, problem, batch, 0.01, "autograd", **chunking)
+        assert system.value() == pytest.approx(loss, rel=1e-12, abs=0)
