@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor
 
+from kanpde.pde import geometry
 from kanpde.pde.geometry import Geometry
 from kanpde.pde.sampling import Sampler
 
@@ -345,3 +346,6 @@ class Difference(_Combined):
         if all(self._whole(i) for i in range(len(self.parts))):  # holes inside the base, apart
             return float(self.parts[0].volume - sum(p.volume for p in self.parts[1:]))
         return None
+
+
+geometry._CSG.update(union=Union, intersection=Intersection, difference=Difference, renamed=Renamed)

@@ -32,6 +32,10 @@ from torch import Tensor
 
 __all__ = ["Geometry", "Box"]
 
+#: The CSG classes behind ``a | b``, ``a & b``, ``a - b`` and ``renamed``: :mod:`kanpde.pde.csg` fills it
+#: when it is imported (with :mod:`kanpde.pde`), so this module does not import it back.
+_CSG: dict[str, type] = {}
+
 
 class Geometry:
     """Interface and shared code of a domain: see the module docstring. Points are NumPy ``float64`` ``(n, d)``."""
@@ -121,27 +125,19 @@ class Geometry:
         return (type(self).dirichlet_factor is not Geometry.dirichlet_factor
                 and type(self).extension is not Geometry.extension)
 
-    # -- constructive solid geometry (kanpde.pde.csg) -------------------------------------------------
+    # -- constructive solid geometry (kanpde.pde.csg, which registers its classes in _CSG) ---------------
     def __or__(self, other: Geometry) -> Geometry:
-        from kanpde.pde.csg import Union
-
-        return Union(self, other)
+        return _CSG["union"](self, other)
 
     def __and__(self, other: Geometry) -> Geometry:
-        from kanpde.pde.csg import Intersection
-
-        return Intersection(self, other)
+        return _CSG["intersection"](self, other)
 
     def __sub__(self, other: Geometry) -> Geometry:
-        from kanpde.pde.csg import Difference
-
-        return Difference(self, other)
+        return _CSG["difference"](self, other)
 
     def renamed(self, mapping: dict[str, str] | None = None, **pieces: str) -> Geometry:
         """This domain with boundary pieces renamed: ``Disk(c, r).renamed(circle="hole")``."""
-        from kanpde.pde.csg import Renamed
-
-        return Renamed(self, {**(mapping or {}), **pieces})
+        return _CSG["renamed"](self, {**(mapping or {}), **pieces})
 
     def resolve_faces(self, on: str | Sequence[str]) -> tuple[str, ...]:
         """Piece names of ``on`` (``"all"``, one name, or a list), checked against this domain."""
