@@ -20,7 +20,9 @@ from torch import nn
 
 from kanpde.app.checkpoint import checkpoint_writer, finished_run, resume_state, run_id
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
+from kanpde.app.kernels import compile_ahead
 from kanpde.evaluate import Evaluation, evaluate
+from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.io.files import atomic_path, write_json
 from kanpde.io.run_file import RunResult, save_run
@@ -82,6 +84,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     if spec.eval.every_stage:  # before the checkpoint, which then keeps the stage's errors
         checkpoint = _chain(_stage_evaluator(spec), checkpoint)
     hooks = _chain(checkpoint, on_stage_end)
+    compile_ahead(model, spec.fit_problem, spec.engine, spec.pde_weight)  # not in the timed training
     try:
         result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
@@ -95,6 +98,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
 
 def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
                         on_stage_end: StageHook | None) -> tuple[RunResult, str | None]:
+    compiled = compile_seconds()
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end)
     evaluation = _evaluate(model, spec)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
@@ -105,7 +109,8 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         metrics["formula"] = formula_text(model, spec.problem.coords).strip()
         log.info("%s formula: %s", model_spec.name, metrics["formula"])
     metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
-    metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
+    metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds,
+                   compile_seconds=compile_seconds() - compiled, model=label,
                    problem=spec.problem.name, status="diverged" if failure else "ok")
     return RunResult(label, model, history, evaluation, metrics), failure
 

@@ -2,14 +2,19 @@
 hard-constraint wrapper, and symbolic KANs (:mod:`kanpde.models.symbolic`, imported on use: SymPy).
 
 Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU kernels
-(:mod:`kanpde.models._kernels`) are private to this package: :func:`warm_up` starts them and
-:func:`tensor_path` turns them off in a block (plain torch operations instead).
+(:mod:`kanpde.models._kernels`) are private to this package: :func:`warm_up` starts them,
+:func:`tensor_path` turns them off in a block (plain torch operations instead), :func:`fused_available`
+says where they apply, and :func:`compile_seconds` / :func:`compiled_kernels` / :func:`kernels_cached` tell
+how much of this thread's time went into compiling them (training clocks leave it out).
 """
 
-from kanpde.models._kernels import tensor_path, warm_up
+from kanpde.models._kernels import (
+    compile_seconds, compiled_kernels, fused_available, kernels_cached, tensor_path, warm_up,
+)
 from kanpde.models.hard import HardDirichlet
 from kanpde.models.kan import KAN, KANLinear
 from kanpde.models.mlp import MLP
 from kanpde.models.protocol import module_dtype_device, rewrap, unwrap
 
-__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path"]
+__all__ = ["KAN", "KANLinear", "MLP", "HardDirichlet", "unwrap", "rewrap", "module_dtype_device", "warm_up", "tensor_path",
+           "compile_seconds", "compiled_kernels", "fused_available", "kernels_cached"]

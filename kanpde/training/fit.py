@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan
+from kanpde.models import compile_seconds
 from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device, rewrap, unwrap
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.loss import PinnLeastSquares, derivative_plans, loss_terms, weighted_loss
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _clock() -> float:
+    """Training time: wall time less what this thread spent compiling CPU kernels (first use after installing)."""
+    return time.perf_counter() - compile_seconds()
 
 
 def _interpret(
@@ -176,7 +182,7 @@ def _diverged(state: _StageState, run: _Run, good: dict[str, Tensor], loss: floa
     state.model.load_state_dict(good)
     return TrainingDiverged(
         f"non-finite loss ({loss}) {where}; the model was restored to its last parameters with a finite loss",
-        state.model, run.history, time.perf_counter() - run.start,
+        state.model, run.history, _clock() - run.start,
     )
 
 
@@ -219,7 +225,7 @@ def _run_steps(run: _Run, state: _StageState) -> dict[str, Tensor]:
         last_good = before
         global_step = len(run.history.steps)
         run.history.steps.append(
-            {"stage": float(state.index), "step": float(global_step), "time": time.perf_counter() - run.start, **recorded}
+            {"stage": float(state.index), "step": float(global_step), "time": _clock() - run.start, **recorded}
         )
         run.report("step", state.index, step + 1, stage.steps, recorded["loss"], state.description)
     return last_good
@@ -244,7 +250,7 @@ def _finish_stage(run: _Run, state: _StageState, last_good: dict[str, Tensor]) -
             "n_params": sum(p.numel() for p in state.model.parameters()),
             "n_interior": state.want[0],
             "n_boundary": state.want[1],
-            "seconds": time.perf_counter() - state.started,
+            "seconds": _clock() - state.started,
             "loss": final_loss,
             **final,
             **state.changes,
@@ -292,11 +298,11 @@ def fit(
         raise ValueError(f"start_stage={start_stage} needs 0 <= start_stage <= {len(stages)} and a history iff > 0")
     dtype, device = module_dtype_device(model)
     history = history if history is not None else History()
-    start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
+    start = _clock() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
                engine, progress, history, start)
     for index, stage in enumerate(stages):
-        started = time.perf_counter()
+        started = _clock()
         want = run.draw(index, stage, dtype, device)
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
@@ -306,4 +312,4 @@ def fit(
         model = state.model
         if on_stage_end:
             on_stage_end(index, model, history)
-    return FitResult(model, history, time.perf_counter() - start)
+    return FitResult(model, history, _clock() - start)
