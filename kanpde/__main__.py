@@ -45,13 +45,15 @@ def _fmt(value: Any) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A side-by-side text table of the main model's and the baseline's metrics."""
     columns = [metrics] + ([metrics["baseline"]] if "baseline" in metrics else [])
-    rows = [("model", "model"), ("params", "n_params"), ("train time [s]", "train_seconds"),
-            ("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
+    rows = [("model", "model"), ("params", "n_params"), ("train time [s]", "train_seconds")]
+    if any(m.get("compile_seconds", 0.0) >= 0.5 for m in columns):  # a first run: kernels compiled, not trained
+        rows.append(("compile [s]", "compile_seconds"))
+    rows += [("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
             ("h1_mse (H1^2)", "h1_mse")]
     lines = []
     for label, key in rows:
         cells = [f"{label:<15}"] + [
-            f"{(f'{m[key]:.1f}' if key == 'train_seconds' else _fmt(m[key])):>12}" for m in columns
+            f"{(f'{m[key]:.1f}' if key.endswith('_seconds') else _fmt(m[key])):>12}" for m in columns
         ]
         lines.append(" ".join(cells))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
 from torch import nn
 
+from kanpde.app.problem_file import class_path, is_file_target, load_class
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
 from kanpde.models import HardDirichlet, warm_up
 from kanpde.models.protocol import is_edge_model
@@ -321,9 +322,40 @@ def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.d
     return model.to(dtype=dtype, device=device)
 
 
+def _problem_node(cfg: DictConfig) -> Any:
+    """``cfg.problem``; for a user's file (``problem._target_=path/to/my_pde.py:MyProblem``) the file is loaded
+    (:mod:`kanpde.app.problem_file`; a relative path from where the command started) and the node names
+    the class it defines."""
+    node = cfg.problem
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not is_file_target(target):
+        return node
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    try:
+        cls = load_class(target, get_original_cwd() if HydraConfig.initialized() else None)
+    except ValueError as exc:
+        raise ConfigError(f"problem._target_={target}: {exc}") from None
+    node = node.copy()
+    node._target_ = f"{cls.__module__}.{cls.__qualname__}"
+    return node
+
+
+def _recorded_config(cfg: DictConfig) -> str:
+    """The resolved configuration a run stores; a problem from a file is recorded by its class path
+    (``kanpde_user.<stem>:<Class>``, :func:`~kanpde.app.problem_file.class_path`), never by the file."""
+    target = cfg.problem.get("_target_") if isinstance(cfg.get("problem"), DictConfig) else None
+    if not is_file_target(target):
+        return OmegaConf.to_yaml(cfg, resolve=True)
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data["problem"]["_target_"] = class_path(target)
+    return OmegaConf.to_yaml(data)
+
+
 def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
     """The configured problem, and the problem trained on (without the hard-constrained conditions)."""
-    problem = _instantiate(cfg.problem, "problem")
+    problem = _instantiate(_problem_node(cfg), "problem")
     if not isinstance(problem, Problem):
         raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
     if not problem.has_exact:
@@ -461,7 +493,7 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
                       bool(cfg.eval.get("every_stage", False))),
         output=OutputSpec(bool(cfg.output.figures), bool(cfg.output.checkpoint), bool(cfg.output.get("activations", False))),
         resume=bool(cfg.get("resume", False)),
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        config_yaml=_recorded_config(cfg),
         divergence_factor=divergence_factor,
         chunk_size=chunk_size,
     )

@@ -27,7 +27,9 @@ from kanpde.app.checkpoint import (
     check_checkpoints, checkpoint_path, checkpoint_writer, finished_run, output_lock, resume_state, run_id,
 )
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
+from kanpde.app.kernels import compile_ahead
 from kanpde.evaluate import Evaluation, evaluate
+from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.io.files import atomic_path, write_json
 from kanpde.io.run_file import RunResult, save_run
@@ -99,6 +101,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     if spec.eval.every_stage:  # before the checkpoint, which then keeps the stage's errors
         checkpoint = _chain(_stage_evaluator(spec), checkpoint)
     hooks = _chain(checkpoint, on_stage_end)
+    compile_ahead(model, spec.fit_problem, spec.engine, spec.pde_weight)  # not in the timed training
     try:
         result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
@@ -135,6 +138,7 @@ def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, hi
 
 def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
                         on_stage_end: StageHook | None) -> tuple[RunResult, str | None]:
+    compiled = compile_seconds()
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end)
     evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure)
     for message in evaluation.messages:
@@ -156,8 +160,8 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message
     untrusted = any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
     status = ("incomplete" if untrusted else "ok") if failure is None else "symbolic_failed" if symbolic_failed else "diverged"
-    metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds, model=label,
-                   problem=spec.problem.name, status=status)
+    metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds,
+                   compile_seconds=compile_seconds() - compiled, model=label, problem=spec.problem.name, status=status)
     if failure is not None:
         metrics["failure"] = str(failure)
     if evaluation.messages:  # which metrics are null and why

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from kanpde.models._kernels import under_transform
+
 __all__ = [
     "uniform_grid",
     "adaptive_grid",
@@ -221,7 +223,13 @@ def knot_interval(xt: Tensor, grid: Tensor) -> Tensor:
     all-zero interval per input makes them vanish.
     """
     n_knots = grid.shape[1]
-    mu = torch.searchsorted(grid.contiguous(), xt.contiguous(), right=True) - 1  # (in, n), -1 .. K-1
+    if under_transform():
+        # Inside vmap/jacrev (the Levenberg-Marquardt Jacobians, a point or a few per call) the batching
+        # rule hands searchsorted a non-contiguous physical tensor whatever the logical layout, and torch
+        # warns of the copy; counting the knots <= x is the same index (NaN: none, -1, as below).
+        mu = (xt.unsqueeze(-1) >= grid.unsqueeze(1)).sum(-1) - 1  # (in, n, K) -> (in, n)
+    else:
+        mu = torch.searchsorted(grid.contiguous(), xt.contiguous(), right=True) - 1  # (in, n), -1 .. K-1
     return torch.where(mu < 0, n_knots - 1, mu)
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan
+from kanpde.models import compile_seconds
 from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device, rewrap, unwrap
 from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 DIVERGENCE_FACTOR = 1e6
 # Points per chunk of the loss and its gradient: one chunk's graph is what training holds in memory.
 CHUNK_SIZE = 32768
+
+
+def _clock() -> float:
+    """Training time: wall time less what this thread spent compiling CPU kernels (first use after installing)."""
+    return time.perf_counter() - compile_seconds()
 
 
 @dataclass
@@ -201,7 +207,7 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
                     f"snap rejected: edge {worst['in']}->{worst['out']} of layer {worst['layer']} fits {worst['name']} "
                     f"with R^2 {worst['r2']:.4g} < min_r2 {gates['min_r2']:g} (loss before the snap "
                     f"{changes['loss_before_snap']:.3e}); the network was kept unsnapped",
-                    before, run.history, time.perf_counter() - run.start)
+                    before, run.history, _clock() - run.start)
             model = rewrap(model, net)
         if polish:
             changes["polish"] = polish_affine(model, problem, batch, run.pde_weight)
@@ -231,7 +237,7 @@ def _check_snapped(run: _Run, state: _StageState, loss: float) -> None:
 
         formula = formula_text(net, run.problem.coords).strip()
     raise SymbolicFailed(f"snapped model rejected after {state.description}: {'; '.join(failed)}", state.model,
-                         run.history, time.perf_counter() - run.start, formula)
+                         run.history, _clock() - run.start, formula)
 
 
 def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: tuple[int, int], started: float) -> _StageState:
@@ -285,7 +291,7 @@ def _diverged(state: _StageState, run: _Run, best: _Best, loss: float, where: st
     kept = f"its best loss ({best.loss:.3e})" if math.isfinite(best.loss) else "the stage's start"
     return TrainingDiverged(
         f"diverged: {what} {where}; the model was restored to the parameters of {kept}",
-        state.model, run.history, time.perf_counter() - run.start, state.index,
+        state.model, run.history, _clock() - run.start, state.index,
     )
 
 
@@ -328,7 +334,7 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
         best.offer(recorded["loss"], before)
         global_step = len(run.history.steps)
         run.history.steps.append(
-            {"stage": float(state.index), "step": float(global_step), "time": time.perf_counter() - run.start, **recorded}
+            {"stage": float(state.index), "step": float(global_step), "time": _clock() - run.start, **recorded}
         )
         run.report("step", state.index, step + 1, stage.steps, recorded["loss"], state.description)
     return best
@@ -358,7 +364,7 @@ def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
             "n_params": sum(p.numel() for p in state.model.parameters()),
             "n_interior": state.want[0],
             "n_boundary": state.want[1],
-            "seconds": time.perf_counter() - state.started,
+            "seconds": _clock() - state.started,
             "loss": final_loss,
             **final,
             **state.changes,
@@ -437,7 +443,7 @@ def fit(
         problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
         model = WithUnknowns(model, problem.unknowns.to(dtype=dtype, device=device))
     history = history if history is not None else History()
-    start = time.perf_counter() - sum(float(s["seconds"]) for s in history.stages)
+    start = _clock() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
                engine, progress, history, start, None if divergence_factor is None else float(divergence_factor),
                chunk_size)
@@ -448,7 +454,7 @@ def fit(
         if on_stage_end:
             on_stage_end(restart_at, model, run.history)
     model = _train_stages(run, model, first, dtype, device, start_stage, on_stage_end)
-    return FitResult(_without_unknowns(model), run.history, time.perf_counter() - start)
+    return FitResult(_without_unknowns(model), run.history, _clock() - start)
 
 
 def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, device: torch.device, start_stage: int,
@@ -460,7 +466,7 @@ def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, d
             continue
         if last is not None and index > last:
             break
-        started = time.perf_counter()
+        started = _clock()
         want = run.draw(index, stage, dtype, device)
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
@@ -533,7 +539,7 @@ def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run
     summary = chosen.history.stages[-1]
     summary["restarts"], summary["restart"] = losses, losses.index(loss)
     # every candidate's time counts: the stage's seconds hold the others' too, so the stage seconds sum up
-    summary["seconds"] = float(summary["seconds"]) + (time.perf_counter() - run.start) - sum(
+    summary["seconds"] = float(summary["seconds"]) + (_clock() - run.start) - sum(
         float(s["seconds"]) for s in chosen.history.stages)
     log.info("restarts: losses %s; candidate %d goes on", ["failed" if v is None else f"{v:.3e}" for v in losses],
              summary["restart"] + 1)

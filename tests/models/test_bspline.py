@@ -4,6 +4,7 @@ against the dense Cox–de Boor basis (float64)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -331,3 +332,24 @@ def test_conversion_matrix_gives_the_spline_per_interval(k: int) -> None:
     got = sum(poly[:, d].gather(1, mu) * u**d for d in range(k + 1))
     want = (bspline_basis(x, grid, k) * coef).sum(-1).T  # (in, n)
     assert (got - want).abs().max() < 1e-12
+
+
+def test_knot_interval_under_vmap_matches_and_does_not_warn() -> None:
+    """Inside torch.func transforms (the LM Jacobians) the interval index is the same as outside, NaN and
+    points outside the knots included, and torch's non-contiguous searchsorted warning never fires."""
+    from torch.func import vmap
+
+    from kanpde.models.bspline import knot_interval
+
+    grid = torch.tensor([[-1.0, -0.5, 0.0, 0.25, 1.0], [-2.0, -1.0, 0.0, 1.0, 2.0]], dtype=torch.float64)
+    x = torch.tensor([[-1.5, -1.0, -0.7, 0.0, 0.3, 0.99, 1.0, 3.0, float("nan")]] * 2, dtype=torch.float64)
+    plain = knot_interval(x, grid)
+    warn_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch's warn-once message every time, whatever ran before
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            batched = vmap(lambda col: knot_interval((col.unsqueeze(0) * 1.0).T * 1.0, grid).squeeze(-1))(x.T.contiguous())
+    finally:
+        torch.set_warn_always(warn_always)
+    assert torch.equal(batched.T, plain)

@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ try:  # numba is a dependency, but the torch path must keep working without it
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["fused_available", "tensor_path", "under_transform", "warm_up"]
+__all__ = ["fused_available", "tensor_path", "under_transform", "warm_up", "compile_seconds", "compiled_kernels",
+           "kernels_cached"]
 
 _log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ def warm_up() -> bool:
     model's timed training does not pay for it. Returns whether the CPU kernels are in use."""
     if not fused_available():
         return False
+    kernels_cached()  # the cache's state before this process adds to it
     from kanpde.models._kernels.spline import knot_tables  # the kernel modules import this one
 
     knot_tables(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
@@ -100,22 +103,65 @@ def warm_up() -> bool:
 _KERNELS: dict[tuple, tuple] = {}
 
 
+_COMPILE = threading.local()  # per thread: seconds in kernels' first calls, and how many of them compiled
+
+
+def compile_seconds() -> float:
+    """Seconds this thread has spent so far in the kernels' first calls: compiling them, or loading them
+    from numba's disk cache (tens of seconds on the first run after installing, a fraction of a second
+    later). Training clocks subtract it (:mod:`kanpde.training.fit`), so compilation is never counted as
+    training time."""
+    return getattr(_COMPILE, "seconds", 0.0)
+
+
+def compiled_kernels() -> int:
+    """How many kernels this thread has compiled (not found in numba's cache) so far."""
+    return getattr(_COMPILE, "misses", 0)
+
+
+def kernels_cached() -> bool | None:
+    """Whether numba's disk cache held any of these kernels when this process first used them (``False``
+    on the first run after installing: the run is about to compile them); ``None`` where that cannot be
+    told."""
+    if "cached" not in _CACHE_STATE:
+        _CACHE_STATE["cached"] = _cache_has_kernels()
+    return _CACHE_STATE["cached"]
+
+
+_CACHE_STATE: dict[str, bool | None] = {}
+
+
+def _cache_has_kernels() -> bool | None:
+    if numba is None:
+        return None
+    try:
+        from kanpde.models._kernels.spline import _search_tables
+
+        return any(Path(_search_tables._cache._cache_path).glob("*.nbi"))
+    except Exception:  # numba's cache layout is its own business: no answer rather than a wrong one
+        return None
+
+
 def _logged(kernel, what: str):
-    """``kernel`` whose first call says, in the log, when it had to be compiled (not found in the cache):
-    the first run after installing spends tens of seconds there, and a stage that takes that long for
-    no visible reason would look like a hang."""
-    state = {"first": True}
+    """``kernel`` whose calls that compile a new specialisation (or load it from numba's cache) are timed
+    into :func:`compile_seconds`, and logged when numba had to compile it: the first run after installing
+    spends tens of seconds there."""
 
     def call(*args):
-        if not state["first"]:
-            return kernel(*args)
-        state["first"] = False
+        known = len(kernel.overloads)
         start = time.perf_counter()
-        result = kernel(*args)
-        if sum(kernel.stats.cache_misses.values()):
-            _log.info("compiled the %s kernel in %.1f s (kept in numba's cache for later runs)", what, time.perf_counter() - start)
-        return result
+        try:
+            return kernel(*args)
+        finally:
+            if len(kernel.overloads) != known:
+                elapsed = time.perf_counter() - start
+                _COMPILE.seconds = compile_seconds() + elapsed
+                if sum(kernel.stats.cache_misses.values()) > getattr(call, "misses", 0):
+                    call.misses = sum(kernel.stats.cache_misses.values())
+                    _COMPILE.misses = compiled_kernels() + 1
+                    _log.debug("compiled the %s kernel in %.1f s (kept in numba's cache for later runs)", what, elapsed)
 
+    call.dispatcher = kernel
     return call
 
 

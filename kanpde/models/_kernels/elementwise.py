@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from kanpde.derivatives.jet import DerivativePlan
-from kanpde.models._kernels import _blocks, _built, _entry_arrays, _np, numba
+from kanpde.models._kernels import _blocks, _built, _entry_arrays, _logged, _np, numba
 from kanpde.models.activations import activation_derivatives, activation_third
 
 if numba is not None:
@@ -55,6 +55,10 @@ if numba is not None:
             a3[j] = -2.0 * (d1 * d1 + v * d2)
 
 
+    _SILU_JET = _logged(_silu_jet, "silu")
+    _TANH_JET = _logged(_tanh_jet, "tanh")
+
+
 def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """The base activation and its first three derivatives at ``xt``, without a graph (the kernel's
     backward applies them itself); ``None`` for an activation without a third-derivative formula.
@@ -65,14 +69,14 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
             t = torch.tanh(xt).contiguous()
             acts = (t, *(torch.empty_like(t) for _ in range(3)))
             _blocks(t.numel())
-            _tanh_jet(t.view(-1).numpy(), *(a.view(-1).numpy() for a in acts[1:]))
+            _TANH_JET(t.view(-1).numpy(), *(a.view(-1).numpy() for a in acts[1:]))
             return acts
         if type(module) is torch.nn.SiLU and numba is not None and xt.device.type == "cpu":
             z = xt.detach().contiguous()
             sig = torch.sigmoid(z)
             acts = tuple(torch.empty_like(z) for _ in range(4))
             _blocks(z.numel())  # the thread count
-            _silu_jet(z.view(-1).numpy(), sig.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
+            _SILU_JET(z.view(-1).numpy(), sig.view(-1).numpy(), *(a.view(-1).numpy() for a in acts))
             return acts
         a0, a1, a2 = activation_derivatives(module, xt, 2)
         a3 = activation_third(module, xt, a0, a1, a2)

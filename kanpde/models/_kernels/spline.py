@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from kanpde.derivatives.jet import DerivativePlan, Jet
-from kanpde.models._kernels import _blocks, _built, _entry_arrays, _np, fused_available, numba
+from kanpde.models._kernels import _blocks, _built, _entry_arrays, _logged, _np, fused_available, numba
 from kanpde.models._kernels.elementwise import activation_jet
 
 if numba is not None:
@@ -125,6 +125,9 @@ if numba is not None:
                     mu += 1
                 buckets[i, b] = mu
         return buckets, scale
+
+
+    _SEARCH_TABLES = _logged(_search_tables, "knot search tables")
 
 
 def _make_kernels(k1: int, m: int, p: int, entries: tuple[tuple[int, int, int], ...], network_input: bool, has_s: bool):
@@ -301,7 +304,7 @@ def knot_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the kernels need of the knots ``grid`` ``(in, K)``: a numpy view of them and their bucket
     tables (:func:`_search_tables`). It depends on the knots only: the layer keeps it with them."""
     grid_np = grid.detach().contiguous().numpy()
-    return (grid_np, *_search_tables(grid_np))
+    return (grid_np, *_SEARCH_TABLES(grid_np))
 
 
 @functools.lru_cache(maxsize=256)
@@ -434,6 +437,8 @@ def kan_layer_jet(layer: KANLinear, jet: Jet, plan: DerivativePlan) -> Jet | Non
     base activation has no third-derivative formula (the kernel's input gradient needs it); the layer
     then takes its tensor path."""
     xt = jet.value
+    if plan.order == 0:  # values only (e.g. Dirichlet data): the layer's plain forward, no kernel to compile
+        return None
     if not fused_available(xt, jet.first, jet.second, layer.spline_weight):
         return None
     acts = activation_jet(layer.base_activation, xt)
