@@ -56,6 +56,11 @@ def format_table(metrics: dict[str, Any]) -> str:
             f"{(f'{m[key]:.1f}' if key.endswith('_seconds') else _fmt(m[key])):>12}" for m in columns
         ]
         lines.append(" ".join(cells))
+    for name, entry in (metrics.get("unknowns") or {}).items():  # an inverse problem's learned scalars
+        if "value" in entry:
+            cells = [_fmt((m.get("unknowns") or {}).get(name, {}).get("value")) for m in columns]
+            true = f"   (true {_fmt(entry['true'])})" if "true" in entry else ""
+            lines.append(" ".join([f"{name:<15}"] + [f"{c:>12}" for c in cells]) + true)
     return "\n".join(lines)
 
 

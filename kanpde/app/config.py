@@ -464,6 +464,9 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
     except ValueError as exc:
         raise ConfigError(f"problem check: {exc}") from None
     stages = build_stages(cfg.trainer)
+    if problem.unknowns is not None and bool(cfg.get("resume", False)):
+        raise ConfigError(f"resume=true is not available for {type(problem).__name__}: its unknowns are not kept in "
+                          "checkpoints; run it again without resume")
     n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
     pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")
     divergence_factor, chunk_size = _trainer_limits(cfg.trainer)

@@ -8,6 +8,7 @@ both, and writes ``solution.h5`` (+ XDMF), ``metrics.json``, figures and checkpo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -31,6 +32,7 @@ from kanpde.app.kernels import compile_ahead
 from kanpde.evaluate import Evaluation, evaluate
 from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
+from kanpde.pde import Problem, Sampler
 from kanpde.io.files import atomic_path, write_json
 from kanpde.io.run_file import RunResult, save_run
 from kanpde.io.xdmf import write_xdmf
@@ -87,8 +89,9 @@ def _stage_evaluator(spec: RunSpec) -> StageHook:
 
 
 def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
-           on_stage_end: StageHook | None) -> tuple[nn.Module, History, float, Exception | None]:
-    """Build (or resume) one model and fit it; returns the model, history, seconds and the failure, if any."""
+           on_stage_end: StageHook | None, problem: Problem) -> tuple[nn.Module, History, float, Exception | None]:
+    """Build (or resume) one model and fit it on ``problem``; returns the model, history, seconds and the
+    failure, if any."""
     name = model_spec.name
     torch.manual_seed(spec.seed)
     model = model_spec.make(spec.dtype, spec.device)
@@ -101,9 +104,9 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     if spec.eval.every_stage:  # before the checkpoint, which then keeps the stage's errors
         checkpoint = _chain(_stage_evaluator(spec), checkpoint)
     hooks = _chain(checkpoint, on_stage_end)
-    compile_ahead(model, spec.fit_problem, spec.engine, spec.pde_weight)  # not in the timed training
+    compile_ahead(model, problem, spec.engine, spec.pde_weight)  # not in the timed training
     try:
-        result = fit(model, spec.fit_problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
+        result = fit(model, problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
                      on_stage_end=hooks, start_stage=start_stage, history=history,
                      divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size)
@@ -139,7 +142,9 @@ def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, hi
 def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
                         on_stage_end: StageHook | None) -> tuple[RunResult, str | None]:
     compiled = compile_seconds()
-    model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end)
+    # an inverse problem's unknowns are trained in place: every model learns them from their declared start
+    problem = spec.fit_problem if spec.fit_problem.unknowns is None else copy.deepcopy(spec.fit_problem)
+    model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end, problem)
     evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure)
     for message in evaluation.messages:
         log.warning("%s: %s", model_spec.name, message)
@@ -166,7 +171,38 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         metrics["failure"] = str(failure)
     if evaluation.messages:  # which metrics are null and why
         metrics["messages"] = list(evaluation.messages)
+    if problem.unknowns is not None:
+        metrics["unknowns"] = unknowns_report(problem)
+        log.info("%s learned %s", model_spec.name, ", ".join(f"{k} = {v['value']:.6g}" for k, v in metrics["unknowns"].items()
+                                                            if "value" in v))
     return RunResult(label, model, history, evaluation, metrics), None if failure is None else f"{model_spec.name}: {failure}"
+
+
+def unknowns_report(problem: Problem, n: int = 4096) -> dict[str, dict[str, Any]]:
+    """The learned unknowns of an inverse problem: each scalar's ``value`` (and ``true``, ``rel_error`` where
+    the problem gives the true value), each field's relative L2 error against its ``true`` function on ``n``
+    quasi-random interior points (``rel_l2_error``), or just that it was learned."""
+    unknowns = problem.unknowns
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in unknowns.values().items():
+        entry: dict[str, Any] = {"value": value}
+        true = unknowns.true.get(name)
+        if true is not None:
+            entry.update(true=true, rel_error=abs(value - true) / abs(true) if true != 0 else abs(value))
+        out[name] = entry
+    if unknowns.fields:
+        x = torch.from_numpy(problem.geometry.sample_interior(Sampler("sobol", seed=0), n))
+        for name, net in unknowns.fields.items():
+            entry = {"field": True}
+            true = unknowns.true.get(name)
+            if callable(true):
+                dtype, device = module_dtype_device(net)
+                with torch.no_grad():
+                    learned = net(x.to(dtype=dtype, device=device))[:, 0].double().cpu()
+                    exact = true(x).reshape(-1).double()
+                entry["rel_l2_error"] = float((learned - exact).norm() / exact.norm())
+            out[name] = entry
+    return out
 
 
 def _stage_metrics(history: History) -> list[dict[str, Any]]:
@@ -251,9 +287,10 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
 
 def _h5_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics as HDF5 attributes: a metric not computed (None) as NaN, the messages as one JSON string."""
-    out = {k: math.nan if v is None else v for k, v in metrics.items() if k != "messages"}
-    if "messages" in metrics:
-        out["messages"] = json.dumps(metrics["messages"])
+    out = {k: math.nan if v is None else v for k, v in metrics.items() if k not in ("messages", "unknowns")}
+    for key in ("messages", "unknowns"):  # lists and mappings as one JSON string each
+        if key in metrics:
+            out[key] = json.dumps(metrics[key])
     return out
 
 
