@@ -30,6 +30,7 @@ class Burgers1DInverse(Problem):
     """Burgers' equation with the viscosity learned from ``n_data`` noisy samples of the solution."""
 
     coords = ("x", "t")
+    reference_solution = True  # the Cole–Hopf reference of burgers1d (tests/problems/test_reference.py)
 
     def __init__(self, n_data: int = 2000, noise: float = 0.01, nu0: float = 0.05, data_seed: int = 0) -> None:
         if n_data < 1 or not noise >= 0 or not nu0 > 0:

@@ -42,7 +42,8 @@ parametrize_devices = pytest.mark.parametrize("device", DEVICES)
 
 # Constructor arguments that keep a shipped problem cheap in tests (the Allen–Cahn reference solver's
 # resolution; its accuracy at the shipped resolution is measured in tests/problems/test_reference.py).
-SMALL_PROBLEM_KWARGS = {"allencahn1d": {"n_modes": 256, "dt": 1e-3, "n_out": 101}}
+SMALL_PROBLEM_KWARGS = {"allencahn1d": {"n_modes": 256, "dt": 1e-3, "n_out": 101},
+                        "burgers1d_inverse": {"n_data": 64, "noise": 0.0}}
 SMALL_PROBLEM_OVERRIDES = {stem: [f"problem.{k}={v}" for k, v in kw.items()] for stem, kw in SMALL_PROBLEM_KWARGS.items()}
 
 # metrics.json (DESIGN.md): the norms and the keys of every model's metrics.
