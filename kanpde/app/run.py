@@ -29,7 +29,7 @@ from kanpde.app.checkpoint import (
 )
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
 from kanpde.app.kernels import compile_ahead
-from kanpde.evaluate import Evaluation, evaluate, relative_difference
+from kanpde.evaluate import NO_EXACT, Evaluation, evaluate, relative_difference
 from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.pde import Problem, Sampler
@@ -149,8 +149,8 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end, problem)
     trained = problem if problem.unknowns is not None else None  # residuals with the learned unknowns
     evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure, trained)
-    for message in evaluation.messages:
-        log.warning("%s: %s", model_spec.name, message)
+    for message in evaluation.messages:  # no exact solution is a normal case, not a warning
+        (log.info if message == NO_EXACT else log.warning)("%s: %s", model_spec.name, message)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     symbolic_failed = isinstance(failure, SymbolicFailed)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from kanpde import Box, Dirichlet, Problem, load_run, trapezoid_weights
 from kanpde.__main__ import format_table
 from kanpde.app.run import run
 from kanpde.evaluate import NO_EXACT
-from tests.helpers import NORMS, fast_cfg
+from tests.helpers import NORMS, REPO_ROOT, fast_cfg
 
 
 class SquareSource(Problem):
@@ -74,7 +77,10 @@ def test_solution_file_has_residuals_and_no_exact_fields(no_exact_run) -> None:
     pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
     pred = loaded.main(pts).double().numpy().reshape(33, 33)
     np.testing.assert_allclose(pred, loaded.main.fields["u"]["predicted"], rtol=0, atol=1e-6)
-    assert (out / "solution.xdmf").is_file()
+    import xml.etree.ElementTree as ET
+
+    grids = ET.parse(out / "solution.xdmf").getroot().iter("Grid")
+    assert all({a.get("Name") for a in g.findall("Attribute")} == {"u_predicted", "pde_residual"} for g in grids)
 
 
 def test_baseline_rel_diff_is_the_weighted_l2_difference(no_exact_run) -> None:
@@ -112,3 +118,19 @@ def test_a_run_with_an_exact_solution_reports_residuals_too(tmp_path: Path) -> N
     assert {"predicted", "exact", "error"} <= set(loaded.main.fields["u"]) and "pde" in loaded.main.residuals
     labels = [line[:15].strip() for line in format_table(metrics).splitlines()]
     assert "l2_rel" in labels and "residual rms" in labels
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_example_runs_through_the_cli(tmp_path: Path) -> None:
+    """`python -m kanpde problem=custom problem._target_=examples/no_exact.py:SquareSource`, from another directory."""
+    target = REPO_ROOT / "examples" / "no_exact.py"
+    cmd = [sys.executable, "-m", "kanpde", "problem=custom", f"problem._target_={target}:SquareSource", "debug=fast",
+           "device=cpu", "output.figures=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["l2_rel"] is None and math.isfinite(metrics["residual_rms"])
+    assert math.isfinite(metrics["baseline_rel_diff"]) and metrics["baseline"]["status"] == "ok"
+    assert "residual rms" in proc.stdout and NO_EXACT in proc.stdout and "l2_rel" not in proc.stdout
