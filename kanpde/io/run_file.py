@@ -102,8 +102,8 @@ def _write_result(group: h5py.Group, result: RunResult, coords: tuple[str, ...],
         hist.create_dataset(name, data=values)
     hist.attrs["stages"] = json.dumps(result.history.stages, default=json_default)
     metrics = group.create_group("metrics")
-    for key, value in result.metrics.items():
-        metrics.attrs[key] = value
+    for key, value in result.metrics.items():  # a metric not computed as NaN, a mapping or list as JSON
+        metrics.attrs[key] = np.nan if value is None else json.dumps(value) if isinstance(value, (dict, list)) else value
     model = group.create_group("model")
     model.attrs["class"] = _class_path(result.model)
     model.attrs["config"] = json.dumps(getattr(result.model, "config", {}))
