@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from kanpde.app.config import ConfigError, check_command_line
 from kanpde.app.run import RunFailed, run
+from kanpde.evaluate import NO_EXACT
 from kanpde.app.runtime import tune_malloc
 from kanpde.training import ProgressEvent
 
@@ -48,14 +49,19 @@ def format_table(metrics: dict[str, Any]) -> str:
     rows = [("model", "model"), ("params", "n_params"), ("train time [s]", "train_seconds")]
     if any(m.get("compile_seconds", 0.0) >= 0.5 for m in columns):  # a first run: kernels compiled, not trained
         rows.append(("compile [s]", "compile_seconds"))
-    rows += [("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
-            ("h1_mse (H1^2)", "h1_mse")]
+    # without an exact solution there are no error rows (metrics.json says why), only the residual ones
+    if not all(NO_EXACT in (m.get("messages") or []) for m in columns):
+        rows += [("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
+                 ("h1_mse (H1^2)", "h1_mse")]
+    rows += [("residual rms", "residual_rms"), ("residual max", "residual_max")]
     lines = []
     for label, key in rows:
         cells = [f"{label:<15}"] + [
-            f"{(f'{m[key]:.1f}' if key.endswith('_seconds') else _fmt(m[key])):>12}" for m in columns
+            f"{(f'{m[key]:.1f}' if key.endswith('_seconds') else _fmt(m.get(key))):>12}" for m in columns
         ]
         lines.append(" ".join(cells))
+    if "baseline_rel_diff" in metrics:  # model vs baseline, one number
+        lines.append(f"{'vs baseline':<15} {_fmt(metrics['baseline_rel_diff']):>12}   (relative L2 difference)")
     for name, entry in (metrics.get("unknowns") or {}).items():  # an inverse problem's learned scalars
         if "value" in entry:
             cells = [_fmt((m.get("unknowns") or {}).get(name, {}).get("value")) for m in columns]
@@ -90,6 +96,8 @@ def main(cfg: DictConfig) -> float:
         print(f"kanpde: training failed: {exc}", file=sys.stderr)
         sys.exit(1)
     print(format_table(metrics))
+    if NO_EXACT in (metrics.get("messages") or []):
+        print(NO_EXACT)
     return math.nan if metrics["l2_rel"] is None else float(metrics["l2_rel"])
 
 

@@ -1,4 +1,5 @@
-"""Error norms with explicit quadrature, and :func:`evaluate` of a trained model against the exact solution.
+"""Error norms with explicit quadrature, and :func:`evaluate` of a trained model: its errors against the
+exact solution (when the problem has one) and its residuals (always).
 
 On a uniform tensor grid including the boundary, integrals use the composite trapezoidal rule
 (weights :func:`trapezoid_weights`, second-order accurate), so norms carry the domain measure:
@@ -10,6 +11,11 @@ On a uniform tensor grid including the boundary, integrals use the composite tra
     h1_mse  = mean (e^2 + |∇e|^2)  (its "H1 squared")
 
 with ``e = u_model - u_exact`` summed over output components.
+
+Residual metrics need no exact solution: ``residual_rms`` and ``residual_max`` are the RMS and the
+maximum of ``|r|`` over the evaluation points inside the domain and over every residual ``r`` that
+:meth:`~kanpde.pde.Problem.pde` returns; ``condition_rms`` maps each condition's label to the RMS of its
+residual on a fixed quasi-random sample of its points (Sobol, seed 0: the same points for every model).
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kanpde.derivatives import make_field, resolve_engine
+from kanpde.derivatives import make_field, probe_plan, resolve_engine
 from kanpde.models.protocol import module_dtype_device
-from kanpde.pde import Problem
+from kanpde.pde import BoundaryPoints, Problem, Sampler
 
-__all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict"]
+__all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict", "residual_metrics",
+           "relative_difference", "NO_EXACT"]
+
+NO_EXACT = "no exact solution: error metrics not computed"
+CONDITION_POINTS = 512  # quasi-random points per sampled condition for condition_rms
 
 
 def trapezoid_weights(axes: Sequence[np.ndarray]) -> np.ndarray:
@@ -99,18 +109,26 @@ class Evaluation:
     """Errors of a model on an evaluation grid: ``metrics`` plus the fields they came from.
 
     ``axes``: grid coordinates per axis; ``points`` ``(N, d)``; ``predicted``, ``exact`` ``(N, m)`` and
-    ``grad_predicted``, ``grad_exact`` ``(N, m, d)`` as float64 NumPy arrays.
+    ``grad_predicted``, ``grad_exact`` ``(N, m, d)`` as float64 NumPy arrays (``exact`` and ``grad_exact``
+    None for a problem without an exact solution); ``residual`` ``(N, k)``: the ``k`` PDE residuals.
     """
 
     metrics: dict[str, float]
     axes: list[np.ndarray]
     points: np.ndarray
     predicted: np.ndarray
-    exact: np.ndarray
+    exact: np.ndarray | None
     grad_predicted: np.ndarray = field(repr=False)
-    grad_exact: np.ndarray = field(repr=False)
+    grad_exact: np.ndarray | None = field(repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: inside the domain (None: all)
     messages: list[str] = field(default_factory=list)  # why a metric is None (not computed), one line each
+    residual: np.ndarray | None = field(default=None, repr=False)  # (N, k) PDE residuals, NaN outside the domain
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The trapezoidal quadrature weights of the points inside the domain (:func:`trapezoid_weights`)."""
+        w = trapezoid_weights(self.axes)
+        return w if self.mask is None else w[self.mask]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -129,8 +147,10 @@ def evaluate(
     engine: str = "auto",
     chunk_size: int = 8192,
     max_points: int = 250_000,
+    residual_problem: Problem | None = None,
 ) -> Evaluation:
-    """Errors of ``model`` against ``problem.exact`` on a uniform grid of ``n_per_axis`` points per axis.
+    """Errors of ``model`` against ``problem.exact`` and its residuals on a uniform grid of ``n_per_axis``
+    points per axis.
 
     Values and gradients are computed in chunks of ``chunk_size`` points in the model's dtype/device
     (with ``engine`` ``"auto"``/``"forward"``: one forward pass per chunk and no autograd graph, so
@@ -145,10 +165,14 @@ def evaluate(
     ``problem.exact`` is not finite at some grid point; the H1 metrics when the gradient of the solution
     is unavailable (an ``exact`` without an autograd graph and no ``exact_grad``); a relative norm when
     the solution is zero to rounding at every grid point (RMS <= 1e-12, e.g. ``sin(20 pi x)`` on 21
-    points per axis), where dividing by it would report noise (use more points).
+    points per axis), where dividing by it would report noise (use more points). A problem without an
+    exact solution gets every error metric ``None`` with the message :data:`NO_EXACT`.
+
+    ``metrics`` also holds the residual metrics of :func:`residual_metrics` (``residual_rms``,
+    ``residual_max``, ``condition_rms``), with or without an exact solution; ``residual_problem`` (default
+    ``problem``, same PDE and coordinates) is the problem whose residuals are measured, e.g. an inverse
+    problem with its learned unknowns.
     """
-    if not problem.has_exact:
-        raise ValueError(f"problem {problem.name} has no exact solution to evaluate against")
     dtype, device = module_dtype_device(model)
     geo = problem.geometry
     n_axis = n_per_axis
@@ -158,32 +182,110 @@ def evaluate(
     mask = None if getattr(geo, "is_box", False) else geo.contains(points, tol=1e-9)
     inside = points if mask is None else points[mask]
     x = torch.from_numpy(inside).to(dtype=dtype, device=device)
+    has_exact = problem.has_exact
     pred, grad_pred, exact = [], [], []
     m, d = problem.n_outputs, problem.dim
     for chunk in x.split(chunk_size):
         v, g = _predict_with_grad(model, problem, chunk, engine)
         pred.append(v.double().cpu())
         grad_pred.append(g.double().cpu())
-        exact.append(problem.exact(chunk.double()).detach().reshape(-1, m).cpu())
-    grad_exact, messages = _exact_gradient(problem, x, chunk_size)
-    arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred)]
-    arrays.append(np.full_like(arrays[2], np.nan) if grad_exact is None else grad_exact)
+        if has_exact:
+            exact.append(problem.exact(chunk.double()).detach().reshape(-1, m).cpu())
     weights = trapezoid_weights(axes)
     if mask is not None:
         weights = weights[mask]
-    metrics = error_norms(arrays[0], arrays[1], arrays[2], arrays[3], weights)
-    if problem.is_time_dependent:
-        metrics.update(_final_time_norms(problem, axes, inside, arrays[0], arrays[1], weights))
-    messages += _unusable(metrics, problem, inside, arrays[1], arrays[3], weights, grad_exact is not None)
+    residual, metrics = residual_metrics(model, residual_problem or problem, x, engine=engine, chunk_size=chunk_size)
+    if has_exact:
+        grad_exact, messages = _exact_gradient(problem, x, chunk_size)
+        arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred)]
+        arrays.append(np.full_like(arrays[2], np.nan) if grad_exact is None else grad_exact)
+        errors = error_norms(arrays[0], arrays[1], arrays[2], arrays[3], weights)
+        if problem.is_time_dependent:
+            errors.update(_final_time_norms(problem, axes, inside, arrays[0], arrays[1], weights))
+        messages += _unusable(errors, problem, inside, arrays[1], arrays[3], weights, grad_exact is not None)
+    else:
+        arrays = [torch.cat(pred).numpy(), None, torch.cat(grad_pred).numpy(), None]
+        keys = ERROR_KEYS if problem.is_time_dependent else ERROR_KEYS[:-3]
+        errors, messages = dict.fromkeys(keys), [NO_EXACT]
+    metrics = {**errors, **metrics}
+    arrays.append(residual)
     if mask is not None:  # full-grid arrays, NaN outside the domain
         full = []
         for arr in arrays:
+            if arr is None:
+                full.append(None)
+                continue
             out = np.full((points.shape[0], *arr.shape[1:]), np.nan)
             out[mask] = arr
             full.append(out)
         arrays = full
     metrics["n_params"] = int(sum(p.numel() for p in model.parameters()))
-    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask, messages)
+    return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask, messages, arrays[4])
+
+
+def _residual_values(model: nn.Module, problem: Problem, x: Tensor, residual, engine: str) -> Tensor:
+    """``residual(x, field)`` (a sequence of ``(n,)`` tensors) of ``model`` at ``x`` as ``(n, k)`` float64 on
+    the CPU, computed as the loss computes it: the field by ``engine`` (the forward engine carrying the
+    derivatives the residual asks for, :func:`~kanpde.derivatives.probe_plan`), no graph kept."""
+    engine = resolve_engine(engine, model)
+    plan = None
+    if engine == "forward":
+        plan = probe_plan(lambda u: residual(x[:4], u), model, x[:4], problem.coords, problem.outputs, problem.time_coord)
+    with torch.set_grad_enabled(engine != "forward"):
+        u = make_field(model, x, problem.coords, problem.outputs, engine, problem.time_coord, plan=plan)
+        values = [r.detach().reshape(x.shape[0], -1).double().cpu() for r in residual(x, u)]
+    return torch.cat(values, dim=1)
+
+
+def _pde_residuals(problem: Problem):
+    def residual(x: Tensor, u) -> list[Tensor]:
+        res = problem.pde(x, u)
+        return [res] if isinstance(res, Tensor) else list(res)
+
+    return residual
+
+
+def residual_metrics(
+    model: nn.Module, problem: Problem, x: Tensor, *, engine: str = "auto", chunk_size: int = 8192,
+    n_condition: int = CONDITION_POINTS,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """The PDE residuals of ``model`` at the points ``x`` ``(N, d)`` (in the model's dtype, in chunks):
+    ``(N, k)`` float64 for the ``k`` residuals of ``problem.pde``, and the metrics ``residual_rms`` (the RMS
+    over all points and residuals), ``residual_max`` (the largest ``|r|``) and ``condition_rms`` (each
+    condition's label -> the RMS of its residual on ``n_condition`` points per sampled condition from
+    ``problem.sample`` with ``Sampler("sobol", seed=0)``; a point or observation condition on its own points)."""
+    dtype, device = module_dtype_device(model)
+    pde = _pde_residuals(problem)
+    res = torch.cat([_residual_values(model, problem, c, pde, engine) for c in x.split(chunk_size)]).numpy()
+    metrics: dict[str, object] = {
+        "residual_rms": float(np.sqrt(np.mean(res**2))),
+        "residual_max": float(np.abs(res).max()),
+    }
+    sampled = sum(1 for c in problem.conditions if c.kind not in ("point", "observation"))
+    batch = problem.sample(Sampler("sobol", seed=0), 1, n_condition * max(sampled, 1)).to(dtype, device)
+    rms = {}
+    for cond in problem.conditions:
+        pts = batch.boundary[cond.label]
+
+        def residual(xs: Tensor, u, c=cond, p=pts) -> list[Tensor]:  # a periodic pair stays whole: one chunk
+            n = xs.shape[0]  # the derivative probe passes the first few points
+            return [c.residual(BoundaryPoints(xs, p.normals[:n], None if p.values is None else p.values[:n]), u)]
+
+        r = _residual_values(model, problem, pts.x, residual, engine)
+        rms[cond.label] = float(torch.sqrt(torch.mean(r**2)))
+    metrics["condition_rms"] = rms
+    return res, metrics
+
+
+def relative_difference(a: Evaluation, b: Evaluation) -> float:
+    """``||u_a - u_b|| / ||u_a||`` of two evaluations on the same grid: the L2 norms with the domain's
+    trapezoidal weights (:func:`lp_norm`), summed over the outputs; NaN when ``u_a`` is zero on the grid."""
+    if [len(ax) for ax in a.axes] != [len(ax) for ax in b.axes]:
+        raise ValueError(f"evaluations on different grids: {a.shape} and {b.shape}")
+    inside = slice(None) if a.mask is None else a.mask
+    pa, pb, w = a.predicted[inside], b.predicted[inside], a.weights
+    norm = lp_norm(pa, w)
+    return lp_norm(pa - pb, w) / norm if norm > 0 else math.nan
 
 
 H1_KEYS = ("h1_semi", "h1", "h1_rel", "h1_mse")

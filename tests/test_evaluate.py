@@ -11,7 +11,7 @@ import torch
 from scipy.integrate import quad
 from torch import Tensor, nn
 
-from kanpde import Box, Initial, Problem, error_norms, evaluate, trapezoid_weights
+from kanpde import Box, Dirichlet, Initial, Problem, error_norms, evaluate, trapezoid_weights
 from kanpde.evaluate import lp_norm, predict
 from kanpde.models import KAN
 from kanpde.problems.poisson2d import Poisson2D
@@ -100,8 +100,12 @@ def test_evaluate_exact_model_has_zero_error() -> None:
     problem = Poisson2D()
     ev = evaluate(ExactPoisson(), problem, 51, chunk_size=700)
     m = ev.metrics
-    assert set(m) == KEYS | {"n_params"}
+    assert set(m) == KEYS | {"n_params", "residual_rms", "residual_max", "condition_rms"}
     assert m["n_params"] == 1
+    # the exact solution satisfies the PDE and its boundary condition: residuals zero to rounding
+    assert m["residual_rms"] < 1e-8 and m["residual_max"] < 1e-8 and ev.residual.shape == (51 * 51, 1)
+    assert set(m["condition_rms"]) == {c.label for c in problem.conditions}
+    assert all(v < 1e-8 for v in m["condition_rms"].values())
     assert m["l2"] <= 1e-10 and m["h1"] <= 1e-10 and m["linf"] <= 1e-10 and m["h1_rel"] <= 1e-10
     assert ev.points.shape == (51 * 51, 2) and ev.predicted.shape == (51 * 51, 1)
     assert ev.grad_predicted.shape == (51 * 51, 1, 2)
@@ -140,13 +144,56 @@ def test_predict_in_chunks_equals_one_call() -> None:
     torch.testing.assert_close(out, model(x).detach(), rtol=0, atol=1e-15)
 
 
-def test_evaluate_needs_an_exact_solution() -> None:
-    from kanpde import Dirichlet, Problem
+class SourceOnly(Problem):
+    """Δu = 1 on the unit square, u = 0 on its boundary, declared without an exact solution."""
 
-    cls = type("NoExact", (Problem,), {"coords": ("x", "y")})
-    problem = cls(Box([0, 0], [1, 1], ("x", "y")), [Dirichlet("all")])
-    with pytest.raises(ValueError, match="no exact solution"):
-        evaluate(ExactPoisson(), problem, 5)
+    coords = ("x", "y")
+
+    def __init__(self) -> None:
+        super().__init__(Box([0, 0], [1, 1], ("x", "y")), [Dirichlet("all")])
+
+    def pde(self, x, u):
+        return u.laplacian() - 1.0
+
+
+def test_evaluate_without_exact_solution_reports_residuals_only() -> None:
+    """u = x^2 y: Δu - 1 = 2 y - 1 at every grid point, u itself on the boundary sample."""
+    from kanpde import Sampler
+    from kanpde.evaluate import NO_EXACT
+
+    problem = SourceOnly()
+    f = lambda x: x[:, 0] ** 2 * x[:, 1]
+    ev = evaluate(FunctionModule(f), problem, 21, chunk_size=100)
+    m = ev.metrics
+    assert all(m[k] is None for k in KEYS) and ev.messages == [NO_EXACT]
+    assert ev.exact is None and ev.grad_exact is None
+    r = 2 * ev.points[:, 1] - 1
+    assert m["residual_rms"] == pytest.approx(np.sqrt(np.mean(r**2)), rel=1e-12)
+    assert m["residual_max"] == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(ev.residual[:, 0], r, rtol=0, atol=1e-12)
+    pts = problem.sample(Sampler("sobol", seed=0), 1, 512).boundary["dirichlet[all]"].x
+    assert m["condition_rms"]["dirichlet[all]"] == pytest.approx(float(f(pts).pow(2).mean().sqrt()), rel=1e-12)
+
+
+@pytest.mark.parametrize("problem", [SourceOnly(), Poisson2D()], ids=["no_exact", "poisson2d"])
+def test_residual_metrics_agree_between_engines(problem: Problem) -> None:
+    """The forward engine (with the derivative plan the residual asks for) and autograd give the same residuals."""
+    model = perturb(KAN([2, 4, 1], grid_size=4, dtype=F64), seed=1)
+    fw = evaluate(model, problem, 17, engine="forward").metrics
+    ag = evaluate(model, problem, 17, engine="autograd").metrics
+    for key in ("residual_rms", "residual_max"):
+        assert fw[key] == pytest.approx(ag[key], rel=1e-10) and fw[key] > 1e-3
+    assert fw["condition_rms"] == pytest.approx(ag["condition_rms"], rel=1e-10)
+
+
+def test_relative_difference_of_two_evaluations() -> None:
+    from kanpde.evaluate import relative_difference
+
+    problem = SourceOnly()
+    a = evaluate(FunctionModule(lambda x: x[:, 0] * x[:, 1]), problem, 11)
+    b = evaluate(FunctionModule(lambda x: 1.5 * x[:, 0] * x[:, 1]), problem, 11)
+    assert relative_difference(a, b) == pytest.approx(0.5, rel=1e-12)  # ||u - 1.5 u|| / ||u||
+    assert relative_difference(a, a) == 0.0
 
 
 class ParameterFree(nn.Module):

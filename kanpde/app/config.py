@@ -358,8 +358,6 @@ def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
     problem = _instantiate(_problem_node(cfg), "problem")
     if not isinstance(problem, Problem):
         raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
-    if not problem.has_exact:
-        raise ConfigError(f"problem {problem.name} has no exact solution to evaluate against")
     if not cfg.get("hard_bc", False):
         return problem, problem
     try:

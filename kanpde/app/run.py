@@ -29,7 +29,7 @@ from kanpde.app.checkpoint import (
 )
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
 from kanpde.app.kernels import compile_ahead
-from kanpde.evaluate import Evaluation, evaluate
+from kanpde.evaluate import NO_EXACT, Evaluation, evaluate, relative_difference
 from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.pde import Problem, Sampler
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("l2", "l2_rel", "h1_semi", "h1", "h1_rel", "linf", "mse", "h1_mse")
 FINAL_TIME_KEYS = ("l2_final", "l2_rel_final", "linf_final")  # time-dependent problems only
+RESIDUAL_KEYS = ("residual_rms", "residual_max", "condition_rms")  # every run, exact solution or not
 StageHook = Callable[[int, nn.Module, History], None]
 
 
@@ -66,11 +67,12 @@ def _own_classes(spec: RunSpec) -> tuple[type, ...]:
     return (type(spec.problem), *(get_class(m.node._target_) for m in spec.models))
 
 
-def _evaluate(model: nn.Module, spec: RunSpec) -> Evaluation:
-    """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``spec.eval``)."""
+def _evaluate(model: nn.Module, spec: RunSpec, problem: Problem | None = None) -> Evaluation:
+    """The run's evaluation of ``model`` (grid, engine, chunking and point cap from ``spec.eval``); its
+    residuals are those of ``problem`` where given (an inverse problem with its learned unknowns)."""
     ev = spec.eval
     return evaluate(model, spec.problem, ev.n_per_axis, engine=spec.engine, chunk_size=ev.chunk_size,
-                    max_points=ev.max_points)
+                    max_points=ev.max_points, residual_problem=problem)
 
 
 def _stage_evaluator(spec: RunSpec) -> StageHook:
@@ -82,8 +84,8 @@ def _stage_evaluator(spec: RunSpec) -> StageHook:
             metrics = _evaluate(model, spec).metrics
         except Exception as exc:  # an evaluator's fault never stops the training
             log.error("evaluation after stage %d failed (%s: %s): not recorded", stage + 1, type(exc).__name__, exc)
-            metrics = dict.fromkeys(METRIC_KEYS)
-        history.stages[-1]["eval"] = {k: metrics[k] for k in METRIC_KEYS}
+            metrics = {}
+        history.stages[-1]["eval"] = {k: metrics.get(k) for k in (*METRIC_KEYS, "residual_rms", "residual_max")}
 
     return record
 
@@ -120,12 +122,12 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
 
 
 def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, history: History,
-                      seconds: float, failure: str | None) -> Evaluation:
+                      seconds: float, failure: str | None, problem: Problem | None = None) -> Evaluation:
     """The evaluation of a trained model; when it fails, the model and its history are kept first
     (``checkpoint.pt``, complete: ``resume=true`` evaluates again without training), ``metrics.json``
     says ``status: "evaluation_failed"`` and why, and :class:`RunFailed` is raised."""
     try:
-        return _evaluate(model, spec)
+        return _evaluate(model, spec, problem)
     except Exception as exc:  # whatever the evaluator's fault, the training is not lost
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         path = checkpoint_path(spec.output_dir, model_spec.name)
@@ -145,9 +147,10 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     # an inverse problem's unknowns are trained in place: every model learns them from their declared start
     problem = spec.fit_problem if spec.fit_problem.unknowns is None else copy.deepcopy(spec.fit_problem)
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end, problem)
-    evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure)
-    for message in evaluation.messages:
-        log.warning("%s: %s", model_spec.name, message)
+    trained = problem if problem.unknowns is not None else None  # residuals with the learned unknowns
+    evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure, trained)
+    for message in evaluation.messages:  # no exact solution is a normal case, not a warning
+        (log.info if message == NO_EXACT else log.warning)("%s: %s", model_spec.name, message)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
     metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
     symbolic_failed = isinstance(failure, SymbolicFailed)
@@ -160,10 +163,11 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         key = "formula_rejected" if symbolic_failed else "formula"
         metrics[key] = formula
         log.info("%s %s: %s", model_spec.name, key.replace("_", " "), formula)
-    metrics.update({k: evaluation.metrics[k] for k in FINAL_TIME_KEYS if k in evaluation.metrics})
+    metrics.update({k: evaluation.metrics[k] for k in (*FINAL_TIME_KEYS, *RESIDUAL_KEYS) if k in evaluation.metrics})
     # "incomplete": the L2 errors could not be computed (a non-finite or vanishing solution on the grid);
-    # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message
-    untrusted = any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
+    # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message, and so
+    # does a problem without an exact solution (no error metrics, its residual metrics reported)
+    untrusted = spec.problem.has_exact and any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
     status = ("incomplete" if untrusted else "ok") if failure is None else "symbolic_failed" if symbolic_failed else "diverged"
     metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds,
                    compile_seconds=compile_seconds() - compiled, model=label, problem=spec.problem.name, status=status)
@@ -287,8 +291,9 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
 
 def _h5_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics as HDF5 attributes: a metric not computed (None) as NaN, the messages as one JSON string."""
-    out = {k: math.nan if v is None else v for k, v in metrics.items() if k not in ("messages", "unknowns")}
-    for key in ("messages", "unknowns"):  # lists and mappings as one JSON string each
+    nested = ("messages", "unknowns", "condition_rms")
+    out = {k: math.nan if v is None else v for k, v in metrics.items() if k not in nested}
+    for key in nested:  # lists and mappings as one JSON string each
         if key in metrics:
             out[key] = json.dumps(metrics[key])
     return out
@@ -363,6 +368,8 @@ def run(
         result, failure = _train_and_evaluate(model_spec, spec, progress, stage_hook)
         results.append(result)
         failures += [failure] if failure else []
+    if len(results) > 1:  # how far the main model and its baseline are apart, exact solution or not
+        results[0].metrics["baseline_rel_diff"] = relative_difference(results[0].evaluation, results[1].evaluation)
     metrics = _write(spec, results[0], results[1] if len(results) > 1 else None)
     if failures:
         raise RunFailed(f"{failures[0]} (outputs of the last good model are in {out})")

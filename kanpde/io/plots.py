@@ -1,4 +1,5 @@
-"""Matplotlib figures of a saved run: solution, exact solution and error maps, and loss histories.
+"""Matplotlib figures of a saved run: solution, exact solution and error maps (PDE residual maps for a
+problem without an exact solution), and loss histories.
 
 Figures are built with the object-oriented ``matplotlib.figure.Figure`` API (no pyplot, no global
 backend state) and saved atomically as PNG.
@@ -32,24 +33,44 @@ def _middle_slice(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _panels(result: LoadedModel) -> list[list[tuple[np.ndarray, str, bool]]]:
+    """The rows of (data, title, signed) panels: per output its prediction, exact solution and error, or,
+    without an exact solution, its prediction and a PDE residual map (one residual per row)."""
+    names = list(result.fields)
+    if all("exact" in result.fields[n] and "error" in result.fields[n] for n in names):
+        return [[(f["predicted"], f"{n} ({result.name})", False), (f["exact"], f"{n} exact", False),
+                 (f["error"], "error", True)] for n, f in result.fields.items()]
+    residuals = list(result.residuals.items())
+    rows = []
+    for i in range(max(len(names), len(residuals))):
+        row = [(result.fields[names[i]]["predicted"], f"{names[i]} ({result.name})", False)] if i < len(names) else [None]
+        if i < len(residuals):
+            row.append((residuals[i][1], f"{residuals[i][0]} residual (no exact solution)", True))
+        rows.append(row)
+    return rows
+
+
 def plot_fields(result: LoadedModel, coords: tuple[str, ...], path: str | os.PathLike, title: str = "") -> Path:
-    """Predicted, exact and error fields of one model side by side (2-D maps; lines in 1-D; mid-slices in 3-D+)."""
+    """Predicted, exact and error fields of one model side by side (2-D maps; lines in 1-D; mid-slices in 3-D+);
+    without an exact solution (no ``exact`` in the run file), the predicted fields and the PDE residual maps."""
     path = Path(path)
-    fig = Figure(figsize=(13, 3.8 * len(result.fields)), layout="constrained")
-    rows = len(result.fields)
+    rows = _panels(result)
+    n_cols = max(len(r) for r in rows)
+    fig = Figure(figsize=(4.4 * n_cols, 3.8 * len(rows)), layout="constrained")
     axes_vals = [result.axes[c] for c in coords]
-    for row, (name, f) in enumerate(result.fields.items()):
-        panels = [("predicted", f"{name} ({result.name})"), ("exact", f"{name} exact"), ("error", "error")]
-        for col, (key, label) in enumerate(panels):
-            ax = fig.add_subplot(rows, 3, row * 3 + col + 1)
-            data = f[key]
+    for row, panels in enumerate(rows):
+        for col, panel in enumerate(panels):
+            if panel is None:
+                continue
+            data, label, signed = panel
+            ax = fig.add_subplot(len(rows), n_cols, row * n_cols + col + 1)
             if data.ndim == 1:
                 ax.plot(axes_vals[0], data)
                 ax.set_xlabel(coords[0])
             else:
                 data = _middle_slice(data)
-                cmap = "RdBu_r" if key == "error" else "viridis"
-                lim = np.abs(data).max() if key == "error" else None
+                cmap = "RdBu_r" if signed else "viridis"
+                lim = np.nanmax(np.abs(data)) if signed else None
                 mesh = ax.pcolormesh(axes_vals[0], axes_vals[1], data.T, shading="auto", cmap=cmap,
                                      vmin=-lim if lim else None, vmax=lim)
                 fig.colorbar(mesh, ax=ax)
@@ -64,13 +85,15 @@ def plot_fields(result: LoadedModel, coords: tuple[str, ...], path: str | os.Pat
 
 
 def plot_final_time(results: list[LoadedModel], coords: tuple[str, ...], path: str | os.PathLike) -> Path:
-    """Predicted and exact solution at the final time ``t`` (last grid slice) of a 1-D + time problem."""
+    """Predicted and exact solution at the final time ``t`` (last grid slice) of a 1-D + time problem (the
+    exact one only where the run file has it)."""
     path = Path(path)
     fig = Figure(figsize=(7, 3.6 * len(results[0].fields)), layout="constrained")
     x, t = results[0].axes[coords[0]], results[0].axes["t"]
     for row, name in enumerate(results[0].fields):
         ax = fig.add_subplot(len(results[0].fields), 1, row + 1)
-        ax.plot(x, results[0].fields[name]["exact"][:, -1], "k-", lw=2, label="reference")
+        if "exact" in results[0].fields[name]:
+            ax.plot(x, results[0].fields[name]["exact"][:, -1], "k-", lw=2, label="reference")
         for i, result in enumerate(results):
             ax.plot(x, result.fields[name]["predicted"][:, -1], f"C{i}--", label=result.name)
         ax.set_xlabel(coords[0])

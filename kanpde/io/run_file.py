@@ -8,13 +8,16 @@ Layout of ``solution.h5`` (``m`` outputs, grid ``n_0 x ... x n_{d-1}``)::
         attrs: name (e.g. "kan", "mlp")
         axes/<coord>                 (n_i,)            evaluation grid coordinates
         fields/<output>/predicted    (n_0, ..., n_{d-1})
-        fields/<output>/exact        (n_0, ..., n_{d-1})
-        fields/<output>/error        predicted - exact
+        fields/<output>/exact        (n_0, ..., n_{d-1})   only when the problem has an exact solution
+        fields/<output>/error        predicted - exact     only when the problem has an exact solution
+        residuals/<name>             (n_0, ..., n_{d-1})   the PDE residual: "pde", or "pde_0", "pde_1", ...
+                                     for a problem with several residuals
         mask                         (n_0, ..., n_{d-1}) bool, only for non-box domains: grid points inside
                                      (fields are NaN outside)
         history/<column>             (n_steps,)  stage, step, time, loss, pde, one per condition
         history attrs: stages (JSON list of per-stage summaries)
-        metrics                      attrs: l2, l2_rel, h1_semi, h1, h1_rel, linf, mse, h1_mse, ...
+        metrics                      attrs: l2, l2_rel, h1_semi, h1, h1_rel, linf, mse, h1_mse (NaN when not
+                                     computed), residual_rms, residual_max, condition_rms (JSON), ...
         model                        attrs: class ("module:QualName"), config (JSON constructor args)
         model/state/<name>           every entry of the model's state_dict (grids included)
 
@@ -51,6 +54,11 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 
+def residual_names(k: int) -> list[str]:
+    """The names of ``k`` PDE residuals in the run file: ``["pde"]``, or ``["pde_0", "pde_1", ...]``."""
+    return ["pde"] if k == 1 else [f"pde_{i}" for i in range(k)]
+
+
 @dataclass
 class RunResult:
     """One trained model of a run: the model, its training history, evaluation and metrics."""
@@ -74,12 +82,19 @@ def _write_result(group: h5py.Group, result: RunResult, coords: tuple[str, ...],
     for name, values in zip(coords, ev.axes):
         axes.create_dataset(name, data=values)
     fields = group.create_group("fields")
-    pred, exact = ev.on_grid(ev.predicted), ev.on_grid(ev.exact)
+    pred = ev.on_grid(ev.predicted)
+    exact = None if ev.exact is None else ev.on_grid(ev.exact)
     for i, out in enumerate(outputs):
         g = fields.create_group(out)
         g.create_dataset("predicted", data=pred[i])
-        g.create_dataset("exact", data=exact[i])
-        g.create_dataset("error", data=pred[i] - exact[i])
+        if exact is not None:  # a problem without an exact solution: its residual only
+            g.create_dataset("exact", data=exact[i])
+            g.create_dataset("error", data=pred[i] - exact[i])
+    if ev.residual is not None:
+        residuals = group.create_group("residuals")
+        res = ev.on_grid(ev.residual)
+        for k, name in enumerate(residual_names(res.shape[0])):
+            residuals.create_dataset(name, data=res[k])
     if ev.mask is not None:  # non-box domains: fields are NaN outside, mask says which grid points are inside
         group.create_dataset("mask", data=ev.mask.reshape(ev.shape))
     hist = group.create_group("history")
@@ -87,8 +102,8 @@ def _write_result(group: h5py.Group, result: RunResult, coords: tuple[str, ...],
         hist.create_dataset(name, data=values)
     hist.attrs["stages"] = json.dumps(result.history.stages, default=json_default)
     metrics = group.create_group("metrics")
-    for key, value in result.metrics.items():
-        metrics.attrs[key] = value
+    for key, value in result.metrics.items():  # a metric not computed as NaN, a mapping or list as JSON
+        metrics.attrs[key] = np.nan if value is None else json.dumps(value) if isinstance(value, (dict, list)) else value
     model = group.create_group("model")
     model.attrs["class"] = _class_path(result.model)
     model.attrs["config"] = json.dumps(getattr(result.model, "config", {}))
@@ -132,6 +147,7 @@ class LoadedModel:
     fields: dict[str, dict[str, np.ndarray]]
     history: dict[str, np.ndarray]
     stages: list[dict[str, object]]
+    residuals: dict[str, np.ndarray] = field(default_factory=dict)  # PDE residual maps (none in older files)
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Evaluate the model at new points ``(n, d)``: ``(n, n_out)`` in the model's dtype, in chunks
@@ -202,6 +218,7 @@ def _read_result(group: h5py.Group, map_location: str | torch.device, allow: tup
         fields={out: {k: v[()] for k, v in g.items()} for out, g in group["fields"].items()},
         history={k: v[()] for k, v in group["history"].items()},
         stages=json.loads(group["history"].attrs["stages"]),
+        residuals={k: v[()] for k, v in group["residuals"].items()} if "residuals" in group else {},
     )
 
 

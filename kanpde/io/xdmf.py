@@ -6,6 +6,7 @@ copied::
 
     <Grid Name="main">  2DRectMesh / 3DRectMesh, Geometry VXVY / VXVYVZ  -> solution.h5:/main/axes/<coord>
       <Attribute Name="u_predicted">  (and u_exact, u_error)           -> solution.h5:/main/fields/u/predicted
+      <Attribute Name="pde_residual">                                   -> solution.h5:/main/residuals/pde
 
 The fields are stored in "ij" order (the last coordinate varies fastest) while XDMF's first geometry
 axis is the fastest one, so the geometry lists the coordinates last-to-first: in ParaView the X axis
@@ -74,6 +75,9 @@ def write_xdmf(h5_path: str | os.PathLike, xdmf_path: str | os.PathLike | None =
                     if key in fields:
                         attr = ET.SubElement(grid, "Attribute", Name=f"{out}_{key}", AttributeType="Scalar", Center="Node")
                         _data_item(attr, h5name, fields[key])
+            for name, values in (group["residuals"].items() if "residuals" in group else ()):  # the PDE residual maps
+                attr = ET.SubElement(grid, "Attribute", Name=f"{name}_residual", AttributeType="Scalar", Center="Node")
+                _data_item(attr, h5name, values)
     ET.indent(root)
     with atomic_path(xdmf_path) as tmp:
         tmp.write_text('<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n' + ET.tostring(root, encoding="unicode") + "\n")

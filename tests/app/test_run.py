@@ -78,7 +78,7 @@ def test_mlp_run_has_the_same_keys_and_no_baseline(mlp_run, fast_run) -> None:
     out, metrics = mlp_run
     saved = json.loads((out / "metrics.json").read_text())
     assert "baseline" not in saved
-    assert set(saved) == set(fast_run[1]) - {"baseline"}
+    assert set(saved) == set(fast_run[1]) - {"baseline", "baseline_rel_diff"}  # the difference needs a baseline
     assert saved["model"] == "mlp" and saved["n_params"] == 2 * 3 + 3 + 3 + 1
     assert not (out / "baseline_solution.png").exists() and (out / "solution.png").exists()
     with h5py.File(out / "solution.h5", "r") as f:

@@ -56,7 +56,7 @@ def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
         for group, name in (("main", "kan"), ("baseline", "mlp")):
             g = f[group]
             assert g.attrs["name"] == name
-            assert set(g) == {"axes", "fields", "history", "metrics", "model"}
+            assert set(g) == {"axes", "fields", "history", "metrics", "model", "residuals"}
             x, y = g["axes/x"][()], g["axes/y"][()]
             np.testing.assert_array_equal(x, np.linspace(-1, 1, 21))
             np.testing.assert_array_equal(y, np.linspace(-1, 1, 21))

@@ -37,7 +37,7 @@ def _check_xdmf(xdmf: Path, h5: Path, dims: int) -> None:
             assert axes == [f"/{group}/axes/{c}" for c in reversed(coords)]
             items = grid.findall(".//DataItem")
             names = {a.get("Name") for a in grid.findall("Attribute")}
-            assert names == {"u_predicted", "u_exact", "u_error"}
+            assert names == {"u_predicted", "u_exact", "u_error", "pde_residual"}
             for item in items:
                 file_name, _, path = item.text.partition(":")
                 assert (xdmf.parent / file_name).resolve() == h5.resolve()
