@@ -45,6 +45,7 @@ __all__ = [
     "loss_terms",
     "weighted_loss",
     "scaled_residuals",
+    "pde_residual_norms",
     "accumulate_loss",
     "fits_one_chunk",
     "derivative_plans",
@@ -179,6 +180,30 @@ def scaled_residuals(
     """The scaled residual vector ``[sqrt(weight / n) r, ...]`` ``(N,)``: its squared norm is the loss."""
     blocks = residual_blocks(model, problem, batch, engine, plans, pde_weight)
     return torch.cat([(b.residual.reshape(-1) * b.scale) for b in blocks])
+
+
+def pde_residual_norms(
+    model: nn.Module,
+    problem: Problem,
+    x: Tensor,
+    engine: str = "auto",
+    plan: DerivativePlan | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``|r(x)|`` ``(n,)``: the Euclidean norm of the PDE's residuals at each point of ``x`` (all its
+    residual tensors and components), detached, over chunks of at most ``chunk_size`` points (``None``:
+    all at once). What adaptive collocation (:mod:`kanpde.training.adaptive`) weighs candidates by."""
+    engine = resolve_engine(engine, model)
+    step = x.shape[0] if chunk_size is None else max(1, chunk_size)
+    out = []
+    with torch.set_grad_enabled(engine == "autograd"):
+        for start in range(0, x.shape[0], step):
+            xc = x[start : start + step]
+            res = problem.pde(xc, _field(model, problem, xc, engine, plan))
+            res = [res] if isinstance(res, Tensor) else list(res)
+            square = sum(r.detach().reshape(xc.shape[0], -1).pow(2).sum(dim=1) for r in res)
+            out.append(square.sqrt())
+    return torch.cat(out)
 
 
 def _unit_layout(xs: Tensor) -> Tensor:
