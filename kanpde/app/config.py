@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STAGE_KEYS = {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid", "sparsify",
-              "prune", "symbolic", "restarts", "adaptive"}
+              "prune", "symbolic", "restarts", "adaptive", "rba"}
 
 
 class ConfigError(ValueError):

@@ -16,6 +16,13 @@ without replacement:
 part (``c -> inf``: uniform). Wu et al. recommend ``k = 1, c = 1`` for RAD and ``k = 2, c = 0`` for RAR-D.
 Boundary points are left as they are. The choice among candidates is seeded by the run's sampler seed,
 the stage and the step, so a run is reproducible.
+
+Residual-based attention (:class:`RBA`; Anagnostopoulos et al. 2024, CMAME 421:116805) weighs the PDE
+residual at each interior point by ``lambda_i``, updated before every step from the current residuals:
+
+    lambda_i <- gamma * lambda_i + eta * |r_i| / max_j |r_j|
+
+The weights start at 1 and stay below ``max(1, eta / (1 - gamma))``.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from kanpde.derivatives import DerivativePlan
 from kanpde.pde import Problem, Sampler
 from kanpde.training.loss import pde_residual_norms
 
-__all__ = ["Adaptive", "METHODS", "density", "choose", "resample"]
+__all__ = ["Adaptive", "RBA", "METHODS", "density", "choose", "resample"]
 
 METHODS = ("rad", "rar-d")
 _KEYS = {"method", "every", "candidates", "count", "k", "c"}
@@ -144,3 +151,34 @@ def resample(
     n = interior.shape[0] if options.method == "rad" else options.count
     drawn = candidates[torch.from_numpy(choose(residual, n, options.k, options.c, rng)).to(interior.device)]
     return (drawn if options.method == "rad" else torch.cat([interior, drawn])), residual
+
+
+@dataclass(frozen=True)
+class RBA:
+    """A stage's residual-based attention weights: decay ``gamma`` in ``[0, 1)`` and rate ``eta > 0``
+    (module docstring; the paper's values 0.999 and 0.01 are the defaults)."""
+
+    gamma: float = 0.999
+    eta: float = 0.01
+
+    @classmethod
+    def parse(cls, value: object) -> RBA:
+        """From a stage's ``rba`` value (``true`` or ``{gamma: ..., eta: ...}``); a bad one raises ValueError."""
+        if isinstance(value, RBA):
+            return value
+        if value is True:
+            return cls()
+        if not isinstance(value, Mapping) or set(value) - {"gamma", "eta"}:
+            raise ValueError(f"stage rba must be true or {{gamma: ..., eta: ...}}, got {value!r}")
+        gamma, eta = value.get("gamma", cls.gamma), value.get("eta", cls.eta)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < 1:
+            raise ValueError(f"stage rba.gamma must be a number in [0, 1), got {gamma!r}")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < math.inf:
+            raise ValueError(f"stage rba.eta must be a finite number > 0, got {eta!r}")
+        return cls(float(gamma), float(eta))
+
+    def update(self, weights: Tensor, residual: Tensor) -> Tensor:
+        """``gamma * weights + eta * |residual| / max |residual|`` (the decay alone where every residual is 0)."""
+        r = residual.detach().abs().to(weights)
+        top = r.max()
+        return self.gamma * weights + (self.eta * r / top if top > 0 else torch.zeros_like(r))

@@ -29,7 +29,7 @@ from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.adaptive import resample
 from kanpde.training.loss import (PinnLeastSquares, accumulate_loss, derivative_plans, fits_one_chunk, loss_terms,
-                                  weighted_loss)
+                                  pde_residual_norms, weighted_loss)
 from kanpde.training.prune import prune, sparsity_penalty
 from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, SymbolicFailed, TrainingDiverged
 
@@ -246,6 +246,10 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
     optimizers that need one) and the forward engine's derivative plans for one stage."""
     batch = run.batch
+    if stage.rba is not None and batch.weights is None:  # attention weights start at 1
+        batch = run.batch = Batch(batch.interior, batch.boundary, torch.ones_like(batch.interior[:, 0]))
+    elif stage.rba is None and batch.weights is not None:  # a stage without rba trains unweighted
+        batch = run.batch = Batch(batch.interior, batch.boundary)
     model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
     points = _spread(batch.all_points(), run.chunk_size)
     if stage.update_grid is not False and isinstance(model, GridModel):
@@ -283,7 +287,11 @@ def _adapt(run: _Run, state: _StageState, step: int) -> None:
     rng = np.random.default_rng([run.sampler.seed, 0xADA, state.index, step])
     new, residual = resample(state.model, run.problem, batch.interior, run.sampler, opts, rng, run.engine, plan,
                              run.chunk_size)
-    run.batch = Batch(new, batch.boundary)
+    weights = batch.weights
+    if weights is not None:  # new points start with weight 1
+        fresh = torch.ones_like(new[: new.shape[0] - (0 if opts.method == "rad" else weights.shape[0]), 0])
+        weights = fresh if opts.method == "rad" else torch.cat([weights, fresh])
+    run.batch = Batch(new, batch.boundary, weights)
     state.plans = derivative_plans(state.model, run.problem, run.batch, run.engine)
     _attach(run, state.optimizer, state.model, state.plans)
     if state.sparsify:
@@ -292,6 +300,16 @@ def _adapt(run: _Run, state: _StageState, step: int) -> None:
     state.changes.setdefault("adaptive", []).append(record)
     log.info("%s: %s before step %d: %d interior points, mean |r| %.3e over %d candidates", state.description,
              opts.method, step + 1, new.shape[0], record["mean_residual"], opts.candidates)
+
+
+def _attend(run: _Run, state: _StageState) -> None:
+    """Residual-based attention before a step: the interior points' weights updated in place from the
+    current PDE residuals (:class:`~kanpde.training.adaptive.RBA`), so the loss, the LM system (which
+    holds the same batch) and the history see them."""
+    batch = run.batch
+    plan = state.plans.get("pde") if state.plans else None
+    residual = pde_residual_norms(state.model, run.problem, batch.interior, run.engine, plan, run.chunk_size)
+    batch.weights.copy_(state.stage.rba.update(batch.weights, residual))
 
 
 @dataclass
@@ -348,6 +366,8 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
         if stage.adaptive is not None and stage.adaptive.due(step):
             _adapt(run, state, step)
         recorded.clear()
+        if stage.rba is not None:
+            _attend(run, state)
         nonfinite.clear()
         before = _snapshot(model)
         try:
@@ -364,6 +384,8 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
             where = f"in {state.description}, step {step + 1}/{stage.steps}"
             raise _diverged(state, run, best, recorded["loss"], where)
         best.offer(recorded["loss"], before)
+        if stage.rba is not None:
+            recorded.update(rba_mean=float(run.batch.weights.mean()), rba_max=float(run.batch.weights.max()))
         global_step = len(run.history.steps)
         run.history.steps.append(
             {"stage": float(state.index), "step": float(global_step), "time": _clock() - run.start, **recorded}
@@ -399,6 +421,9 @@ def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
             "seconds": _clock() - state.started,
             "loss": final_loss,
             **final,
+            **({"rba": {"gamma": state.stage.rba.gamma, "eta": state.stage.rba.eta,
+                        "mean": float(run.batch.weights.mean()), "max": float(run.batch.weights.max())}}
+               if state.stage.rba is not None else {}),
             **state.changes,
         }
     )

@@ -101,13 +101,21 @@ class ResidualBlock:
 
 def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> list[ResidualSet]:
     """The point sets of ``problem``'s loss on ``batch``: the PDE's first, then one per condition, in the
-    problem's order (the order in which the loss sums them)."""
+    problem's order (the order in which the loss sums them). With ``batch.weights`` the PDE residual at
+    each interior point is multiplied by its weight (the set's aux gets the weights as a last column)."""
+
+    weighted = batch.weights is not None
 
     def pde(x: Tensor, normals: Tensor, u: Field) -> list[Tensor]:
         res = problem.pde(x, u)
-        return [res] if isinstance(res, Tensor) else list(res)
+        res = [res] if isinstance(res, Tensor) else list(res)
+        if weighted:  # the per-point weight rides in the last aux column, sliced with x
+            w = normals[:, -1]
+            res = [r * w.reshape(-1, *([1] * (r.dim() - 1))) for r in res]
+        return res
 
-    sets = [ResidualSet("pde", float(pde_weight), batch.interior, batch.interior, pde)]
+    aux = torch.cat([batch.interior, batch.weights[:, None]], dim=1) if weighted else batch.interior
+    sets = [ResidualSet("pde", float(pde_weight), batch.interior, aux, pde)]
     for cond in problem.conditions:
         pts = batch.boundary[cond.label]
 

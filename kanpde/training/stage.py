@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kanpde.training.adaptive import Adaptive
+from kanpde.training.adaptive import RBA, Adaptive
 
 __all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "SymbolicFailed", "OptimizerFactory",
            "SYMBOLIC_GATES"]
@@ -71,6 +71,7 @@ class Stage:
     symbolic: bool | dict[str, object] | None = None
     restarts: int | dict[str, float] = 1
     adaptive: Adaptive | dict[str, object] | None = None
+    rba: RBA | bool | dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -96,6 +97,7 @@ class Stage:
         _restarts(self.restarts)
         if self.adaptive is not None:
             self.adaptive = Adaptive.parse(self.adaptive)
+        self.rba = None if self.rba is None or self.rba is False else RBA.parse(self.rba)
 
     @property
     def restart_count(self) -> int:

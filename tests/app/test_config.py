@@ -178,6 +178,8 @@ CONFIG_ERRORS = [
      r"trainer.stages\[0\]: stage adaptive.every must be an integer >= 1"),
     (["trainer.stages=[{optimizer: adam, steps: 2, adaptive: {method: rad, every: 1, candidates: 10}}]"],
      r"trainer.stages\[0\]: stage adaptive.candidates=10 is fewer than the stage's 64 interior points"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, rba: {gamma: 1.5}}]"],
+     r"trainer.stages\[0\]: stage rba.gamma must be a number in \[0, 1\)"),
 ]
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from kanpde import KAN, Box, Dirichlet, Problem, Sampler, Stage, fit
 from kanpde.derivatives.field import Field
 from kanpde.pde.shapes import Disk
-from kanpde.training.adaptive import Adaptive, choose, density, resample
+from kanpde.training.adaptive import RBA, Adaptive, choose, density, resample
 from kanpde.training.lm import LevenbergMarquardt
 from kanpde.training.loss import pde_residual_norms
 
@@ -156,3 +156,67 @@ def test_lm_after_rar_d_uses_the_new_points_on_a_disk() -> None:
     steps = result.history.steps
     assert steps[4]["loss"] > steps[3]["loss"]  # the added points lie where the residual is large
     assert summary["loss"] < steps[4]["loss"]
+
+
+# -- residual-based attention (RBA) ------------------------------------------------------------------------
+
+
+def test_rba_update_is_the_papers_rule() -> None:
+    rba = RBA.parse({"gamma": 0.9, "eta": 0.5})
+    w = torch.tensor([1.0, 2.0, 0.5], dtype=F64)
+    r = torch.tensor([-4.0, 1.0, 0.0], dtype=F64)
+    torch.testing.assert_close(rba.update(w, r), torch.tensor([0.9 + 0.5, 1.8 + 0.125, 0.45], dtype=F64))
+    torch.testing.assert_close(rba.update(w, torch.zeros(3, dtype=F64)), 0.9 * w)
+    assert RBA.parse(True) == RBA(0.999, 0.01)
+    for bad, message in [({"gamma": 1.0}, "gamma"), ({"eta": 0}, "eta"), ({"rho": 1}, "must be true"), ("x", "must be true")]:
+        with pytest.raises(ValueError, match=message):
+            Stage(torch.optim.Adam, 1, rba=bad)
+
+
+def test_weighted_batch_multiplies_the_pde_residual_in_every_loss_path() -> None:
+    """loss_terms, the chunked loss and the LM least-squares system all see r_i * w_i."""
+    from kanpde.pde import Batch
+    from kanpde.training.loss import PinnLeastSquares, accumulate_loss, loss_terms, weighted_loss
+
+    torch.manual_seed(0)
+    model, problem = KAN([2, 3, 1], grid_size=3, dtype=F64), Step()
+    batch = problem.sample(Sampler("sobol", seed=0), 40, 16).to(F64, "cpu")
+    w = torch.rand(40, dtype=F64) * 3
+    weighted = Batch(batch.interior, batch.boundary, w)
+    with torch.no_grad():
+        r = model(batch.interior)[:, 0] - torch.where(batch.interior[:, 0] < 0, 10.0, 1.0).to(F64)
+    terms = loss_terms(model, problem, weighted)
+    torch.testing.assert_close(terms["pde"], (w * r).pow(2).mean().detach())
+    chunked, total = accumulate_loss(model, problem, weighted, 0.1, chunk_size=7)
+    torch.testing.assert_close(chunked["pde"], terms["pde"].detach())
+    system = PinnLeastSquares(model, problem, weighted, 0.1)
+    assert system.value() == pytest.approx(float(weighted_loss(terms, problem, 0.1).detach()), rel=1e-12)
+    assert float(total) == pytest.approx(system.value(), rel=1e-12)
+
+
+def test_fit_with_rba_follows_the_update_and_records_it() -> None:
+    """A zero model on Step with lr = 0: |r| / max |r| is 1 on the left half and 0.1 on the right, so
+    after n updates the weights there are gamma^n + eta (1 - gamma^n) / (1 - gamma) times 1 and 0.1."""
+    gamma, eta, n = 0.9, 0.5, 4
+    sgd = functools.partial(torch.optim.SGD, lr=0.0)
+    stage = Stage(sgd, n, rba={"gamma": gamma, "eta": eta})
+    result = fit(Zero(), Step(), [stage], n_interior=64, n_boundary=8)
+    for j, rec in enumerate(result.history.steps, start=1):
+        assert rec["rba_max"] == pytest.approx(gamma**j + eta * (1 - gamma**j) / (1 - gamma), rel=1e-12)
+    summary = result.history.stages[0]
+    assert summary["rba"]["max"] == pytest.approx(result.history.steps[-1]["rba_max"])
+    assert summary["rba"]["gamma"] == gamma and summary["rba"]["eta"] == eta
+    # the recorded pde term is the weighted one: mean (w r)^2, with w r = 10 lam_left or 1 * lam_right
+    lam = gamma**1 + eta * (1 - gamma**1) / (1 - gamma)
+    lam_r = gamma**1 + 0.1 * eta * (1 - gamma**1) / (1 - gamma)
+    first = result.history.steps[0]
+    left = (first["pde"] - lam_r**2) / (100 * lam**2 - lam_r**2)  # the left fraction of the points
+    assert 0.3 < left < 0.7
+
+
+def test_lm_stage_with_rba_and_rad_runs() -> None:
+    torch.manual_seed(0)
+    stage = Stage(LevenbergMarquardt, 4, rba=True, adaptive={"method": "rad", "every": 2, "candidates": 200})
+    result = fit(KAN([2, 3, 1], grid_size=3, dtype=F64), Step(Disk()), [stage], n_interior=50, n_boundary=16)
+    assert len(result.history.stages[0]["adaptive"]) == 1
+    assert all(np.isfinite(r["loss"]) and r["rba_max"] >= 1 for r in result.history.steps)
