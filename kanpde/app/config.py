@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STAGE_KEYS = {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid", "sparsify",
-              "prune", "symbolic", "restarts"}
+              "prune", "symbolic", "restarts", "adaptive", "rba"}
 
 
 class ConfigError(ValueError):
@@ -226,6 +226,11 @@ def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem
         if st.n_boundary is not None and st.n_boundary < n_conditions:
             raise ConfigError(f"trainer.stages[{i}].n_boundary={st.n_boundary} is too small: {need}; "
                               f"use n_boundary >= {n_conditions}")
+        if st.adaptive is not None:
+            try:
+                st.adaptive.check_points(st.n_interior or n_interior)
+            except ValueError as exc:
+                raise ConfigError(f"trainer.stages[{i}]: {exc}") from None
     return n_interior, n_boundary
 
 

@@ -257,10 +257,12 @@ class BoundaryPoints:
 
 @dataclass
 class Batch:
-    """One set of collocation points: ``interior`` ``(n, d)`` and boundary points per condition label."""
+    """One set of collocation points: ``interior`` ``(n, d)`` and boundary points per condition label;
+    ``weights`` ``(n,)``: optional per-point weights multiplying the PDE residual (residual-based attention)."""
 
     interior: Tensor
     boundary: dict[str, BoundaryPoints] = field(default_factory=dict)
+    weights: Tensor | None = None
 
     def all_points(self) -> Tensor:
         """Interior and boundary points together, ``(n_total, d)``."""
@@ -274,6 +276,7 @@ class Batch:
                                   None if v.values is None else v.values.to(dtype=dtype, device=device))
                 for k, v in self.boundary.items()
             },
+            None if self.weights is None else self.weights.to(dtype=dtype, device=device),
         )
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,8 +27,9 @@ from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device
 from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
+from kanpde.training.adaptive import resample
 from kanpde.training.loss import (PinnLeastSquares, accumulate_loss, derivative_plans, fits_one_chunk, loss_terms,
-                                  weighted_loss)
+                                  pde_residual_norms, weighted_loss)
 from kanpde.training.prune import prune, sparsity_penalty
 from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, SymbolicFailed, TrainingDiverged
 
@@ -244,6 +246,10 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
     optimizers that need one) and the forward engine's derivative plans for one stage."""
     batch = run.batch
+    if stage.rba is not None and batch.weights is None:  # attention weights start at 1
+        batch = run.batch = Batch(batch.interior, batch.boundary, torch.ones_like(batch.interior[:, 0]))
+    elif stage.rba is None and batch.weights is not None:  # a stage without rba trains unweighted
+        batch = run.batch = Batch(batch.interior, batch.boundary)
     model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
     points = _spread(batch.all_points(), run.chunk_size)
     if stage.update_grid is not False and isinstance(model, GridModel):
@@ -256,12 +262,54 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     run.report("stage", index, 0, stage.steps, description=description)
     optimizer = stage.optimizer(model.parameters())
     plans = derivative_plans(model, run.problem, batch, run.engine)
-    if getattr(optimizer, "needs_residuals", False):  # second order: the residual vector, not only the loss
-        chunk = getattr(optimizer, "chunk_size", 1024)
-        optimizer.attach(PinnLeastSquares(model, run.problem, batch, run.pde_weight, run.engine, plans, chunk,
-                                          loss_chunk_size=run.chunk_size))
+    _attach(run, optimizer, model, plans)
     sparsify = _Sparsity.of(stage, model, _spread(batch.interior, run.chunk_size))
     return _StageState(index, stage, model, description, optimizer, plans, sparsify, changes, want, started)
+
+
+def _attach(run: _Run, optimizer: torch.optim.Optimizer, model: nn.Module, plans: dict[str, DerivativePlan] | None) -> None:
+    """Give an optimizer that needs residuals (second order) the loss on the run's batch as a least-squares system."""
+    if getattr(optimizer, "needs_residuals", False):  # second order: the residual vector, not only the loss
+        chunk = getattr(optimizer, "chunk_size", 1024)
+        optimizer.attach(PinnLeastSquares(model, run.problem, run.batch, run.pde_weight, run.engine, plans, chunk,
+                                          loss_chunk_size=run.chunk_size))
+
+
+def _adapt(run: _Run, state: _StageState, step: int) -> None:
+    """Adaptive collocation before ``step`` of the stage (:mod:`kanpde.training.adaptive`): candidates from
+    the domain's sampler, their PDE residuals, and the interior points redrawn (RAD) or extended (RAR-D)
+    by the residual density; then what depends on the batch is rebuilt (derivative plans, a second-order
+    optimizer's least-squares system, the sparsity term's points). The optimizer's state is kept. The
+    resampling is recorded in the stage summary's ``adaptive`` list (global step, interior points after
+    it, mean |r| over the candidates)."""
+    opts, batch = state.stage.adaptive, run.batch
+    plan = state.plans.get("pde") if state.plans else None
+    rng = np.random.default_rng([run.sampler.seed, 0xADA, state.index, step])
+    new, residual = resample(state.model, run.problem, batch.interior, run.sampler, opts, rng, run.engine, plan,
+                             run.chunk_size)
+    weights = batch.weights
+    if weights is not None:  # new points start with weight 1
+        fresh = torch.ones_like(new[: new.shape[0] - (0 if opts.method == "rad" else weights.shape[0]), 0])
+        weights = fresh if opts.method == "rad" else torch.cat([weights, fresh])
+    run.batch = Batch(new, batch.boundary, weights)
+    state.plans = derivative_plans(state.model, run.problem, run.batch, run.engine)
+    _attach(run, state.optimizer, state.model, state.plans)
+    if state.sparsify:
+        state.sparsify.points = _spread(new, run.chunk_size)
+    record = {"step": len(run.history.steps), "points": new.shape[0], "mean_residual": float(residual.mean())}
+    state.changes.setdefault("adaptive", []).append(record)
+    log.info("%s: %s before step %d: %d interior points, mean |r| %.3e over %d candidates", state.description,
+             opts.method, step + 1, new.shape[0], record["mean_residual"], opts.candidates)
+
+
+def _attend(run: _Run, state: _StageState) -> None:
+    """Residual-based attention before a step: the interior points' weights updated in place from the
+    current PDE residuals (:class:`~kanpde.training.adaptive.RBA`), so the loss, the LM system (which
+    holds the same batch) and the history see them."""
+    batch = run.batch
+    plan = state.plans.get("pde") if state.plans else None
+    residual = pde_residual_norms(state.model, run.problem, batch.interior, run.engine, plan, run.chunk_size)
+    batch.weights.copy_(state.stage.rba.update(batch.weights, residual))
 
 
 @dataclass
@@ -315,7 +363,11 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
 
     best = _Best(math.inf, _snapshot(model))
     for step in range(stage.steps):
+        if stage.adaptive is not None and stage.adaptive.due(step):
+            _adapt(run, state, step)
         recorded.clear()
+        if stage.rba is not None:
+            _attend(run, state)
         nonfinite.clear()
         before = _snapshot(model)
         try:
@@ -332,6 +384,8 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
             where = f"in {state.description}, step {step + 1}/{stage.steps}"
             raise _diverged(state, run, best, recorded["loss"], where)
         best.offer(recorded["loss"], before)
+        if stage.rba is not None:
+            recorded.update(rba_mean=float(run.batch.weights.mean()), rba_max=float(run.batch.weights.max()))
         global_step = len(run.history.steps)
         run.history.steps.append(
             {"stage": float(state.index), "step": float(global_step), "time": _clock() - run.start, **recorded}
@@ -362,11 +416,14 @@ def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
             "steps": state.stage.steps,
             "grid_size": getattr(state.model, "grid_size", None),
             "n_params": sum(p.numel() for p in state.model.parameters()),
-            "n_interior": state.want[0],
+            "n_interior": run.batch.interior.shape[0],
             "n_boundary": state.want[1],
             "seconds": _clock() - state.started,
             "loss": final_loss,
             **final,
+            **({"rba": {"gamma": state.stage.rba.gamma, "eta": state.stage.rba.eta,
+                        "mean": float(run.batch.weights.mean()), "max": float(run.batch.weights.max())}}
+               if state.stage.rba is not None else {}),
             **state.changes,
         }
     )
@@ -429,6 +486,12 @@ def fit(
         raise ValueError(f"divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    for i, st in enumerate(stages):
+        if st.adaptive is not None:
+            try:
+                st.adaptive.check_points(st.n_interior or n_interior)
+            except ValueError as exc:
+                raise ValueError(f"stage {i}: {exc}") from None
     restart = [i for i, st in enumerate(stages) if st.restart_count > 1]
     if len(restart) > 1:
         raise ValueError(f"at most one stage may restart, got stages {restart}")

@@ -45,6 +45,7 @@ __all__ = [
     "loss_terms",
     "weighted_loss",
     "scaled_residuals",
+    "pde_residual_norms",
     "accumulate_loss",
     "fits_one_chunk",
     "derivative_plans",
@@ -100,13 +101,21 @@ class ResidualBlock:
 
 def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> list[ResidualSet]:
     """The point sets of ``problem``'s loss on ``batch``: the PDE's first, then one per condition, in the
-    problem's order (the order in which the loss sums them)."""
+    problem's order (the order in which the loss sums them). With ``batch.weights`` the PDE residual at
+    each interior point is multiplied by its weight (the set's aux gets the weights as a last column)."""
+
+    weighted = batch.weights is not None
 
     def pde(x: Tensor, normals: Tensor, u: Field) -> list[Tensor]:
         res = problem.pde(x, u)
-        return [res] if isinstance(res, Tensor) else list(res)
+        res = [res] if isinstance(res, Tensor) else list(res)
+        if weighted:  # the per-point weight rides in the last aux column, sliced with x
+            w = normals[:, -1]
+            res = [r * w.reshape(-1, *([1] * (r.dim() - 1))) for r in res]
+        return res
 
-    sets = [ResidualSet("pde", float(pde_weight), batch.interior, batch.interior, pde)]
+    aux = torch.cat([batch.interior, batch.weights[:, None]], dim=1) if weighted else batch.interior
+    sets = [ResidualSet("pde", float(pde_weight), batch.interior, aux, pde)]
     for cond in problem.conditions:
         pts = batch.boundary[cond.label]
 
@@ -179,6 +188,30 @@ def scaled_residuals(
     """The scaled residual vector ``[sqrt(weight / n) r, ...]`` ``(N,)``: its squared norm is the loss."""
     blocks = residual_blocks(model, problem, batch, engine, plans, pde_weight)
     return torch.cat([(b.residual.reshape(-1) * b.scale) for b in blocks])
+
+
+def pde_residual_norms(
+    model: nn.Module,
+    problem: Problem,
+    x: Tensor,
+    engine: str = "auto",
+    plan: DerivativePlan | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``|r(x)|`` ``(n,)``: the Euclidean norm of the PDE's residuals at each point of ``x`` (all its
+    residual tensors and components), detached, over chunks of at most ``chunk_size`` points (``None``:
+    all at once). What adaptive collocation (:mod:`kanpde.training.adaptive`) weighs candidates by."""
+    engine = resolve_engine(engine, model)
+    step = x.shape[0] if chunk_size is None else max(1, chunk_size)
+    out = []
+    with torch.set_grad_enabled(engine == "autograd"):
+        for start in range(0, x.shape[0], step):
+            xc = x[start : start + step]
+            res = problem.pde(xc, _field(model, problem, xc, engine, plan))
+            res = [res] if isinstance(res, Tensor) else list(res)
+            square = sum(r.detach().reshape(xc.shape[0], -1).pow(2).sum(dim=1) for r in res)
+            out.append(square.sqrt())
+    return torch.cat(out)
 
 
 def _unit_layout(xs: Tensor) -> Tensor:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kanpde.training.adaptive import RBA, Adaptive
+
 __all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "SymbolicFailed", "OptimizerFactory",
            "SYMBOLIC_GATES"]
 
@@ -68,6 +70,8 @@ class Stage:
     prune: bool | float = False
     symbolic: bool | dict[str, object] | None = None
     restarts: int | dict[str, float] = 1
+    adaptive: Adaptive | dict[str, object] | None = None
+    rba: RBA | bool | dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -91,6 +95,9 @@ class Stage:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
                 raise ValueError(f"stage symbolic.{key} must be a number >= 0, got {value!r}")
         _restarts(self.restarts)
+        if self.adaptive is not None:
+            self.adaptive = Adaptive.parse(self.adaptive)
+        self.rba = None if self.rba is None or self.rba is False else RBA.parse(self.rba)
 
     @property
     def restart_count(self) -> int:

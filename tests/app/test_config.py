@@ -169,6 +169,17 @@ CONFIG_ERRORS = [
     (["trainer.divergence_factor=abc"], r"trainer.divergence_factor must be a number > 1 or null"),
     (["trainer.chunk_size=0"], r"trainer.chunk_size must be a positive integer or null"),
     (["trainer.chunk_size=1.5"], r"trainer.chunk_size must be a positive integer or null"),
+    # adaptive collocation (issue 17)
+    (["trainer.stages=[{optimizer: adam, steps: 2, adaptive: {method: rae, every: 1, candidates: 100}}]"],
+     r"trainer.stages\[0\]: stage adaptive.method must be one of \['rad', 'rar-d'\]"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, adaptive: {method: rar-d, every: 1, candidates: 100}}]"],
+     r"trainer.stages\[0\]: stage adaptive.count .* is required for rar-d"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, adaptive: {method: rad, every: 0, candidates: 100}}]"],
+     r"trainer.stages\[0\]: stage adaptive.every must be an integer >= 1"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, adaptive: {method: rad, every: 1, candidates: 10}}]"],
+     r"trainer.stages\[0\]: stage adaptive.candidates=10 is fewer than the stage's 64 interior points"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, rba: {gamma: 1.5}}]"],
+     r"trainer.stages\[0\]: stage rba.gamma must be a number in \[0, 1\)"),
 ]
 
 

@@ -167,6 +167,24 @@ def test_lm_stage_from_the_cli_config(tmp_path: Path) -> None:
     assert len(loaded.main.history["loss"]) == 7
 
 
+def test_adaptive_stages_from_the_cli_config(tmp_path: Path) -> None:
+    """RAD in an Adam stage and RAR-D in an LM stage on debug=fast: each resampling is in the stage
+    summaries of solution.h5 (KAN and baseline alike); RAR-D's points are counted in n_interior. RBA
+    weights in the first stage: their mean and max in the step history (NaN where a stage has none)."""
+    cfg = fast_cfg("trainer.stages=[{optimizer: adam, steps: 4, rba: {gamma: 0.99, eta: 0.1},"
+                   " adaptive: {method: rad, every: 2, candidates: 256}},"
+                   " {optimizer: lm, steps: 3, adaptive: {method: rar-d, every: 1, candidates: 128, count: 8, k: 2, c: 0}}]")
+    metrics = run(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "ok"
+    loaded = load_run(tmp_path)
+    for result in (loaded.main, loaded.baseline):
+        rad, rard = result.stages
+        assert [r["step"] for r in rad["adaptive"]] == [2] and rad["adaptive"][0]["points"] == 64
+        assert [r["points"] for r in rard["adaptive"]] == [72, 80] and rard["n_interior"] == 80
+        assert rad["rba"]["gamma"] == 0.99 and "rba" not in rard
+        assert np.all(result.history["rba_max"][:4] > 0.99) and np.all(np.isnan(result.history["rba_max"][4:]))
+
+
 @pytest.mark.slow
 def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Path) -> None:
     cfg = fast_cfg("hard_bc=true", "trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 3, grid_size: 6}]")

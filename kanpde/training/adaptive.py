@@ -1,0 +1,184 @@
+"""Residual-based adaptive collocation (Wu et al. 2023, CMAME 403:115671): RAD and RAR-D.
+
+Every ``every`` steps of a stage, ``candidates`` points are drawn from the domain's sampler
+(:meth:`kanpde.pde.geometry.Geometry.sample_interior`, so every geometry works), the PDE residual
+``|r(x)|`` of the current model is evaluated on them (:func:`kanpde.training.loss.pde_residual_norms`,
+chunked), and points are drawn from the candidates with probability
+
+    p(x) ∝ |r(x)|^k / mean |r|^k + c
+
+without replacement:
+
+* ``rad`` (residual-based adaptive distribution) replaces all interior points by as many drawn points;
+* ``rar-d`` (residual-based adaptive refinement with distribution) adds ``count`` drawn points to them.
+
+``k`` sharpens the density towards the largest residuals (``k = 0``: uniform); ``c`` mixes in a uniform
+part (``c -> inf``: uniform). Wu et al. recommend ``k = 1, c = 1`` for RAD and ``k = 2, c = 0`` for RAR-D.
+Boundary points are left as they are. The choice among candidates is seeded by the run's sampler seed,
+the stage and the step, so a run is reproducible.
+
+Residual-based attention (:class:`RBA`; Anagnostopoulos et al. 2024, CMAME 421:116805) weighs the PDE
+residual at each interior point by ``lambda_i``, updated before every step from the current residuals:
+
+    lambda_i <- gamma * lambda_i + eta * |r_i| / max_j |r_j|
+
+The weights start at 1 and stay below ``max(1, eta / (1 - gamma))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kanpde.derivatives import DerivativePlan
+from kanpde.pde import Problem, Sampler
+from kanpde.training.loss import pde_residual_norms
+
+__all__ = ["Adaptive", "RBA", "METHODS", "density", "choose", "resample"]
+
+METHODS = ("rad", "rar-d")
+_KEYS = {"method", "every", "candidates", "count", "k", "c"}
+
+
+def _integer(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"stage adaptive.{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"stage adaptive.{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """A stage's adaptive collocation: ``method`` (``"rad"`` or ``"rar-d"``), ``every`` (steps between
+    resamplings), ``candidates`` (points drawn to choose from), ``count`` (RAR-D: points added each time),
+    and the density's exponent ``k`` and uniform part ``c`` (module docstring)."""
+
+    method: str
+    every: int
+    candidates: int
+    count: int | None = None
+    k: float = 1.0
+    c: float = 1.0
+
+    @classmethod
+    def parse(cls, value: object) -> Adaptive:
+        """From a stage's ``adaptive`` mapping; a bad value raises ValueError with one line."""
+        if isinstance(value, Adaptive):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"stage adaptive must be {{method: rad|rar-d, every: ..., candidates: ...}}, got {value!r}")
+        extra = set(value) - _KEYS
+        if extra:
+            raise ValueError(f"stage adaptive: unknown key(s) {sorted(extra)}; valid: {sorted(_KEYS)}")
+        method = value.get("method")
+        if method not in METHODS:
+            raise ValueError(f"stage adaptive.method must be one of {list(METHODS)}, got {method!r}")
+        for key in ("every", "candidates"):
+            if key not in value:
+                raise ValueError(f"stage adaptive.{key} is required (method {method})")
+        every, candidates = _integer(value["every"], "every", 1), _integer(value["candidates"], "candidates", 1)
+        count = value.get("count")
+        if method == "rar-d":
+            if count is None:
+                raise ValueError("stage adaptive.count (points added each time) is required for rar-d")
+            count = _integer(count, "count", 1)
+            if count > candidates:
+                raise ValueError(f"stage adaptive.count={count} exceeds adaptive.candidates={candidates}")
+        elif count is not None:
+            raise ValueError("stage adaptive.count applies to rar-d only (rad keeps the number of interior points)")
+        return cls(method, every, candidates, count, _number(value.get("k", 1.0), "k"), _number(value.get("c", 1.0), "c"))
+
+    def check_points(self, n_interior: int) -> None:
+        """RAD draws ``n_interior`` points from the candidates without replacement: there must be enough."""
+        if self.method == "rad" and self.candidates < n_interior:
+            raise ValueError(f"stage adaptive.candidates={self.candidates} is fewer than the stage's {n_interior} "
+                             "interior points that rad redraws; use candidates >= n_interior")
+
+    def due(self, step: int) -> bool:
+        """Whether the points are redrawn before (0-based) step ``step`` of the stage (never before the first)."""
+        return step > 0 and step % self.every == 0
+
+
+def density(residual: Tensor, k: float, c: float) -> Tensor:
+    """``p(x) = (|r|^k / mean |r|^k + c)``, normalised to sum 1 (uniform where every ``|r|^k`` is 0)."""
+    r = residual.detach().abs().to(torch.float64).pow(k)
+    mean = r.mean()
+    p = (r / mean if mean > 0 else torch.zeros_like(r)) + c
+    if not bool(torch.isfinite(p).all()) or not p.sum() > 0:
+        p = torch.ones_like(r)
+    return p / p.sum()
+
+
+def choose(residual: Tensor, n: int, k: float, c: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` distinct candidates drawn with probability :func:`density` (sorted)."""
+    p = density(residual, k, c).cpu().numpy()
+    if n > p.shape[0]:
+        raise ValueError(f"cannot draw {n} distinct points from {p.shape[0]} candidates")
+    nonzero = int((p > 0).sum())
+    if nonzero < n:  # c = 0 and too few non-zero residuals: the rest uniformly among the others
+        p = p + (p == 0) * (1e-12 if p.sum() > 0 else 1.0)
+        p = p / p.sum()
+    return np.sort(rng.choice(p.shape[0], size=n, replace=False, p=p))
+
+
+def resample(
+    model: nn.Module,
+    problem: Problem,
+    interior: Tensor,
+    sampler: Sampler,
+    options: Adaptive,
+    rng: np.random.Generator,
+    engine: str = "auto",
+    plan: DerivativePlan | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One resampling: ``options.candidates`` points of ``problem``'s domain from ``sampler``, their
+    PDE residual norms under ``model``, and the new interior points (``interior``'s dtype and device):
+    RAD draws as many as ``interior`` has, RAR-D appends ``options.count`` to it. Returns the new
+    interior points and the candidates' residual norms."""
+    candidates = torch.from_numpy(problem.geometry.sample_interior(sampler, options.candidates)).to(interior)
+    residual = pde_residual_norms(model, problem, candidates, engine, plan, chunk_size)
+    n = interior.shape[0] if options.method == "rad" else options.count
+    drawn = candidates[torch.from_numpy(choose(residual, n, options.k, options.c, rng)).to(interior.device)]
+    return (drawn if options.method == "rad" else torch.cat([interior, drawn])), residual
+
+
+@dataclass(frozen=True)
+class RBA:
+    """A stage's residual-based attention weights: decay ``gamma`` in ``[0, 1)`` and rate ``eta > 0``
+    (module docstring; the paper's values 0.999 and 0.01 are the defaults)."""
+
+    gamma: float = 0.999
+    eta: float = 0.01
+
+    @classmethod
+    def parse(cls, value: object) -> RBA:
+        """From a stage's ``rba`` value (``true`` or ``{gamma: ..., eta: ...}``); a bad one raises ValueError."""
+        if isinstance(value, RBA):
+            return value
+        if value is True:
+            return cls()
+        if not isinstance(value, Mapping) or set(value) - {"gamma", "eta"}:
+            raise ValueError(f"stage rba must be true or {{gamma: ..., eta: ...}}, got {value!r}")
+        gamma, eta = value.get("gamma", cls.gamma), value.get("eta", cls.eta)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < 1:
+            raise ValueError(f"stage rba.gamma must be a number in [0, 1), got {gamma!r}")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < math.inf:
+            raise ValueError(f"stage rba.eta must be a finite number > 0, got {eta!r}")
+        return cls(float(gamma), float(eta))
+
+    def update(self, weights: Tensor, residual: Tensor) -> Tensor:
+        """``gamma * weights + eta * |residual| / max |residual|`` (the decay alone where every residual is 0)."""
+        r = residual.detach().abs().to(weights)
+        top = r.max()
+        return self.gamma * weights + (self.eta * r / top if top > 0 else torch.zeros_like(r))
