@@ -405,3 +405,35 @@ def test_output_directory_under_a_file(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "a_file").write_text("in the way")
     with pytest.raises(ConfigError, match=r"a_file is not a writable directory \(not a directory\)"):
         check_command_line([f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["periodic_embedding=true"], "periodic_embedding=true: periodic embedding needs a problem with a periodic "
+                                  "coordinate; Poisson2D: it has no Periodic condition"),
+    (["periodic_embedding=true", "hard_bc=true", "problem=advection1d"], "periodic_embedding=true with hard_bc=true"),
+    (["periodic_embedding=true", "problem=advection1d", "model._target_=kanpde.models.mlp.MLP", "~model.widths",
+      "+model.widths=null"], "periodic_embedding=true needs a model with widths"),
+])
+def test_periodic_embedding_config_errors(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_spec(fast_cfg(*overrides), tmp_path / "out", "test")
+
+
+def test_periodic_embedding_widens_the_input_and_drops_the_periodic_term(tmp_path: Path) -> None:
+    spec = build_spec(fast_cfg("periodic_embedding=true", "problem=advection1d", "model@baseline=modified_mlp"),
+                      tmp_path / "out", "test")
+    assert [c.kind for c in spec.problem.conditions] == ["periodic", "initial"]
+    assert [c.kind for c in spec.fit_problem.conditions] == ["initial"]
+    for model_spec, cls in zip(spec.models, ("KAN", "ModifiedMLP")):
+        model = model_spec.make(torch.float64, torch.device("cpu"))
+        assert type(model).__name__ == "PeriodicEmbedding" and type(model.net).__name__ == cls
+        assert model.widths[0] == 3 and model.net.widths[0] == 3
+
+
+def test_modified_mlp_with_fourier_features_builds_as_the_baseline(tmp_path: Path) -> None:
+    spec = build_spec(fast_cfg("model@baseline=modified_mlp", "baseline.fourier_features={count: 8, scale: 2.0}"),
+                      tmp_path / "out", "test")
+    model = spec.models[1].make(torch.float64, torch.device("cpu"))
+    assert type(model).__name__ == "ModifiedMLP" and model.config["fourier_features"] == {"count": 8, "scale": 2.0}
+    with pytest.raises(ConfigError, match="baseline: fourier_features.count must be a positive integer"):
+        build_spec(fast_cfg("model@baseline=modified_mlp", "baseline.fourier_features={count: 0}"), tmp_path / "out", "test")
