@@ -344,13 +344,13 @@ def test_faulty_problem_methods_are_refused_before_training(name: str, message: 
 
 COMMAND_LINE_ERRORS = [
     (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
-    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp$"),
+    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp, modified_mlp$"),
     (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
     (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
     (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
-    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp$"),
+    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp, modified_mlp$"),
     (["+experiment=nope"], r"^unknown experiment 'nope'"),
-    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp$"),
+    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp, modified_mlp$"),
     (["hydra.run.dir=/proc/kanpde/run"], r"^output directory /proc/kanpde/run cannot be created: /proc is not a writable directory"),
     (["-m", "hydra.sweep.dir=/proc/x/${study}"], r"^output directory /proc/x/\$\{study\} cannot be created: /proc is not"),
 ]
