@@ -10,7 +10,8 @@ leaves the other coordinates as they are:
 ``u`` is then ``P_i``-periodic in ``x_i``: ``u`` and all its derivatives agree at ``x_i = lo_i`` and
 ``x_i = hi_i`` to rounding, whatever the weights, so the ``Periodic`` conditions' loss terms go
 (:func:`kanpde.pde.periodic.unperiodic_problem`). The wrapped network takes ``d + k`` inputs. Any network
-(KAN, MLP, ...) can be wrapped; derivatives come from the autograd engine (no ``forward_jet``).
+(KAN, MLP, ...) can be wrapped. With a network that has a ``forward_jet``, so has the wrapper (the chain rule
+through ``e``, below); otherwise derivatives come from the autograd engine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.models.hard import rebuild_parts
 from kanpde.models.registry import register_model
 from kanpde.pde import Problem
@@ -39,7 +41,7 @@ class PeriodicEmbedding(nn.Module):
     ``(n, d) -> (n, n_out)``; dtype/device follow the network and the inputs. ``config`` holds the network's
     class and constructor arguments and the problem's :attr:`~kanpde.pde.Problem.spec`; :meth:`from_config`
     rebuilds the wrapper from it (checkpoints, :func:`kanpde.load_run`). Grid operations go to the network
-    on embedded points; it is a :class:`~kanpde.models.protocol.Wrapper`.
+    on embedded points; it is a :class:`~kanpde.models.protocol.Wrapper`. ``forward_jet`` when the network has one.
     """
 
     def __init__(self, net: nn.Module, problem: Problem) -> None:
@@ -92,6 +94,76 @@ class PeriodicEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self.embed(x))
+
+    # -- the forward derivative engine -----------------------------------------------------------------
+    @property
+    def supports_jet(self) -> bool:
+        return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
+
+    def _columns(self) -> list[list[int]]:
+        """The embedded columns of every coordinate: ``[c, c + 1]`` for a periodic one, ``[c]`` otherwise."""
+        cols, c = [], 0
+        for i in range(self.dim):
+            width = 2 if i in self.axes else 1
+            cols.append(list(range(c, c + width)))
+            c += width
+        return cols
+
+    def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
+        """The chain rule through ``e`` (points last). The network's jet is taken in the embedded columns of
+        the planned directions, every pair among them; then for directions ``s``, ``r``
+
+            u_s  = sum_j N_j e_j,s
+            u_sr = sum_jk N_jk e_j,s e_k,r + [s = r] sum_j N_j e_j,ss
+
+        with ``e_cos,s = -w sin theta``, ``e_sin,s = w cos theta``, ``e_cos,ss = -w^2 cos theta``,
+        ``e_sin,ss = -w^2 sin theta`` (``w = 2 pi / P``) for a periodic ``s``, and ``e_s,s = 1`` otherwise."""
+        e = self.embed(x)
+        if not plan.m:
+            return self.net.forward_jet(e, plan)
+        columns = self._columns()
+        dirs_e = sorted({j for s in plan.dirs for j in columns[s]})
+        pos = {j: a for a, j in enumerate(dirs_e)}
+        inner = DerivativePlan(tuple(dirs_e), tuple((a, b) for a in range(len(dirs_e)) for b in range(a, len(dirs_e))) if plan.p else ())
+        net = self.net.forward_jet(e, inner)
+        N = net.value  # (n_out, n)
+        # d e_j / d x_s and d2 e_j / d x_s^2 at the points, per direction s: lists over its columns of (n,) tensors
+        d1, d2 = {}, {}
+        for s in plan.dirs:
+            if s in self.axes:
+                lo, period = self.axes[s]
+                w = 2 * math.pi / period
+                theta = w * (x[:, s] - lo)
+                c, sn = torch.cos(theta), torch.sin(theta)
+                d1[s], d2[s] = [-w * sn, w * c], [-w * w * c, -w * w * sn]
+            else:
+                d1[s], d2[s] = [None], [None]  # 1 and 0
+        n_first = net.first  # (n_out, m_inner, n)
+        first = []
+        for s in plan.dirs:
+            terms = [n_first[:, pos[j]] if f is None else f * n_first[:, pos[j]] for j, f in zip(columns[s], d1[s])]
+            first.append(sum(terms[1:], terms[0]))
+        u_first = torch.stack(first, 1)  # (n_out, m, n)
+        u_second = None
+        if plan.p:
+            inner_row = {(dirs_e[a], dirs_e[b]): q for q, (a, b) in enumerate(inner.pairs)}
+            entries = []
+            for _, a, b in plan.entries:
+                s, r = plan.dirs[a], plan.dirs[b]
+                total = None
+                for j, fj in zip(columns[s], d1[s]):
+                    for k, fk in zip(columns[r], d1[r]):
+                        term = net.second[:, inner_row[(min(j, k), max(j, k))]]
+                        term = term if fj is None else fj * term
+                        term = term if fk is None else fk * term
+                        total = term if total is None else total + term
+                if s == r:
+                    for j, gj in zip(columns[s], d2[s]):
+                        if gj is not None:
+                            total = total + gj * n_first[:, pos[j]]
+                entries.append(total)
+            u_second = rows_of_entries(torch.stack(entries, 1), plan)  # (n_out, p, n)
+        return Jet(N, u_first, u_second)
 
     # -- what the trainer and the outputs ask of a model ---------------------------------------------------
     @property
