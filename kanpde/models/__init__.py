@@ -1,4 +1,4 @@
-"""Solution ansatzes: the KAN and the MLP baselines (plain and modified, optionally with Fourier features), both ``nn.Module``s ``(n, dim) -> (n, n_out)``, the
+"""Solution ansatzes: the KAN and the MLP baselines (plain and modified, optionally with Fourier features), all ``nn.Module``s ``(n, dim) -> (n, n_out)``, the
 hard-constraint and periodic-embedding wrappers, the adapter to DeepXDE (:mod:`kanpde.models.interop`), and symbolic KANs (:mod:`kanpde.models.symbolic`, imported on use: SymPy).
 
 Capabilities are asked through :mod:`kanpde.models.protocol`; the compiled CPU kernels
