@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_jet, rows_of_entries
+from kanpde.models.activations import activation_derivatives, has_derivatives
 from kanpde.models.embeddings import FourierFeatures, fourier_config
 from kanpde.models.mlp import _ACTIVATIONS
 from kanpde.models.registry import register_model
@@ -25,8 +27,8 @@ class ModifiedMLP(nn.Module):
 
     with activation ``a`` (``tanh`` by default), Xavier-normal weights and zero biases. ``X`` is the input, or its
     random Fourier features with ``fourier_features={"count": m, "scale": sigma}`` (as in
-    :class:`~kanpde.models.MLP`). ``config`` holds the constructor arguments; dtype/device as given. Derivatives
-    come from the autograd engine (no ``forward_jet``).
+    :class:`~kanpde.models.MLP`). ``config`` holds the constructor arguments; dtype/device as given. ``forward_jet``
+    carries derivatives forward (the product rule at each gate) when the activation has closed-form derivatives.
     """
 
     def __init__(
@@ -74,3 +76,32 @@ class ModifiedMLP(nn.Module):
             z = self.activation(linear(h))
             h = u + z * (v - u)  # (1 - z) u + z v
         return self.linears[-1](h)
+
+    @property
+    def supports_jet(self) -> bool:
+        """Whether :meth:`forward_jet` can run: the activation has closed-form derivatives."""
+        return has_derivatives(self.activation)
+
+    def _act(self, jet: Jet, plan: DerivativePlan) -> Jet:
+        return elementwise_jet(jet, plan, *activation_derivatives(self.activation, jet.value, plan.order))
+
+    def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
+        """Outputs and their input derivatives in ``plan`` (points last, :mod:`kanpde.derivatives.jet`). Each gate
+        ``H = U + Z (V - U)`` by the product rule: ``d(Z D)_s = Z_s D + Z D_s``,
+        ``d2(Z D)_sr = Z_sr D + Z_s D_r + Z_r D_s + Z D_sr`` (summed over a trace row's pairs)."""
+        x_jet = Jet(x.T) if self.features is None else self.features.forward_jet(x, plan)
+        u = self._act(linear_jet(x_jet, plan, self.encoder_u.weight, self.encoder_u.bias), plan)
+        v = self._act(linear_jet(x_jet, plan, self.encoder_v.weight, self.encoder_v.bias), plan)
+        d = Jet(v.value - u.value, None if not plan.m else v.first - u.first, None if not plan.p else v.second - u.second)
+        h = x_jet
+        for linear in self.linears[:-1]:
+            z = self._act(linear_jet(h, plan, linear.weight, linear.bias), plan)
+            first = second = None
+            if plan.m:
+                first = u.first + z.first * d.value[:, None] + z.value[:, None] * d.first
+            if plan.p:
+                a, b = plan.pair_dirs
+                cross = rows_of_entries(z.first[:, a] * d.first[:, b] + z.first[:, b] * d.first[:, a], plan)
+                second = u.second + z.second * d.value[:, None] + cross + z.value[:, None] * d.second
+            h = Jet(u.value + z.value * d.value, first, second)
+        return linear_jet(h, plan, self.linears[-1].weight, self.linears[-1].bias)

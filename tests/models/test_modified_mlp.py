@@ -49,13 +49,11 @@ def test_gradcheck_inputs() -> None:
     assert torch.autograd.gradcheck(model, (x,))
 
 
-def test_autograd_engine_chosen_and_derivatives_match_finite_differences() -> None:
-    """No forward_jet: "auto" resolves to autograd, and u_x from it matches central differences."""
+def test_derivatives_match_finite_differences() -> None:
     torch.manual_seed(2)
     model = ModifiedMLP([2, 8, 8, 1], dtype=F64)
-    assert resolve_engine("auto", model) == "autograd"
     x = torch.rand(10, 2, dtype=F64)
-    u = make_field(model, x, ("x", "y"), engine="auto")
+    u = make_field(model, x, ("x", "y"), engine="autograd")
     h = 1e-6
     e = torch.tensor([h, 0.0], dtype=F64)
     fd = (model(x + e) - model(x - e))[:, 0] / (2 * h)
@@ -72,3 +70,22 @@ def test_registered_and_rebuilt_from_config() -> None:
     x = torch.rand(7, 3, dtype=F64)
     torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
     assert model.widths == [3, 5, 5, 2] and model.config["fourier_features"] == {"count": 4, "scale": 2.0}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sin", "silu"])
+@pytest.mark.parametrize("features", [None, {"count": 3, "scale": 1.0}], ids=["plain", "fourier"])
+@pytest.mark.parametrize("widths", [[3, 6, 2], [3, 6, 6, 6, 2]], ids=["one_gate", "three_gates"])
+def test_forward_jet_matches_autograd(activation: str, features, widths) -> None:
+    torch.manual_seed(4)
+    model = ModifiedMLP(widths, activation=activation, fourier_features=features, dtype=F64)
+    assert resolve_engine("auto", model) == "forward"
+    x = torch.rand(7, 3, dtype=F64)
+    coords, outputs = ("x", "y", "z"), ("u", "v")
+    fwd = make_field(model, x, coords, outputs=outputs, engine="forward")
+    ag = make_field(model, x, coords, outputs=outputs, engine="autograd")
+    for c in outputs:
+        torch.testing.assert_close(fwd[c].value, ag[c].value, rtol=0, atol=1e-14)
+        for spec in ("x", "y", "z", "xx", "xy", "yz", "zz"):
+            torch.testing.assert_close(fwd[c].d(spec), ag[c].d(spec), rtol=1e-10, atol=1e-11)
+        torch.testing.assert_close(fwd[c].laplacian(), ag[c].laplacian(), rtol=1e-10, atol=1e-11)
+
