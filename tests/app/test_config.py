@@ -413,6 +413,8 @@ def test_output_directory_under_a_file(tmp_path: Path, monkeypatch) -> None:
     (["periodic_embedding=true", "hard_bc=true", "problem=advection1d"], "periodic_embedding=true with hard_bc=true"),
     (["periodic_embedding=true", "problem=advection1d", "model._target_=kanpde.models.mlp.MLP", "~model.widths",
       "+model.widths=null"], "periodic_embedding=true needs a model with widths"),
+    (["periodic_embedding=true", "problem=advection1d", "trainer.stages=[{optimizer: lbfgs, steps: 1, symbolic: {lib: [x]}}]"],
+     r"trainer.stages\[0\]: symbolic stages with periodic_embedding=true would snap the network of \(cos, sin\) features"),
 ])
 def test_periodic_embedding_config_errors(overrides: list[str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
