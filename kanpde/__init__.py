@@ -18,7 +18,7 @@ from kanpde.derivatives import (
     value,
 )
 from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
-from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, deepxde_net, unwrap
+from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, ModifiedMLP, PeriodicEmbedding, deepxde_net, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
     Annulus,
@@ -68,6 +68,7 @@ __all__ = [
     "KAN",
     "KANLinear",
     "MLP",
+    "ModifiedMLP",
     "Field",
     "AutogradField",
     "ForwardField",
@@ -123,6 +124,7 @@ __all__ = [
     "SSBFGS",
     "SSBroyden",
     "HardDirichlet",
+    "PeriodicEmbedding",
     "deepxde_net",
     "soft_problem",
     "unwrap",

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 BAD = {
     "unknown_problem": (["problem=nope"], "unknown problem 'nope' (problem=nope); valid: advection1d, allencahn1d"),
-    "unknown_model": (["model=nope"], "unknown model 'nope' (model=nope); valid: kan, mlp"),
+    "unknown_model": (["model=nope"], "unknown model 'nope' (model=nope); valid: kan, mlp, modified_mlp"),
     "widths": (["model.widths=[3,10,1]"], "model.widths=[3, 10, 1] does not fit problem poisson2d"),
     "grid_size": (["model.grid_size=0"], "model: grid_size must be an integer >= 1, got 0"),
     "spline_order": (["model.spline_order=0"], "model: spline_order must be an integer >= 1, got 0"),

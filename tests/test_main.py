@@ -12,7 +12,7 @@ from kanpde.__main__ import cli, format_table
 
 REFUSED = [
     (["problem=nope"], "kanpde: error: unknown problem 'nope' (problem=nope); valid: advection1d"),
-    (["model=nope"], "kanpde: error: unknown model 'nope' (model=nope); valid: kan, mlp"),
+    (["model=nope"], "kanpde: error: unknown model 'nope' (model=nope); valid: kan, mlp, modified_mlp"),
     (["hydra.run.dir=/proc/x"], "kanpde: error: output directory /proc/x cannot be created: /proc is not a writable directory"),
 ]
 

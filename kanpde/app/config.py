@@ -26,10 +26,11 @@ from torch import nn
 
 from kanpde.app.problem_file import class_path, is_file_target, load_class
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
-from kanpde.models import HardDirichlet, warm_up
+from kanpde.models import HardDirichlet, PeriodicEmbedding, warm_up
 from kanpde.models.protocol import is_edge_model
 from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
+from kanpde.pde.periodic import periodic_axes, unperiodic_problem
 from kanpde.training import Stage
 from kanpde.training.fit import CHUNK_SIZE, DIVERGENCE_FACTOR
 
@@ -359,10 +360,19 @@ def _recorded_config(cfg: DictConfig) -> str:
 
 
 def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
-    """The configured problem, and the problem trained on (without the hard-constrained conditions)."""
+    """The configured problem, and the problem trained on (without the conditions that hard constraints or
+    the periodic embedding enforce)."""
     problem = _instantiate(_problem_node(cfg), "problem")
     if not isinstance(problem, Problem):
         raise ConfigError(f"problem: {type(problem).__name__} is not a kanpde.Problem")
+    if cfg.get("periodic_embedding", False):
+        if cfg.get("hard_bc", False):
+            raise ConfigError("periodic_embedding=true with hard_bc=true: the lifting g + D N is not periodic in "
+                              "general; use one of them")
+        try:
+            return problem, unperiodic_problem(problem)
+        except ValueError as exc:
+            raise ConfigError(f"periodic_embedding=true: {exc}") from None
     if not cfg.get("hard_bc", False):
         return problem, problem
     try:
@@ -388,7 +398,7 @@ def _model_nodes(cfg: DictConfig, problem: Problem) -> list[tuple[str, DictConfi
     return nodes
 
 
-def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool) -> None:
+def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool, periodic: bool = False) -> None:
     """Stage kinds that cannot apply to the main model are refused (the baseline runs the same schedule
     and skips the interpretability steps, which need edge functions)."""
     for i, st in enumerate(stages):
@@ -400,6 +410,9 @@ def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool) -> N
         if "symbolic" in kinds and hard_bc:
             raise ConfigError(f"trainer.stages[{i}]: symbolic stages with hard_bc=true would snap the network N inside "
                               "u = g + D N, whose formula is not the solution's; use hard_bc=false")
+        if "symbolic" in kinds and periodic:
+            raise ConfigError(f"trainer.stages[{i}]: symbolic stages with periodic_embedding=true would snap the network "
+                              "of (cos, sin) features, whose formula is not the solution's; use periodic_embedding=false")
 
 
 def _check_parameter_counts(stages: list[Stage], node: DictConfig, name: str, model: nn.Module) -> None:
@@ -422,19 +435,33 @@ def _check_parameter_counts(stages: list[Stage], node: DictConfig, name: str, mo
             raise ConfigError(f"trainer.stages[{i}].optimizer ({name}): {exc}") from None
 
 
+def _embedded_widths(node: DictConfig, problem: Problem, name: str) -> DictConfig:
+    """The model node with one more input per periodic coordinate (each enters as a (cos, sin) pair)."""
+    if node.get("widths") is None:
+        raise ConfigError(f"periodic_embedding=true needs a model with widths; {name} {node.get('_target_')} has none")
+    widened = node.copy()
+    widened.widths = [problem.dim + len(periodic_axes(problem)), *list(node.widths)[1:]]
+    return widened
+
+
 def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[Stage]) -> tuple[ModelSpec, ...]:
     hard_bc = bool(cfg.get("hard_bc", False))
+    periodic = bool(cfg.get("periodic_embedding", False))
     specs = []
     for name, node in _model_nodes(cfg, problem):
+        if periodic:
+            node = _embedded_widths(node, problem, name)
         model = _make_model(node, name, torch.float64, torch.device("cpu"))  # constructor checks, before training
         if engine == "forward" and not supports_forward(model):
             raise ConfigError(f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd")
         if name == "model":
-            _check_stage_kinds(stages, model, hard_bc)
+            _check_stage_kinds(stages, model, hard_bc, periodic)
         _check_parameter_counts(stages, node, name, model)
 
         def make(dtype: torch.dtype, device: torch.device, node: DictConfig = node, name: str = name) -> nn.Module:
             net = _make_model(node, name, dtype, device)
+            if periodic:  # u = N(cos, sin, ...): periodic exactly
+                return PeriodicEmbedding(net, problem)
             return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
 
         specs.append(ModelSpec(name, node, make))

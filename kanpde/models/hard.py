@@ -77,22 +77,7 @@ class HardDirichlet(nn.Module):
         before). The resolved network class must be an ``nn.Module`` and the problem class a
         :class:`~kanpde.pde.Problem` before either is called. Also reads the first run-file format, whose
         problem was ``{"_target_": "module.Class", **kwargs}``."""
-        net_path = str(config["net"]["class"])
-        net_cls = resolve(net_path)
-        if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
-            raise ValueError(f"HardDirichlet: saved network class {net_path!r} is not a torch.nn.Module")
-        kwargs = dict(config["net"].get("config", {}))
-        if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
-            kwargs.update(dtype=dtype, device=device)
-        spec = dict(config["problem"])
-        if "_target_" in spec:  # format 1
-            problem_path, problem_kwargs = str(spec.pop("_target_")), spec
-        else:
-            problem_path, problem_kwargs = str(spec["class"]), dict(spec.get("kwargs", {}))
-        problem_cls = resolve(problem_path)
-        if not (isinstance(problem_cls, type) and issubclass(problem_cls, Problem)):
-            raise ValueError(f"HardDirichlet: saved problem class {problem_path!r} is not a kanpde Problem")
-        return cls(net_cls(**kwargs), problem_cls(**problem_kwargs))
+        return cls(*rebuild_parts(config, resolve, dtype, device, cls.__name__))
 
     def with_net(self, net: nn.Module) -> HardDirichlet:
         """The same constraints around another network (after pruning, snapping or grid extension)."""
@@ -196,3 +181,31 @@ class HardDirichlet(nn.Module):
         if not hasattr(self.net, "refine"):
             return self
         return self.with_net(self.net.refine(grid_size, x))
+
+
+def rebuild_parts(
+    config: Mapping[str, Any],
+    resolve: Callable[[str], Any],
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+    who: str,
+) -> tuple[nn.Module, Problem]:
+    """A fresh network and the problem from a wrapper's ``config`` (``{"net": {"class", "config"}, "problem":
+    spec}``): the class paths go through ``resolve`` (the allow-list gate) and are checked to be an
+    ``nn.Module`` and a :class:`~kanpde.pde.Problem` before either is called."""
+    net_path = str(config["net"]["class"])
+    net_cls = resolve(net_path)
+    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+        raise ValueError(f"{who}: saved network class {net_path!r} is not a torch.nn.Module")
+    kwargs = dict(config["net"].get("config", {}))
+    if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
+        kwargs.update(dtype=dtype, device=device)
+    spec = dict(config["problem"])
+    if "_target_" in spec:  # format 1
+        problem_path, problem_kwargs = str(spec.pop("_target_")), spec
+    else:
+        problem_path, problem_kwargs = str(spec["class"]), dict(spec.get("kwargs", {}))
+    problem_cls = resolve(problem_path)
+    if not (isinstance(problem_cls, type) and issubclass(problem_cls, Problem)):
+        raise ValueError(f"{who}: saved problem class {problem_path!r} is not a kanpde Problem")
+    return net_cls(**kwargs), problem_cls(**problem_kwargs)

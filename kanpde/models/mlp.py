@@ -11,6 +11,7 @@ from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_
 from kanpde.models.activations import Sin, activation_derivatives, has_derivatives
 from kanpde.models._kernels import fused_available
 from kanpde.models._kernels.elementwise import activation_jet, elementwise_jet_fused
+from kanpde.models.embeddings import FourierFeatures, fourier_config
 from kanpde.models.registry import register_model
 
 __all__ = ["MLP"]
@@ -26,12 +27,17 @@ class MLP(nn.Module):
     ``y = W_L a(... a(W_1 x + b_1) ...) + b_L`` with activation ``a`` (``tanh`` by default) between
     layers, Xavier-normal weights and zero biases (the usual PINN initialisation). ``config`` holds
     the constructor arguments for rebuilding a saved model. dtype/device follow the module.
+
+    ``fourier_features={"count": m, "scale": sigma}``: the input first goes through random Fourier
+    features ``[cos(2 pi B x), sin(2 pi B x)]`` (:class:`~kanpde.models.embeddings.FourierFeatures`, ``B``
+    ``(m, widths[0])`` from ``N(0, sigma^2)``, fixed), so the first layer takes ``2 m`` inputs.
     """
 
     def __init__(
         self,
         widths: Sequence[int],
         activation: str = "tanh",
+        fourier_features: dict | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -41,9 +47,14 @@ class MLP(nn.Module):
             raise ValueError(f"MLP widths must list at least two positive sizes, got {widths}")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {sorted(_ACTIVATIONS)}")
+        features = fourier_config(fourier_features)
         self.config = {"widths": widths, "activation": activation}
+        if features is not None:  # kept out of the config without features: run files of plain MLPs unchanged
+            self.config["fourier_features"] = features
+        self.features = None if features is None else FourierFeatures(widths[0], **features, dtype=dtype, device=device)
+        sizes = [widths[0] if self.features is None else self.features.out_features, *widths[1:]]
         self.linears = nn.ModuleList(
-            nn.Linear(w_in, w_out, dtype=dtype, device=device) for w_in, w_out in zip(widths[:-1], widths[1:])
+            nn.Linear(w_in, w_out, dtype=dtype, device=device) for w_in, w_out in zip(sizes[:-1], sizes[1:])
         )
         self.activation = _ACTIVATIONS[activation]()
         for linear in self.linears:
@@ -55,6 +66,8 @@ class MLP(nn.Module):
         return list(self.config["widths"])
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.features is not None:
+            x = self.features(x)
         for linear in self.linears[:-1]:
             x = self.activation(linear(x))
         return self.linears[-1](x)
@@ -72,7 +85,7 @@ class MLP(nn.Module):
         Per layer ``z = W a + b`` maps derivatives by ``W`` (one matrix product for all directions);
         ``a = f(z)`` by ``da = f'(z) dz`` and ``d2a = f''(z) dz_s dz_r + f'(z) d2z``.
         """
-        jet = Jet(x.T)
+        jet = Jet(x.T) if self.features is None else self.features.forward_jet(x, plan)
         # the fused kernels pay off on second derivatives; first-only plans (boundary fluxes, the evaluation's
         # gradient) take the tensor path, at about the same speed, and need no kernel compiled for them
         fused = plan.p > 0 and fused_available(x, self.linears[0].weight)

@@ -14,8 +14,8 @@ A model class joins by decorating it::
         ...                      # its constructor arguments are plain data, kept in ``self.config``
 
 Every model class of :mod:`kanpde.models` is declared this way (:class:`~kanpde.models.KAN`,
-:class:`~kanpde.models.MLP`, :class:`~kanpde.models.symbolic.SymbolicKAN`,
-:class:`~kanpde.models.HardDirichlet`). A class of a module of :mod:`kanpde.models` that is not imported yet
+:class:`~kanpde.models.MLP`, :class:`~kanpde.models.ModifiedMLP`, :class:`~kanpde.models.symbolic.SymbolicKAN`,
+:class:`~kanpde.models.HardDirichlet`, :class:`~kanpde.models.PeriodicEmbedding`). A class of a module of :mod:`kanpde.models` that is not imported yet
 (the symbolic models, imported on use) is found by importing that module of kanpde's own, never a module a
 file names; a class outside :mod:`kanpde.models` must be imported, and so declared, before the file is read.
 Problems are not models: the run-file reader allows kanpde's shipped problems, and the problem (or

@@ -355,13 +355,13 @@ def test_faulty_problem_methods_are_refused_before_training(name: str, message: 
 
 COMMAND_LINE_ERRORS = [
     (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
-    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp$"),
+    (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp, modified_mlp$"),
     (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
     (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
     (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
-    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp$"),
+    (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp, modified_mlp$"),
     (["+experiment=nope"], r"^unknown experiment 'nope'"),
-    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp$"),
+    (["-m", "model=kan,nope"], r"^unknown model 'nope' \(model=kan,nope\); valid: kan, mlp, modified_mlp$"),
     (["hydra.run.dir=/proc/kanpde/run"], r"^output directory /proc/kanpde/run cannot be created: /proc is not a writable directory"),
     (["-m", "hydra.sweep.dir=/proc/x/${study}"], r"^output directory /proc/x/\$\{study\} cannot be created: /proc is not"),
 ]
@@ -416,3 +416,37 @@ def test_output_directory_under_a_file(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "a_file").write_text("in the way")
     with pytest.raises(ConfigError, match=r"a_file is not a writable directory \(not a directory\)"):
         check_command_line([f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["periodic_embedding=true"], "periodic_embedding=true: periodic embedding needs a problem with a periodic "
+                                  "coordinate; Poisson2D: it has no Periodic condition"),
+    (["periodic_embedding=true", "hard_bc=true", "problem=advection1d"], "periodic_embedding=true with hard_bc=true"),
+    (["periodic_embedding=true", "problem=advection1d", "model._target_=kanpde.models.mlp.MLP", "~model.widths",
+      "+model.widths=null"], "periodic_embedding=true needs a model with widths"),
+    (["periodic_embedding=true", "problem=advection1d", "trainer.stages=[{optimizer: lbfgs, steps: 1, symbolic: {lib: [x]}}]"],
+     r"trainer.stages\[0\]: symbolic stages with periodic_embedding=true would snap the network of \(cos, sin\) features"),
+])
+def test_periodic_embedding_config_errors(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_spec(fast_cfg(*overrides), tmp_path / "out", "test")
+
+
+def test_periodic_embedding_widens_the_input_and_drops_the_periodic_term(tmp_path: Path) -> None:
+    spec = build_spec(fast_cfg("periodic_embedding=true", "problem=advection1d", "model@baseline=modified_mlp"),
+                      tmp_path / "out", "test")
+    assert [c.kind for c in spec.problem.conditions] == ["periodic", "initial"]
+    assert [c.kind for c in spec.fit_problem.conditions] == ["initial"]
+    for model_spec, cls in zip(spec.models, ("KAN", "ModifiedMLP")):
+        model = model_spec.make(torch.float64, torch.device("cpu"))
+        assert type(model).__name__ == "PeriodicEmbedding" and type(model.net).__name__ == cls
+        assert model.widths[0] == 3 and model.net.widths[0] == 3
+
+
+def test_modified_mlp_with_fourier_features_builds_as_the_baseline(tmp_path: Path) -> None:
+    spec = build_spec(fast_cfg("model@baseline=modified_mlp", "baseline.fourier_features={count: 8, scale: 2.0}"),
+                      tmp_path / "out", "test")
+    model = spec.models[1].make(torch.float64, torch.device("cpu"))
+    assert type(model).__name__ == "ModifiedMLP" and model.config["fourier_features"] == {"count": 8, "scale": 2.0}
+    with pytest.raises(ConfigError, match="baseline: fourier_features.count must be a positive integer"):
+        build_spec(fast_cfg("model@baseline=modified_mlp", "baseline.fourier_features={count: 0}"), tmp_path / "out", "test")

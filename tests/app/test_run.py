@@ -338,3 +338,20 @@ def test_a_failing_evaluator_keeps_the_trained_model(tmp_path: Path) -> None:
     assert saved["status"] == "evaluation_failed" and "outside the reference table" in saved["messages"][0]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["stage"] == 1 and len(state["history"]["stages"]) == 2  # both stages of debug=fast, trained
+
+
+@pytest.mark.slow
+def test_periodic_embedding_run_trains_without_the_periodic_term_and_loads_back(tmp_path: Path) -> None:
+    from kanpde.models import PeriodicEmbedding
+
+    metrics = run(fast_cfg("periodic_embedding=true", "problem=advection1d", "model@baseline=modified_mlp"), output_dir=tmp_path)
+    assert metrics["status"] == "ok" and metrics["model"] == "kan" and metrics["baseline"]["model"] == "modifiedmlp"
+    assert metrics["widths"] == [3, 3, 1] and math.isfinite(metrics["l2_rel"]) and math.isfinite(metrics["baseline"]["l2_rel"])
+    loaded = load_run(tmp_path)
+    assert isinstance(loaded.model, PeriodicEmbedding) and isinstance(loaded.baseline.model, PeriodicEmbedding)
+    for result in (loaded.main, loaded.baseline):
+        assert not any("periodic" in key for key in result.history), sorted(result.history)
+        assert any(key.startswith("initial") for key in result.history)
+        t = np.linspace(0, 1, 9)
+        left, right = (result(np.stack([np.full_like(t, x0), t], 1)) for x0 in (0.0, 2 * math.pi))
+        assert float(abs(left - right).max()) < 1e-12
