@@ -36,6 +36,7 @@ from torch.func import jacfwd, vmap
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.models._kernels import under_transform
 from kanpde.pde import Problem
+from kanpde.models.protocol import WrapsNet
 from kanpde.models.registry import register_model
 from kanpde.pde.hard import Lifting
 
@@ -43,7 +44,7 @@ __all__ = ["HardDirichlet"]
 
 
 @register_model
-class HardDirichlet(nn.Module):
+class HardDirichlet(WrapsNet, nn.Module):
     """``u = g(x) + D(x) N(x)`` (module docstring): a network ``N`` that satisfies the Dirichlet data of ``problem``.
 
     ``net``: the network (its parameters are kept, not copied); ``problem``: the :class:`~kanpde.pde.Problem`
@@ -93,10 +94,6 @@ class HardDirichlet(nn.Module):
         return lift[:, 1] + lift[:, 0] * self.net(x)
 
     # -- the forward derivative engine -----------------------------------------------------------------
-    @property
-    def supports_jet(self) -> bool:
-        return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
-
     def _lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """``[D, G]`` at ``x``: value ``(n, 2, n_out)``, Jacobian ``(n, 2, n_out, d)`` and, with ``second``, Hessian
         ``(n, 2, n_out, d, d)``, by :mod:`torch.func` on the lifting's closed form. The lifting does not depend
@@ -161,26 +158,6 @@ class HardDirichlet(nn.Module):
             cross = rows_of_entries(d1[:, a] * n_first[:, b] + d1[:, b] * n_first[:, a], plan)
             u_second = second[1] + second[0] * N[:, None] + cross + D[:, None] * n_second  # (n_out, p, n)
         return Jet(g + D * N, u_first, u_second)
-
-    # -- what the trainer and the outputs ask of a model ---------------------------------------------------
-    @property
-    def widths(self) -> list[int]:
-        return list(getattr(self.net, "widths", self.config["net"]["config"].get("widths", [])))
-
-    @property
-    def grid_size(self) -> int | None:
-        return getattr(self.net, "grid_size", None)
-
-    def update_grid(self, x: Tensor, **kwargs: Any) -> None:
-        """The network's grid update (a KAN's), or nothing."""
-        if hasattr(self.net, "update_grid"):
-            self.net.update_grid(x, **kwargs)
-
-    def refine(self, grid_size: int, x: Tensor | None = None) -> HardDirichlet:
-        """Grid extension of the network (a KAN's ``refine``), wrapped the same way; ``self`` without a grid."""
-        if not hasattr(self.net, "refine"):
-            return self
-        return self.with_net(self.net.refine(grid_size, x))
 
 
 def rebuild_parts(

@@ -20,6 +20,21 @@ __all__ = ["MLP"]
 _ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU, "sin": Sin, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
+def input_stage(widths: list[int], activation: str, fourier_features: dict | None, dtype: torch.dtype | None,
+                device: torch.device | str | None) -> tuple[dict, FourierFeatures | None, int]:
+    """What the MLP-like models share before their layers: the activation checked, the ``config`` (with
+    ``fourier_features`` only where given, so run files of plain models are unchanged), the optional random
+    Fourier features and the first layer's input size."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; valid: {sorted(_ACTIVATIONS)}")
+    features = fourier_config(fourier_features)
+    config: dict = {"widths": widths, "activation": activation}
+    if features is not None:
+        config["fourier_features"] = features
+    embedding = None if features is None else FourierFeatures(widths[0], **features, dtype=dtype, device=device)
+    return config, embedding, widths[0] if embedding is None else embedding.out_features
+
+
 @register_model
 class MLP(nn.Module):
     """A fully connected network ``(n, widths[0]) -> (n, widths[-1])``.
@@ -45,14 +60,8 @@ class MLP(nn.Module):
         widths = [int(w) for w in widths]
         if len(widths) < 2 or any(w < 1 for w in widths):
             raise ValueError(f"MLP widths must list at least two positive sizes, got {widths}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {sorted(_ACTIVATIONS)}")
-        features = fourier_config(fourier_features)
-        self.config = {"widths": widths, "activation": activation}
-        if features is not None:  # kept out of the config without features: run files of plain MLPs unchanged
-            self.config["fourier_features"] = features
-        self.features = None if features is None else FourierFeatures(widths[0], **features, dtype=dtype, device=device)
-        sizes = [widths[0] if self.features is None else self.features.out_features, *widths[1:]]
+        self.config, self.features, d_in = input_stage(widths, activation, fourier_features, dtype, device)
+        sizes = [d_in, *widths[1:]]
         self.linears = nn.ModuleList(
             nn.Linear(w_in, w_out, dtype=dtype, device=device) for w_in, w_out in zip(sizes[:-1], sizes[1:])
         )

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, elementwise_jet, linear_jet, rows_of_entries
 from kanpde.models.activations import activation_derivatives, has_derivatives
-from kanpde.models.embeddings import FourierFeatures, fourier_config
-from kanpde.models.mlp import _ACTIVATIONS
+from kanpde.models.mlp import _ACTIVATIONS, input_stage
 from kanpde.models.registry import register_model
 
 __all__ = ["ModifiedMLP"]
@@ -45,14 +44,7 @@ class ModifiedMLP(nn.Module):
             raise ValueError(f"ModifiedMLP widths must list an input, at least one hidden and an output size, got {widths}")
         if len(set(widths[1:-1])) != 1:
             raise ValueError(f"ModifiedMLP hidden widths must all be equal (the encoders gate every layer), got {widths}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {sorted(_ACTIVATIONS)}")
-        features = fourier_config(fourier_features)
-        self.config = {"widths": widths, "activation": activation}
-        if features is not None:
-            self.config["fourier_features"] = features
-        self.features = None if features is None else FourierFeatures(widths[0], **features, dtype=dtype, device=device)
-        d_in = widths[0] if self.features is None else self.features.out_features
+        self.config, self.features, d_in = input_stage(widths, activation, fourier_features, dtype, device)
         sizes = [d_in, *widths[1:]]
         kw = {"dtype": dtype, "device": device}
         self.encoder_u = nn.Linear(d_in, widths[1], **kw)

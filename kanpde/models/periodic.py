@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.models.hard import rebuild_parts
+from kanpde.models.protocol import WrapsNet
 from kanpde.models.registry import register_model
 from kanpde.pde import Problem
 from kanpde.pde.periodic import periodic_axes
@@ -33,7 +34,7 @@ __all__ = ["PeriodicEmbedding"]
 
 
 @register_model
-class PeriodicEmbedding(nn.Module):
+class PeriodicEmbedding(WrapsNet, nn.Module):
     """``u(x) = N(e(x))`` (module docstring): ``net`` sees ``(cos, sin)`` of the periodic coordinates of ``problem``.
 
     ``net``: a network ``(n, d + k) -> (n, n_out)`` (its parameters are kept, not copied); ``problem``: a
@@ -96,10 +97,6 @@ class PeriodicEmbedding(nn.Module):
         return self.net(self.embed(x))
 
     # -- the forward derivative engine -----------------------------------------------------------------
-    @property
-    def supports_jet(self) -> bool:
-        return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
-
     def _columns(self) -> list[list[int]]:
         """The embedded columns of every coordinate: ``[c, c + 1]`` for a periodic one, ``[c]`` otherwise."""
         cols, c = [], 0
@@ -165,22 +162,6 @@ class PeriodicEmbedding(nn.Module):
             u_second = rows_of_entries(torch.stack(entries, 1), plan)  # (n_out, p, n)
         return Jet(N, u_first, u_second)
 
-    # -- what the trainer and the outputs ask of a model ---------------------------------------------------
-    @property
-    def widths(self) -> list[int]:
-        return list(getattr(self.net, "widths", self.config["net"]["config"].get("widths", [])))
-
-    @property
-    def grid_size(self) -> int | None:
-        return getattr(self.net, "grid_size", None)
-
-    def update_grid(self, x: Tensor, **kwargs: Any) -> None:
-        """The network's grid update (a KAN's) on the embedded points, or nothing."""
-        if hasattr(self.net, "update_grid"):
-            self.net.update_grid(self.embed(x), **kwargs)
-
-    def refine(self, grid_size: int, x: Tensor | None = None) -> PeriodicEmbedding:
-        """Grid extension of the network on the embedded points, wrapped the same way; ``self`` without a grid."""
-        if not hasattr(self.net, "refine"):
-            return self
-        return self.with_net(self.net.refine(grid_size, None if x is None else self.embed(x)))
+    def net_input(self, x: Tensor) -> Tensor:
+        """The network sees the embedded points (grid update and extension included)."""
+        return self.embed(x)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan, Jet
 
-__all__ = ["JetModel", "GridModel", "Wrapper", "unwrap", "rewrap", "is_edge_model", "module_dtype_device"]
+__all__ = ["JetModel", "GridModel", "Wrapper", "WrapsNet", "unwrap", "rewrap", "is_edge_model", "module_dtype_device"]
 
 
 @runtime_checkable
@@ -43,6 +43,46 @@ class Wrapper(Protocol):
     net: nn.Module
 
     def with_net(self, net: nn.Module) -> nn.Module: ...
+
+
+class WrapsNet:
+    """What a :class:`Wrapper` passes through to its network ``self.net``: ``supports_jet``, ``widths``,
+    ``grid_size``, ``update_grid`` and ``refine`` (grid extension, then ``with_net`` around the result).
+    ``net_input`` maps the wrapper's points to the network's (the identity; an embedding overrides it)."""
+
+    net: nn.Module
+
+    def with_net(self, net: nn.Module) -> nn.Module:  # pragma: no cover - every wrapper defines it
+        raise NotImplementedError
+
+    def net_input(self, x: Tensor) -> Tensor:
+        return x
+
+    @property
+    def supports_jet(self) -> bool:
+        return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
+
+    @property
+    def widths(self) -> list[int]:
+        widths = getattr(self.net, "widths", None)
+        if widths is None:  # a network without widths: those of its saved configuration, if any
+            widths = getattr(self, "config", {}).get("net", {}).get("config", {}).get("widths", [])
+        return list(widths)
+
+    @property
+    def grid_size(self) -> int | None:
+        return getattr(self.net, "grid_size", None)
+
+    def update_grid(self, x: Tensor, **kwargs: object) -> None:
+        """The network's grid update (a KAN's) on its inputs, or nothing."""
+        if hasattr(self.net, "update_grid"):
+            self.net.update_grid(self.net_input(x), **kwargs)
+
+    def refine(self, grid_size: int, x: Tensor | None = None) -> nn.Module:
+        """Grid extension of the network on its inputs, wrapped the same way; ``self`` without a grid."""
+        if not hasattr(self.net, "refine"):
+            return self  # type: ignore[return-value]
+        return self.with_net(self.net.refine(grid_size, None if x is None else self.net_input(x)))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

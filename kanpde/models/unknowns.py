@@ -10,16 +10,16 @@ reads them through the problem, sees the values being tried. It computes what th
 
 from __future__ import annotations
 
-from typing import Any
 
 from torch import Tensor, nn
 
 from kanpde.derivatives.jet import DerivativePlan, Jet
+from kanpde.models.protocol import WrapsNet
 
 __all__ = ["WithUnknowns"]
 
 
-class WithUnknowns(nn.Module):
+class WithUnknowns(WrapsNet, nn.Module):
     """``net`` with ``unknowns`` (a module whose parameters are trained alongside ``net``'s)."""
 
     def __init__(self, net: nn.Module, unknowns: nn.Module) -> None:
@@ -30,29 +30,8 @@ class WithUnknowns(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    @property
-    def supports_jet(self) -> bool:
-        return callable(getattr(self.net, "forward_jet", None)) and bool(getattr(self.net, "supports_jet", True))
-
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:
         return self.net.forward_jet(x, plan)
 
     def with_net(self, net: nn.Module) -> WithUnknowns:
         return WithUnknowns(net, self.unknowns)
-
-    @property
-    def widths(self) -> list[int]:
-        return list(getattr(self.net, "widths", []))
-
-    @property
-    def grid_size(self) -> int | None:
-        return getattr(self.net, "grid_size", None)
-
-    def update_grid(self, x: Tensor, **kwargs: Any) -> None:
-        if hasattr(self.net, "update_grid"):
-            self.net.update_grid(x, **kwargs)
-
-    def refine(self, grid_size: int, x: Tensor | None = None) -> WithUnknowns:
-        if not hasattr(self.net, "refine"):
-            return self
-        return self.with_net(self.net.refine(grid_size, x))
