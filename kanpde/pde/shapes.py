@@ -23,7 +23,22 @@ def _arc_unit(sampler, n: int) -> np.ndarray:
     return sampler.unit(n, 1)[:, 0]
 
 
-class Disk(Geometry):
+class _Round(Geometry):
+    """What a disk and a ball share: ``center``, ``radius``, the signed distance and the Dirichlet factor."""
+
+    center: np.ndarray
+    radius: float
+
+    def sdf(self, x: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
+
+    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
+        """``(r^2 - |x - c|^2) / (2 r)``: zero on the circle (sphere), normalised (``|grad| = 1`` there), C^inf."""
+        self.resolve_faces(piece)
+        return (self.radius**2 - _rho2(x, self.center)) / (2 * self.radius)
+
+
+class Disk(_Round):
     """The disk ``|x - center| <= radius`` in 2-D; one boundary piece, ``"circle"``."""
 
     def __init__(self, center: Sequence[float] = (0.0, 0.0), radius: float = 1.0, names: Sequence[str] = ("x", "y")) -> None:
@@ -52,14 +67,6 @@ class Disk(Geometry):
         theta = 2 * np.pi * _arc_unit(sampler, n)
         normals = np.stack([np.cos(theta), np.sin(theta)], axis=1)
         return self.center + self.radius * normals, normals
-
-    def sdf(self, x: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
-
-    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """``(r^2 - |x - c|^2) / (2 r)``: zero on the circle, normalised (``|grad| = 1`` there), C^inf."""
-        self.resolve_faces(piece)
-        return (self.radius**2 - _rho2(x, self.center)) / (2 * self.radius)
 
     #: The extension's cut-off: the closest point on the circle alone where ``|x - c| >= CUT_OUTER r``, the
     #: circle's mean value alone where ``|x - c| <= CUT_INNER r``, a C^3 blend between.
@@ -144,7 +151,7 @@ class Annulus(Geometry):
         return f"Annulus(center={self.center.tolist()}, r_inner={self.r_inner}, r_outer={self.r_outer})"
 
 
-class Ball(Geometry):
+class Ball(_Round):
     """The ball ``|x - center| <= radius`` in ``d = len(center)`` dimensions (3-D by default); one boundary
     piece, ``"sphere"``. Boundary points are uniform on the sphere (normalised Gaussian directions from the
     sampler's points by the inverse normal CDF)."""
@@ -188,14 +195,6 @@ class Ball(Geometry):
         normals = g / np.where(norm > 0, norm, 1.0)
         normals[norm[:, 0] == 0] = np.eye(self.dim)[0]
         return self.center + self.radius * normals, normals
-
-    def sdf(self, x: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(np.asarray(x, dtype=np.float64) - self.center, axis=1) - self.radius
-
-    def dirichlet_factor(self, piece: str, x: Tensor) -> Tensor:
-        """``(r^2 - |x - c|^2) / (2 r)``, like :class:`Disk`'s: zero on the sphere, normalised, C^inf."""
-        self.resolve_faces(piece)
-        return (self.radius**2 - _rho2(x, self.center)) / (2 * self.radius)
 
     def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
         """As :meth:`Disk.extension`: the closest point on the sphere, blended near the centre (between
