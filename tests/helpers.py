@@ -239,6 +239,33 @@ CALLABLES = [("os", "system", "os:system"), ("subprocess", "run", "subprocess.ru
 CRAFTED = "kanpde-crafted-run-file"  # in the arguments of every crafted call: {"args": ["sh", "-c", "echo " + CRAFTED]}
 
 
+CRAFTED_KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0],
+                      "noise_scale": 0.1, "base_activation": "silu", "grid_eps": 0.02}
+
+
+def crafted_model_cases() -> list:
+    """``(model_class, config, named)`` of crafted run files: each callable of :data:`CALLABLES` stored as the
+    model's class, as HardDirichlet's network, as its problem (format 2), and as format 1's ``_target_`` node;
+    ``named`` is how the refusal names it."""
+    cases = []
+    for _, _, stored in CALLABLES:
+        args = {"args": ["sh", "-c", f"echo {CRAFTED}"]}
+        cases += [
+            pytest.param(stored, args, stored, id=f"top-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",
+                         {"net": {"class": stored, "config": args},
+                          "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}, stored, id=f"net-{stored}"),
+            pytest.param("kanpde.models.hard:HardDirichlet",
+                         {"net": {"class": "kanpde.models.kan:KAN", "config": CRAFTED_KAN_CONFIG},
+                          "problem": {"class": stored, "kwargs": args}}, stored, id=f"problem-{stored}"),
+            pytest.param("kanpde.hard:HardDirichlet",
+                         {"net": {"class": "kanpde.models.kan.KAN", "config": CRAFTED_KAN_CONFIG},
+                          "problem": {"_target_": stored.replace(":", "."), **args}}, stored.replace(":", "."),
+                         id=f"v1-target-{stored}"),
+        ]
+    return cases
+
+
 def spy_on_callables(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Replace every callable of :data:`CALLABLES` by a class whose call with :data:`CRAFTED` among its arguments
     is recorded and fails the test (other calls, such as ``namedtuple``'s use of ``eval``, go to the original).

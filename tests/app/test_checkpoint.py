@@ -19,7 +19,7 @@ from kanpde import KAN, load_run
 from kanpde.app.checkpoint import LOCK_NAME, finished_run, output_lock, resume_state, run_id
 from kanpde.app.config import ConfigError
 from kanpde.app.run import RunFailed, run
-from tests.helpers import CALLABLES, CRAFTED, SineLine, fast_cfg, spy_on_callables
+from tests.helpers import CRAFTED, CRAFTED_KAN_CONFIG, crafted_model_cases, SineLine, fast_cfg, spy_on_callables
 
 # debug=fast with three stages (Adam, L-BFGS, L-BFGS + grid extension) and a resampling stage, so
 # that resuming has to restore a refined grid, the point draws and the history.
@@ -126,8 +126,7 @@ def test_checkpoints_load_with_torch_load(fast_run) -> None:
 # -- a checkpoint is data: crafted checkpoints are refused before anything they name is reached -----------------
 
 REAL_SYSTEM = os.system  # before the spies replace it
-KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0], "noise_scale": 0.1,
-              "base_activation": "silu", "grid_eps": 0.02}
+KAN_CONFIG = CRAFTED_KAN_CONFIG
 
 
 @pytest.fixture
@@ -140,27 +139,7 @@ def _craft_checkpoint(path: Path, rid: str, model_class: str, config: dict) -> N
                 "history": {"steps": [], "stages": []}, "torch_rng": torch.get_rng_state()}, path)
 
 
-def _checkpoint_cases() -> list:
-    cases = []
-    for _, _, stored in CALLABLES:
-        args = {"args": ["sh", "-c", f"echo {CRAFTED}"]}
-        cases += [
-            pytest.param(stored, args, stored, id=f"top-{stored}"),
-            pytest.param("kanpde.models.hard:HardDirichlet",
-                         {"net": {"class": stored, "config": args},
-                          "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}, stored, id=f"net-{stored}"),
-            pytest.param("kanpde.models.hard:HardDirichlet",
-                         {"net": {"class": "kanpde.models.kan:KAN", "config": KAN_CONFIG},
-                          "problem": {"class": stored, "kwargs": args}}, stored, id=f"problem-{stored}"),
-            pytest.param("kanpde.hard:HardDirichlet",
-                         {"net": {"class": "kanpde.models.kan.KAN", "config": KAN_CONFIG},
-                          "problem": {"_target_": stored.replace(":", "."), **args}}, stored.replace(":", "."),
-                         id=f"v1-target-{stored}"),
-        ]
-    return cases
-
-
-@pytest.mark.parametrize("model_class, config, named", _checkpoint_cases())
+@pytest.mark.parametrize("model_class, config, named", crafted_model_cases())
 def test_crafted_checkpoint_naming_a_callable_is_refused_before_it_is_reached(
     model_class: str, config: dict, named: str, spies: list, tmp_path: Path
 ) -> None:

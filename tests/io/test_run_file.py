@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from kanpde import KAN, MLP, load_run
-from tests.helpers import CALLABLES, CRAFTED, NORMS, SineCube, SineLine, save_small_run, spy_on_callables
+from tests.helpers import CRAFTED_KAN_CONFIG, crafted_model_cases, NORMS, SineCube, SineLine, save_small_run, spy_on_callables
 
 
 @pytest.mark.parametrize("problem_cls,widths,n", [(SineLine, [1, 3, 1], 33), (SineCube, [3, 3, 1], 9)])
@@ -108,8 +108,7 @@ def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> N
 # -- a run file is data: crafted files naming callables are refused before anything they name is reached --------
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-KAN_CONFIG = {"widths": [2, 3, 1], "grid_size": 7, "spline_order": 3, "grid_range": [-1.0, 1.0], "noise_scale": 0.1,
-              "base_activation": "silu", "grid_eps": 0.02}
+KAN_CONFIG = CRAFTED_KAN_CONFIG
 @pytest.fixture
 def spies(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return spy_on_callables(monkeypatch)
@@ -127,27 +126,7 @@ def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_h
     return path
 
 
-def _crafted_cases() -> list:
-    cases = []
-    for _, _, stored in CALLABLES:
-        args = {"args": ["sh", "-c", f"echo {CRAFTED}"]}
-        cases += [
-            pytest.param(stored, args, stored, id=f"top-{stored}"),
-            pytest.param("kanpde.models.hard:HardDirichlet",  # format 2: the network's class
-                         {"net": {"class": stored, "config": args},
-                          "problem": {"class": "kanpde.problems.poisson2d:Poisson2D", "kwargs": {}}}, stored, id=f"net-{stored}"),
-            pytest.param("kanpde.models.hard:HardDirichlet",  # format 2: the problem's class
-                         {"net": {"class": "kanpde.models.kan:KAN", "config": KAN_CONFIG},
-                          "problem": {"class": stored, "kwargs": args}}, stored, id=f"problem-{stored}"),
-            pytest.param("kanpde.hard:HardDirichlet",  # format 1: the problem as a _target_ node
-                         {"net": {"class": "kanpde.models.kan.KAN", "config": KAN_CONFIG},
-                          "problem": {"_target_": stored.replace(":", "."), **args}}, stored.replace(":", "."),
-                         id=f"v1-target-{stored}"),
-        ]
-    return cases
-
-
-@pytest.mark.parametrize("model_class, config, named", _crafted_cases())
+@pytest.mark.parametrize("model_class, config, named", crafted_model_cases())
 def test_crafted_run_file_naming_a_callable_is_refused_before_it_is_reached(
     model_class: str, config: dict, named: str, spies: list, tmp_path: Path
 ) -> None:
