@@ -36,6 +36,27 @@ def write_section(path: str | os.PathLike, start: str, end: str, text: str) -> N
         raise SystemExit(str(exc)) from None
 
 
+def docs_arguments(parser, page: Path) -> None:
+    """The table scripts' ``--docs PATH`` (default ``page``) and ``--no-docs`` options."""
+    parser.add_argument("--docs", type=Path, default=page, metavar="PATH",
+                        help=f"rewrite the table between the markers of this page (default: {page.parent.name}/{page.name})")
+    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
+
+
+def publish(out: Path, text: str, args, start: str, end: str) -> None:
+    """Write a table script's ``text`` to ``out/table.md`` (atomically) and, unless ``args.no_docs``, between the
+    markers of ``args.docs``."""
+    _write_atomic_new(out / "table.md", text)
+    if not args.no_docs:
+        write_section(args.docs, start, end, text)
+
+
+def _write_atomic_new(path: Path, text: str) -> None:
+    if not path.exists():
+        path.write_text("", encoding="utf-8")
+    _write_atomic(path, text)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

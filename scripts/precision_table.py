@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from _docs import write_section
+from _docs import docs_arguments, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = ("poisson2d_quick", "poisson2d_precise")
@@ -104,9 +104,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "precision-table", help="run directories and table.md")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--collect", type=Path, help="only rebuild the table from finished runs in this directory")
-    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
-                        help="rewrite the table between the markers of this page (default: docs/accuracy.md)")
-    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
+    docs_arguments(parser, DOCS)
     args = parser.parse_args()
     out = (args.collect or args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -120,9 +118,7 @@ def main() -> None:
             print(f"[precision_table] {preset}: {' '.join(command(preset, out)[1:])}", flush=True)
             run_preset(preset, out)
     text = table(out, settings)
-    (out / "table.md").write_text(text)
-    if not args.no_docs:
-        write_section(args.docs, START, END, text)
+    publish(out, text, args, START, END)
     print(text)
 
 

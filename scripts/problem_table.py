@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _docs import write_section
+from _docs import docs_arguments, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = sorted(p.stem for p in (ROOT / "conf" / "problem").glob("*.yaml") if p.stem != "custom")
@@ -83,9 +83,7 @@ def main() -> None:
     parser.add_argument("--problems", nargs="*", default=STEMS)
     parser.add_argument("--reduced", action="store_true", help="the smaller training budget REDUCED")
     parser.add_argument("--collect", type=Path, help="only rebuild the table from finished runs in this directory")
-    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
-                        help="rewrite the table between the markers of this page (default: docs/problems.md)")
-    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
+    docs_arguments(parser, DOCS)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args()
     out = (args.collect or args.out).resolve()
@@ -110,13 +108,9 @@ def main() -> None:
         for stem in args.problems:
             print(f"[problem_table] {stem}", flush=True)
             run_problem(stem, out, settings["overrides"])
-            (out / "table.md").write_text(table(out, header))
-            if not args.no_docs:
-                write_section(args.docs, START, END, table(out, header))
+            publish(out, table(out, header), args, START, END)
     text = table(out, header)
-    (out / "table.md").write_text(text)
-    if not args.no_docs:
-        write_section(args.docs, START, END, text)
+    publish(out, text, args, START, END)
     print(text)
 
 

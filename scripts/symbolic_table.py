@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _docs import write_section
+from _docs import docs_arguments, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "interpretability.md"  # the page holding the table between START and END
@@ -145,9 +145,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("symbolic-table"))
     parser.add_argument("--collect", type=Path, help="only rebuild the table from the runs in this directory")
     parser.add_argument("--only", nargs="*", help="problems to run (default: all of WIDTHS)")
-    parser.add_argument("--docs", type=Path, default=DOCS, metavar="PATH",
-                        help="rewrite the table between the markers of this page (default: docs/interpretability.md)")
-    parser.add_argument("--no-docs", action="store_true", help="leave the docs page alone (table.md and stdout only)")
+    docs_arguments(parser, DOCS)
     args = parser.parse_args()
     out = (args.collect or args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -162,10 +160,8 @@ def main() -> None:
         "is the `train_seconds` of the run (training, pruning, fits and polish)."
     )
     text = table(out, header)
-    (out / "table.md").write_text(text)
+    publish(out, text, args, START, END)
     print(text)
-    if not args.no_docs:
-        write_section(args.docs, START, END, text)
 
 
 if __name__ == "__main__":
