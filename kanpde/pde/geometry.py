@@ -15,8 +15,10 @@ points, gives outward normals and measures, and builds uniform evaluation grids.
 Then ``contains(x)``, ``sample_interior`` (rejection from the bounding box), ``grid(n)`` (the bounding
 box's grid, masked by ``contains`` when evaluating), ``resolve_faces(on)``, the CSG operators ``a | b``,
 ``a & b``, ``a - b`` and ``renamed(old="new")`` (:mod:`kanpde.pde.csg`) come with the base class. For
-hard Dirichlet constraints also implement ``dirichlet_factor(piece, x)`` (torch); periodic pairs need
-``periodic_points`` (a :class:`Box`'s).
+hard Dirichlet constraints implement ``dirichlet_factor(piece, x)`` and ``extension(piece, x)`` (torch), or, for
+a domain with one boundary piece, write ``sdf`` with operations NumPy arrays and torch tensors share
+(``x[:, 0]``, arithmetic, ``**``, ``.sum(1)``, ``abs``; no ``np.`` functions): the base class then derives
+both from it (:meth:`Geometry.dirichlet_factor`); periodic pairs need ``periodic_points`` (a :class:`Box`'s).
 :class:`Box` (here) is exact on its grid; the shapes of :mod:`kanpde.pde.shapes` (:class:`Disk`,
 :class:`Annulus`, :class:`Ball`, :class:`Polygon`, :class:`LShape`) sample their interior by rejection
 from the bounding box and their boundary uniformly in arc length (area for a ball's sphere).
@@ -29,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+
+from kanpde.derivatives.transforms import under_transform
 
 __all__ = ["Geometry", "Box"]
 
@@ -47,20 +51,43 @@ class Geometry:
     def dim(self) -> int:
         return len(self.names)
 
+    # pieces, bounding_box and volume: a subclass defines them as properties or class attributes, or assigns
+    # them in its __init__ (``self.volume = ...``), which these setters allow.
     @property
     def pieces(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The boundary pieces' names."""
+        return self._assigned("pieces")
+
+    @pieces.setter
+    def pieces(self, value: Sequence[str]) -> None:
+        self.__dict__["_pieces"] = tuple(str(v) for v in value)
 
     @property
     def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
         """``(lo, hi)``, each ``(d,)``: a box holding the domain (interior sampling rejects from it)."""
-        raise NotImplementedError
+        return self._assigned("bounding_box")
+
+    @bounding_box.setter
+    def bounding_box(self, value: tuple[Sequence[float], Sequence[float]]) -> None:
+        lo, hi = value
+        self.__dict__["_bounding_box"] = (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
 
     @property
     def volume(self) -> float:
         """The domain's d-dimensional measure (area in 2-D): used by interior sampling (the acceptance
         rate of rejection from the bounding box) and reported with the norms."""
-        raise NotImplementedError
+        return self._assigned("volume")
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        self.__dict__["_volume"] = float(value)
+
+    def _assigned(self, name: str):
+        try:
+            return self.__dict__[f"_{name}"]
+        except KeyError:
+            raise NotImplementedError(f"{type(self).__name__} defines no {name} (a property, a class attribute, "
+                                      f"or self.{name} = ... in __init__)") from None
 
     def measure(self, piece: str) -> float:
         """The (d-1)-dimensional measure of a boundary piece (its length in 2-D): boundary points are
@@ -99,8 +126,25 @@ class Geometry:
           Python branching on values), so its derivatives come by autograd and :mod:`torch.func`
           (``vmap``/``jacfwd``).
 
-        Domains without one raise ``NotImplementedError`` (hard constraints refuse them with one line)."""
-        raise NotImplementedError(f"{type(self).__name__} has no Dirichlet distance factor")
+        **The default**, for a domain with one boundary piece whose :meth:`sdf` also takes torch tensors
+        (operations NumPy and torch share; differentiable by :mod:`torch.func`, square roots guarded): the
+        depth ``-sdf(x)`` near the boundary, levelled off smoothly deeper inside, where the distance has kinks
+        (on the domain's medial axis, which the factor must not see):
+
+            phi = t - (b - a) J((t - a) / (b - a)),   t = -sdf(x),  J(z) = int_0^z smoothstep,
+
+        with ``a, b = SDF_CUT h`` (``h`` the largest depth, see :meth:`extension`): ``phi = t`` for ``t <= a``,
+        ``(a + b) / 2`` for ``t >= b``, ``phi' = 1 - smoothstep`` between (C^3). Smooth where the boundary's reach
+        exceeds ``b``. Other domains without one raise ``NotImplementedError`` (hard constraints refuse them with
+        one line)."""
+        self._require_sdf_route(piece, "Dirichlet distance factor")
+        depth, _ = self._sdf_blend_data(piece)
+        a, b = (c * depth for c in self.SDF_CUT)
+        t = -self.sdf(x)
+        z = (t - a) / (b - a)
+        zc = z.clamp(0.0, 1.0)
+        level = zc**5 * (7 + zc * (-14 + zc * (10 - 2.5 * zc))) + (z - 1.0).clamp(min=0.0)  # J(z)
+        return t - (b - a) * level
 
     def extension(self, piece: str, x: Tensor) -> tuple[Tensor, Tensor]:
         """A linear extension of data given on boundary ``piece`` into the domain, as a stencil of points
@@ -114,16 +158,112 @@ class Geometry:
         and ``E_p g`` is C^2 in ``x`` in the open domain for smooth ``g``. The closest point on the piece
         does this where it is smooth; where it is not (a circle's centre, the lines through a segment's
         end points) the stencil blends in other points of the piece with a smooth cut-off. ``k`` is fixed
-        per domain and piece. Torch operations only, like :meth:`dirichlet_factor`. Domains without one
-        raise ``NotImplementedError``."""
-        raise NotImplementedError(f"{type(self).__name__} has no boundary extension (Geometry.extension)")
+        per domain and piece. Torch operations only, like :meth:`dirichlet_factor`.
+
+        **The default** (one boundary piece, a torch-capable :meth:`sdf`, as for :meth:`dirichlet_factor`), like
+        :class:`~kanpde.pde.Disk`'s: near the boundary the point ``P x`` reached from ``x`` by
+        ``PROJECTION_STEPS`` Newton steps onto the zero level set, ``p <- p - sdf(p) grad sdf(p) /
+        |grad sdf(p)|^2`` (the closest point where ``sdf`` is the exact distance; along the first axis where
+        its gradient vanishes), blended deeper inside into the mean of the data over ``MEAN_POINTS`` fixed
+        boundary points (from :meth:`sample_boundary`) with a C^3 cut-off of the depth ``-sdf(x)``:
+
+            E g = chi g(P x) + (1 - chi) mean(g),  chi = 1 for depth <= SDF_CUT[0] h, 0 for depth >= SDF_CUT[1] h,
+
+        ``h`` the domain's largest depth (estimated once from points of the bounding box). ``P x`` is smooth
+        within the boundary's reach, so the lifting is C^2 when the boundary is smooth and its reach exceeds
+        ``SDF_CUT[1] h`` (a disk, a stadium, a smooth blob); a boundary with corners or thin necks needs its own
+        ``extension``. The projection must land on the boundary (``|sdf| <= PROJECTION_TOL`` times the
+        bounding box's size, checked on plain tensors), else ``ValueError``: nothing evaluates the data off it."""
+        self._require_sdf_route(piece, "boundary extension (Geometry.extension)")
+        from torch.func import grad, vmap
+
+        def one(p: Tensor) -> Tensor:
+            return self.sdf(p[None])[0]
+
+        gradient = vmap(grad(one))
+        axis = torch.zeros_like(x)
+        axis[:, 0] = 1.0
+        p = x
+        for _ in range(self.PROJECTION_STEPS):
+            g = gradient(p)
+            gg = (g * g).sum(dim=1)
+            ok = torch.isfinite(gg) & (gg > 1e-24)
+            g = torch.where(ok[:, None], g, axis)
+            p = p - (self.sdf(p) / torch.where(ok, gg, torch.ones_like(gg)))[:, None] * g
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in self.bounding_box)
+        if not under_transform():  # checked on plain tensors (values, and the first pass of every batch)
+            off = self.sdf(p).detach().abs()
+            bad = ~(off <= self.PROJECTION_TOL * float(np.max(hi - lo)))
+            if bool(bad.any()):
+                raise ValueError(f"{type(self).__name__}.extension: {int(bad.sum())} point(s) did not project onto "
+                                 f"the boundary (|sdf| up to {float(off.max()):.2e}); give the domain its own extension()")
+        depth, ring = self._sdf_blend_data(piece)
+        inner, outer = self.SDF_CUT
+        chi = 1.0 - smoothstep((-self.sdf(x) - inner * depth) / ((outer - inner) * depth))
+        ring_t = torch.as_tensor(ring, dtype=x.dtype, device=x.device)
+        points = torch.cat([p[:, None], ring_t.expand(x.shape[0], -1, -1)], dim=1)
+        weights = torch.cat([chi[:, None], ((1 - chi) / ring.shape[0])[:, None].expand(-1, ring.shape[0])], dim=1)
+        return points, weights
+
+    #: The default extension: Newton steps onto ``sdf = 0`` and the tolerance they must reach; the cut-off's
+    #: depths as fractions of the domain's largest depth; how many boundary points the deep mean takes.
+    PROJECTION_STEPS, PROJECTION_TOL = 6, 1e-10
+    SDF_CUT, MEAN_POINTS = (0.0, 0.75), 16
+
+    def _sdf_blend_data(self, piece: str) -> tuple[float, np.ndarray]:
+        """The largest depth ``h`` (from 4096 random points of the bounding box) and ``MEAN_POINTS`` boundary points
+        of the default extension, computed once."""
+        cached = self.__dict__.get("_sdf_blend")
+        if cached is None:
+            lo, hi = (np.asarray(v, dtype=np.float64) for v in self.bounding_box)
+            rng = np.random.default_rng(0)
+            depth = float(np.max(-np.asarray(self.sdf(lo + (hi - lo) * rng.random((4096, self.dim))))))
+            ring, _ = self.sample_boundary(piece, _FixedUnit(rng), self.MEAN_POINTS)
+            ring = np.asarray(ring, dtype=np.float64)
+            if not depth > 0 or np.abs(np.asarray(self.sdf(ring))).max() > self.PROJECTION_TOL * float(np.max(hi - lo)):
+                raise ValueError(f"{type(self).__name__}: no interior found in the bounding box, or sample_boundary "
+                                 f"gives points where sdf is not 0; cannot extend boundary data")
+            cached = self.__dict__["_sdf_blend"] = (depth, ring)
+        return cached
+
+    def _require_sdf_route(self, piece: str, what: str) -> None:
+        """Raise ``NotImplementedError`` unless the defaults from a torch-capable ``sdf`` apply."""
+        self.resolve_faces(piece)
+        if not self._sdf_route():
+            raise NotImplementedError(
+                f"{type(self).__name__} has no {what}: implement dirichlet_factor() and extension(), or, with one "
+                f"boundary piece, write sdf() in operations NumPy arrays and torch tensors share")
+
+    def _sdf_route(self) -> bool:
+        """Whether this domain has one boundary piece and an ``sdf`` that takes torch tensors and is
+        differentiable by :mod:`torch.func` (probed once on a few points of the bounding box)."""
+        cached = self.__dict__.get("_sdf_route_ok")
+        if cached is not None:
+            return cached
+        ok = False
+        if len(self.pieces) == 1:
+            from torch.func import grad
+
+            try:
+                lo, hi = (np.asarray(v, dtype=np.float64) for v in self.bounding_box)
+                x = torch.as_tensor(lo + (hi - lo) * np.array([[0.31], [0.58], [0.77]]), dtype=torch.float64)
+                d = self.sdf(x)
+                g = grad(lambda p: self.sdf(p[None])[0])(x[0])
+                ok = (isinstance(d, Tensor) and tuple(d.shape) == (3,) and isinstance(g, Tensor)
+                      and bool(torch.isfinite(d).all()))
+            except Exception:  # an sdf in NumPy functions: no default
+                ok = False
+        self.__dict__["_sdf_route_ok"] = ok
+        return ok
 
     @property
     def has_dirichlet_factor(self) -> bool:
-        """Whether :meth:`dirichlet_factor` and :meth:`extension` are implemented (hard Dirichlet constraints
-        can be built)."""
-        return (type(self).dirichlet_factor is not Geometry.dirichlet_factor
-                and type(self).extension is not Geometry.extension)
+        """Whether :meth:`dirichlet_factor` and :meth:`extension` are implemented, or derived from a
+        torch-capable ``sdf`` of a one-piece domain (hard Dirichlet constraints can be built)."""
+        own = (type(self).dirichlet_factor is not Geometry.dirichlet_factor
+               and type(self).extension is not Geometry.extension)
+        return own or (type(self).dirichlet_factor is Geometry.dirichlet_factor
+                       and type(self).extension is Geometry.extension and self._sdf_route())
 
     # -- constructive solid geometry (kanpde.pde.csg, which registers its classes in _CSG) ---------------
     def __or__(self, other: Geometry) -> Geometry:
@@ -313,3 +453,19 @@ class Box(Geometry):
 
     def __repr__(self) -> str:
         return f"Box(lo={self.lo.tolist()}, hi={self.hi.tolist()}, names={self.names})"
+
+
+class _FixedUnit:
+    """A stand-in for :class:`kanpde.pde.sampling.Sampler` (``unit(n, k)``) from a NumPy generator."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def unit(self, n: int, k: int) -> np.ndarray:
+        return self.rng.random((n, k))
+
+
+def smoothstep(z: Tensor) -> Tensor:
+    """``0`` for ``z <= 0``, ``1`` for ``z >= 1``, ``35 z^4 - 84 z^5 + 70 z^6 - 20 z^7`` between: C^3."""
+    z = z.clamp(0.0, 1.0)
+    return z**4 * (35 + z * (-84 + z * (70 - 20 * z)))

@@ -82,7 +82,8 @@ def hard_conditions(problem: Problem) -> dict[int, dict[str, Condition]]:
     if not geo.has_dirichlet_factor:
         raise ValueError(
             f"hard Dirichlet constraints need a domain with Geometry.dirichlet_factor and Geometry.extension; "
-            f"{type(geo).__name__} has {'no extension' if type(geo).dirichlet_factor is not Geometry.dirichlet_factor else 'neither'}"
+            f"{type(geo).__name__} has {'no extension' if type(geo).dirichlet_factor is not Geometry.dirichlet_factor else 'neither'} "
+            f"(a domain with one boundary piece gets both from an sdf written in operations NumPy and torch share)"
         )
     out: dict[int, dict[str, Condition]] = {}
     for cond in problem.conditions:

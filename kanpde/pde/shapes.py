@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kanpde.pde.geometry import Geometry
+from kanpde.pde.geometry import Geometry, smoothstep
 
 __all__ = ["Disk", "Annulus", "Ball", "Polygon", "LShape"]
 
@@ -80,7 +80,7 @@ class Disk(_Round):
         ``k = 1 + MEAN_POINTS`` points, all on the circle."""
         self.resolve_faces(piece)
         r = self.radius
-        chi = _smoothstep((_rho2(x, self.center) - (self.CUT_INNER * r) ** 2)
+        chi = smoothstep((_rho2(x, self.center) - (self.CUT_INNER * r) ** 2)
                           / ((self.CUT_OUTER * r) ** 2 - (self.CUT_INNER * r) ** 2))
         closest = _circle_point(x, self.center, r)  # (n, d)
         theta = torch.arange(self.MEAN_POINTS, dtype=x.dtype, device=x.device) * (2 * np.pi / self.MEAN_POINTS)
@@ -203,7 +203,7 @@ class Ball(_Round):
         self.resolve_faces(piece)
         r, d = self.radius, self.dim
         inner, outer = Disk.CUT_INNER * r, Disk.CUT_OUTER * r
-        chi = _smoothstep((_rho2(x, self.center) - inner**2) / (outer**2 - inner**2))
+        chi = smoothstep((_rho2(x, self.center) - inner**2) / (outer**2 - inner**2))
         closest = _circle_point(x, self.center, r)
         c = torch.as_tensor(self.center, dtype=x.dtype, device=x.device)
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
@@ -225,12 +225,6 @@ def _safe_sqrt(z: Tensor) -> Tensor:
     """``sqrt(z)`` with derivative 0 (not inf) where ``z <= 0``."""
     positive = z > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, z, torch.ones_like(z))), torch.zeros_like(z))
-
-
-def _smoothstep(z: Tensor) -> Tensor:
-    """``0`` for ``z <= 0``, ``1`` for ``z >= 1``, ``35 z^4 - 84 z^5 + 70 z^6 - 20 z^7`` between: C^3."""
-    z = z.clamp(0.0, 1.0)
-    return z**4 * (35 + z * (-84 + z * (70 - 20 * z)))
 
 
 def _circle_point(x: Tensor, center: np.ndarray, r: float) -> Tensor:

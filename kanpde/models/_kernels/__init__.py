@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from kanpde.derivatives.field import probing
+from kanpde.derivatives.transforms import under_transform
 
 try:  # numba is a dependency, but the torch path must keep working without it
     import numba
@@ -63,12 +64,6 @@ def tensor_path() -> Iterator[None]:
         yield
     finally:
         _DISABLED.depth = depth
-
-
-def under_transform() -> bool:
-    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is active: tensors are then
-    wrapped, without storage. The one use of the private ``torch._C._functorch`` API in kanpde."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def fused_available(*tensors: Tensor | None) -> bool:
