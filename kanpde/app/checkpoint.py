@@ -58,6 +58,8 @@ def run_id(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_RESULT_KEYS:
         data.pop(key, None)
+    if isinstance(data.get("problem"), dict) and data["problem"].get("reference", "") is None:
+        del data["problem"]["reference"]  # no reference data: the same id as before the key existed
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
