@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def read_columns(
         raise ValueError(f"data file {str(path)!r}: {exc}") from None
     except OSError as exc:
         raise ValueError(f"data file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except zipfile.BadZipFile:
+        raise ValueError(f"data file {str(path)!r} is not an .npz archive (NumPy's np.savez writes them)") from None
     wanted = coords + values
     if names is None:
         if optional and table.shape[1] == len(wanted) + len(optional):

@@ -129,7 +129,19 @@ def _relative_to_class(path: str | os.PathLike, cls: type) -> Path:
     path = Path(path).expanduser()
     if path.is_absolute():
         return path
+    source = _class_file(cls)
+    return path if source is None else source.resolve().parent / path
+
+
+def _class_file(cls: type) -> Path | None:
+    """The file that defines ``cls``: its module's, else that of a function defined in its body (a module
+    loaded from a file without registering it); None for a class defined interactively."""
     try:
-        return Path(inspect.getfile(cls)).resolve().parent / path
-    except (TypeError, OSError):  # a class defined interactively: from the working directory
-        return path
+        return Path(inspect.getfile(cls))
+    except (TypeError, OSError):
+        pass
+    for value in vars(cls).values():
+        code = getattr(inspect.unwrap(value) if callable(value) else None, "__code__", None)
+        if code is not None and Path(code.co_filename).is_file():
+            return Path(code.co_filename)
+    return None
