@@ -108,21 +108,19 @@ def reference_data(problem: Problem, points, values, gradients=None, source: str
 
 def declared_reference(problem: Problem) -> ReferenceData | None:
     """The reference data ``problem`` declares (module docstring), read and checked; None when it
-    declares none. A relative path is taken from the folder of the module that defines the class."""
-    declared = inspect.getattr_static(problem, "reference", None)
-    if declared is None:
+    declares none. ``reference`` may be a file path (a relative one is taken from the folder of the module
+    that defines the class), ``(points, values[, gradients])``, or a method returning either."""
+    value = getattr(problem, "reference", None)
+    name = f"{type(problem).__name__}.reference"
+    if callable(value):
+        value, name = value(), f"{name}()"
+    if value is None:
         return None
-    name = type(problem).__name__
-    if callable(getattr(problem, "reference")) and not isinstance(declared, (str, os.PathLike)):
-        given = problem.reference()
-        if isinstance(given, (str, os.PathLike)):
-            return read_reference(_relative_to_class(given, type(problem)), problem)
-        if not isinstance(given, (tuple, list)) or len(given) not in (2, 3):
-            raise ValueError(f"{name}.reference() must return (points, values[, gradients]) or a file path")
-        return reference_data(problem, *given, source=f"{name}.reference()")
-    if not isinstance(declared, (str, os.PathLike)):
-        raise ValueError(f"{name}.reference must be a file path or a method, not {type(declared).__name__}")
-    return read_reference(_relative_to_class(declared, type(problem)), problem)
+    if isinstance(value, (str, os.PathLike)):
+        return read_reference(_relative_to_class(value, type(problem)), problem)
+    if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        return reference_data(problem, *value, source=name)
+    raise ValueError(f"{name} must be a file path or (points, values[, gradients]), not {type(value).__name__}")
 
 
 def _relative_to_class(path: str | os.PathLike, cls: type) -> Path:

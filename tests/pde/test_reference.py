@@ -174,8 +174,14 @@ def test_a_problem_declares_its_reference_as_a_method() -> None:
         def reference(self):
             return PTS
 
-    with pytest.raises(ValueError, match=r"Wrong.reference\(\) must return \(points, values\[, gradients\]\)"):
+    with pytest.raises(ValueError, match=r"Wrong.reference\(\) must be a file path or \(points, values\[, gradients\]\), "
+                                         "not ndarray"):
         declared_reference(Wrong())
+
+    class AsAttribute(Square):
+        reference = (PTS, U)
+
+    assert declared_reference(AsAttribute()).source == "AsAttribute.reference"
 
 
 def test_values_of_a_torch_exact_solution_can_be_the_data() -> None:
@@ -183,3 +189,19 @@ def test_values_of_a_torch_exact_solution_can_be_the_data() -> None:
     x = torch.from_numpy(PTS)
     ref = reference_data(Square(), x, torch.sin(np.pi * x[:, 0]) * x[:, 1])
     np.testing.assert_allclose(ref.values[:, 0], U, rtol=0, atol=1e-15)
+
+
+def test_no_shipped_problem_declares_reference_data() -> None:
+    """Their solutions are exact or computed: no member named ``reference`` may be mistaken for data."""
+    import importlib
+
+    from tests.helpers import PROBLEMS_DIR, SMALL_PROBLEM_KWARGS
+
+    stems = sorted(p.stem for p in PROBLEMS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    assert "allencahn1d" in stems
+    for stem in stems:
+        module = importlib.import_module(f"kanpde.problems.{stem}")
+        classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Problem)
+                   and c.__module__ == module.__name__]
+        for cls in classes:
+            assert declared_reference(cls(**SMALL_PROBLEM_KWARGS.get(stem, {}))) is None, stem
