@@ -364,20 +364,25 @@ def _recorded_config(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(data)
 
 
+def command_path(value: object) -> Path:
+    """A path given on the command line: a relative one from the directory the command started in."""
+    path = Path(str(value)).expanduser()
+    if path.is_absolute():
+        return path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    return Path(get_original_cwd() if HydraConfig.initialized() else ".") / path
+
+
 def _reference(cfg: DictConfig, problem: Problem) -> tuple[ReferenceData | None, bool]:
     """The run's reference data and whether its errors are the run's: ``problem.reference=PATH`` (from where
     the command started; used over an exact solution), else the data the problem declares (used where it has
     no exact solution). Read and checked here, before training: a bad file is one :class:`ConfigError` line."""
     given = cfg.problem.get("reference") if isinstance(cfg.get("problem"), DictConfig) else None
     if given is not None:
-        path = Path(str(given)).expanduser()
-        if not path.is_absolute():
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.utils import get_original_cwd
-
-            path = Path(get_original_cwd() if HydraConfig.initialized() else ".") / path
         try:
-            return read_reference(path, problem), True
+            return read_reference(command_path(given), problem), True
         except ValueError as exc:
             raise ConfigError(f"problem.reference={given}: {exc}") from None
     try:
