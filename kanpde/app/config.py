@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf, open_dict
 from torch import nn
 
 from kanpde.app.problem_file import class_path, is_file_target, load_class
@@ -337,7 +337,9 @@ def _problem_node(cfg: DictConfig) -> Any:
     the class it defines."""
     node = cfg.problem
     if isinstance(node, DictConfig) and "reference" in node:  # the run's, not a constructor argument
-        node = OmegaConf.masked_copy(node, [k for k in node if k != "reference"])
+        node = node.copy()  # keeps its place in the config: errors name problem.<key>
+        with open_dict(node):
+            del node["reference"]
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if not is_file_target(target):
         return node

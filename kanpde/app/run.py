@@ -366,7 +366,9 @@ def run(
 
     Writes ``solution.h5`` (+ ``solution.xdmf``), ``metrics.json``, figures and checkpoints into
     ``output_dir`` (default: the Hydra run directory) and returns the metrics dict that ``metrics.json``
-    holds (baseline under ``"baseline"``, the config's run id under ``"run_id"``).
+    holds (baseline under ``"baseline"``, the config's run id under ``"run_id"``). With reference data
+    (``problem.reference=PATH``, or declared by a problem without an exact solution) the error metrics are
+    those at the data's nodes (``error_source`` says which; :func:`_error_metrics`).
 
     When ``output_dir`` already holds a successful run with the same id, nothing is trained and its
     metrics are returned, unless ``cfg.force`` is true. With ``cfg.resume`` true, each model continues
