@@ -4,9 +4,9 @@ classical solver's solution exported as COMSOL writes its text files.
     -Δu = exp(x) (1 + y)  on  [0, 1]²,   u = 0 on the boundary   (no exact solution declared),
 
 with the reference from second-order finite differences on a 129 x 129 grid (SciPy's sparse solver),
-written as ``% x y u`` text: run ``python examples/reference_data.py``. Through the CLI the same file is
+written as ``% x y u`` text: run ``python examples/reference_data.py``. Through the CLI a file of your own is
 ``python -m kanpde problem=custom problem._target_=examples/reference_data.py:SquareSource
-problem.reference=square_fd.txt``.
+problem.reference=fem_solution.txt``.
 """
 
 import tempfile
