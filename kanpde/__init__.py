@@ -17,7 +17,7 @@ from kanpde.derivatives import (
     partials,
     value,
 )
-from kanpde.evaluate import Evaluation, error_norms, evaluate, trapezoid_weights
+from kanpde.evaluate import Evaluation, PointEvaluation, error_norms, evaluate, reference_errors, trapezoid_weights
 from kanpde.models import KAN, MLP, HardDirichlet, KANLinear, ModifiedMLP, PeriodicEmbedding, deepxde_net, unwrap
 from kanpde.io import LoadedRun, RunResult, load_run, save_run
 from kanpde.pde import (
@@ -40,11 +40,13 @@ from kanpde.pde import (
     PointValue,
     Polygon,
     Problem,
+    ReferenceData,
     Renamed,
     Robin,
     Sampler,
     Union,
     check_problem,
+    read_reference,
 )
 from kanpde.pde.hard import soft_problem
 from kanpde.training import (
@@ -102,6 +104,8 @@ __all__ = [
     "Periodic",
     "Initial",
     "Batch",
+    "read_reference",
+    "ReferenceData",
     "check_problem",
     "Stage",
     "History",
@@ -114,6 +118,8 @@ __all__ = [
     "Evaluation",
     "error_norms",
     "trapezoid_weights",
+    "reference_errors",
+    "PointEvaluation",
     "save_run",
     "load_run",
     "LoadedRun",

@@ -43,6 +43,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cell(metrics: dict[str, Any], key: str | tuple[str, str]) -> str:
+    if isinstance(key, tuple):  # a metric of a group ("reference", "exact")
+        return _fmt((metrics.get(key[0]) or {}).get(key[1]))
+    return f"{metrics[key]:.1f}" if key.endswith("_seconds") else _fmt(metrics.get(key))
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A side-by-side text table of the main model's and the baseline's metrics."""
     columns = [metrics] + ([metrics["baseline"]] if "baseline" in metrics else [])
@@ -53,15 +59,20 @@ def format_table(metrics: dict[str, Any]) -> str:
     if not all(NO_EXACT in (m.get("messages") or []) for m in columns):
         rows += [("l2_rel", "l2_rel"), ("h1_rel", "h1_rel"), ("linf", "linf"), ("mse (L2^2)", "mse"),
                  ("h1_mse (H1^2)", "h1_mse")]
+    # the other error source where there are two: the reference data's, or the exact solution's on the grid
+    on_data = str(metrics.get("error_source") or "").startswith("reference data")
+    other = ("exact", "l2_rel (exact)") if on_data else ("reference", "l2_rel (data)")
+    if any(other[0] in m for m in columns):
+        rows.append((other[1], (other[0], "l2_rel")))
     rows += [("residual rms", "residual_rms"), ("residual max", "residual_max")]
     lines = []
     for label, key in rows:
-        cells = [f"{label:<15}"] + [
-            f"{(f'{m[key]:.1f}' if key.endswith('_seconds') else _fmt(m.get(key))):>12}" for m in columns
-        ]
+        cells = [f"{label:<15}"] + [f"{_cell(m, key):>12}" for m in columns]
         lines.append(" ".join(cells))
     if "baseline_rel_diff" in metrics:  # model vs baseline, one number
         lines.append(f"{'vs baseline':<15} {_fmt(metrics['baseline_rel_diff']):>12}   (relative L2 difference)")
+    if on_data:  # say where the errors were measured
+        lines.append(f"errors vs {metrics['error_source']}")
     for name, entry in (metrics.get("unknowns") or {}).items():  # an inverse problem's learned scalars
         if "value" in entry:
             cells = [_fmt((m.get("unknowns") or {}).get(name, {}).get("value")) for m in columns]

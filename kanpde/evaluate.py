@@ -16,6 +16,11 @@ Residual metrics need no exact solution: ``residual_rms`` and ``residual_max`` a
 maximum of ``|r|`` over the evaluation points inside the domain and over every residual ``r`` that
 :meth:`~kanpde.pde.Problem.pde` returns; ``condition_rms`` maps each condition's label to the RMS of its
 residual on a fixed quasi-random sample of its points (Sobol, seed 0: the same points for every model).
+
+At scattered points — the nodes of reference data (:func:`point_errors`) — the same norms use equal
+weights ``|Omega| / N`` (the nodes carry no quadrature weights): ``l2`` is the Monte Carlo estimate of
+``( ∫ |e|^2 )^(1/2)``, ``l2_rel`` the relative RMS of the error over the nodes, ``linf`` the largest
+error at a node.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ from torch import Tensor, nn
 
 from kanpde.derivatives import make_field, probe_plan, resolve_engine
 from kanpde.models.protocol import module_dtype_device
-from kanpde.pde import BoundaryPoints, Problem, Sampler
+from kanpde.pde import BoundaryPoints, Problem, ReferenceData, Sampler
 
 __all__ = ["trapezoid_weights", "lp_norm", "error_norms", "Evaluation", "evaluate", "predict", "residual_metrics",
-           "relative_difference", "NO_EXACT"]
+           "relative_difference", "NO_EXACT", "PointEvaluation", "point_errors", "reference_errors"]
 
 NO_EXACT = "no exact solution: error metrics not computed"
 CONDITION_POINTS = 512  # quasi-random points per sampled condition for condition_rms
@@ -221,6 +226,71 @@ def evaluate(
         arrays = full
     metrics["n_params"] = int(sum(p.numel() for p in model.parameters()))
     return Evaluation(metrics, axes, points, arrays[0], arrays[1], arrays[2], arrays[3], mask, messages, arrays[4])
+
+
+@dataclass
+class PointEvaluation:
+    """Errors of a model at scattered points (the nodes of reference data): ``metrics`` (the norms of
+    :func:`error_norms` with equal weights ``|Omega| / N``; a metric not computed is None and ``messages``
+    says why), the ``points`` ``(N, d)``, the solution ``values`` ``(N, m)`` there and the model's
+    ``predicted`` ``(N, m)``, float64 NumPy; ``source`` names the data."""
+
+    metrics: dict[str, float | None]
+    points: np.ndarray
+    values: np.ndarray
+    predicted: np.ndarray
+    source: str = ""
+    messages: list[str] = field(default_factory=list)
+    gradients: np.ndarray | None = field(default=None, repr=False)  # (N, m, d) of the solution, where known
+    grad_predicted: np.ndarray | None = field(default=None, repr=False)  # (N, m, d)
+
+
+def point_errors(
+    model: nn.Module, problem: Problem, points: np.ndarray, values: np.ndarray, gradients: np.ndarray | None = None,
+    *, engine: str = "auto", chunk_size: int = 8192, source: str = "data",
+) -> PointEvaluation:
+    """The errors of ``model`` against the solution ``values`` ``(N, m)`` known at ``points`` ``(N, d)``:
+    ``l2``, ``l2_rel``, ``linf``, ``mse`` and, with the solution's ``gradients`` ``(N, m, d)``, the H1 norms
+    (else None, with a message), all with equal weights ``|Omega| / N`` (module docstring). The model is
+    evaluated in its dtype/device, in chunks, by ``engine`` (values and gradients in one pass)."""
+    dtype, device = module_dtype_device(model)
+    pts = np.asarray(points, dtype=np.float64)
+    n, m, d = pts.shape[0], problem.n_outputs, problem.dim
+    exact = np.asarray(values, dtype=np.float64).reshape(n, m)
+    x = torch.from_numpy(pts).to(dtype=dtype, device=device)
+    pred, grad_pred = [], []
+    for chunk in x.split(chunk_size):
+        v, g = _predict_with_grad(model, problem, chunk, engine)
+        pred.append(v.double().cpu())
+        grad_pred.append(g.double().cpu())
+    predicted, grad_predicted = torch.cat(pred).numpy(), torch.cat(grad_pred).numpy()
+    has_grad = gradients is not None
+    grad_exact = np.asarray(gradients, dtype=np.float64).reshape(n, m, d) if has_grad else np.zeros_like(grad_predicted)
+    weights = np.full(n, float(problem.geometry.volume) / n)
+    metrics: dict[str, float | None] = dict(error_norms(predicted, exact, grad_predicted, grad_exact, weights))
+    messages = []
+    if not has_grad:
+        for key in H1_KEYS:
+            metrics[key] = None
+        names = ", ".join(f"{o}_{c}" for o in problem.outputs for c in problem.coords)
+        messages.append(f"h1_semi, h1, h1_rel, h1_mse not computed: {source} has no gradient ({names})")
+    rms = math.sqrt(float(np.mean((exact**2).sum(axis=1))))
+    grad_rms = math.sqrt(float(np.mean((grad_exact.reshape(n, -1) ** 2).sum(axis=1)))) if has_grad else math.nan
+    vanishing = [k for k, small in (("l2_rel", rms), ("h1_rel", math.hypot(rms, grad_rms))) if small <= VANISHING_RMS]
+    for key in vanishing:
+        metrics[key] = None
+    if vanishing:
+        messages.append(f"{', '.join(vanishing)} not computed: the solution in {source} is zero to rounding at every point "
+                        f"(RMS {rms:.1e})")
+    return PointEvaluation(metrics, pts, exact, predicted, source, messages, grad_exact if has_grad else None, grad_predicted)
+
+
+def reference_errors(model: nn.Module, problem: Problem, reference: ReferenceData, *, engine: str = "auto",
+                     chunk_size: int = 8192) -> PointEvaluation:
+    """:func:`point_errors` of ``model`` at the nodes of ``reference``
+    (:class:`~kanpde.pde.reference.ReferenceData`, e.g. from :func:`~kanpde.pde.reference.read_reference`)."""
+    return point_errors(model, problem, reference.points, reference.values, reference.gradients, engine=engine,
+                        chunk_size=chunk_size, source=reference.source)
 
 
 def _residual_values(model: nn.Module, problem: Problem, x: Tensor, residual, engine: str) -> Tensor:

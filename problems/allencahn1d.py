@@ -44,7 +44,7 @@ class AllenCahn1D(Problem):
         return u.d("t") - self.eps * u.d("xx") - self.gamma * (u.value - u.value**3)
 
     @property
-    def reference(self) -> dict[str, np.ndarray]:
+    def solution_table(self) -> dict[str, np.ndarray]:
         """``{"x": (n,), "t": (n_out,), "u": (n_out, n)}`` from the cache (computed on first use)."""
         if self._ref is None:
             self._ref = cached("allencahn1d", self.solver, lambda: allen_cahn_etdrk4(t_final=1.0, **self.solver))
@@ -52,7 +52,7 @@ class AllenCahn1D(Problem):
 
     def _interp(self, x: Tensor, derivative: int) -> np.ndarray:
         """The reference (or its ``derivative``-th x-derivative) at points ``x`` ``(p, 2)``, and u_t."""
-        ref = self.reference
+        ref = self.solution_table
         pts = x.detach().double().cpu().numpy()
         t_axis = ref["t"]
         dt = t_axis[1] - t_axis[0]

@@ -89,7 +89,7 @@ def formula_error(stem: str, text: str, n: int = 101) -> float:
 
     with initialize_config_module(config_module="kanpde.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"problem={stem}"])
-    problem = instantiate(cfg.problem)
+    problem = instantiate({k: v for k, v in cfg.problem.items() if k != "reference"})  # reference: the run's key
     lo, hi = problem.geometry.bounding_box
     axes = [np.linspace(a, b, n) for a, b in zip(lo, hi)]
     pts = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)

@@ -331,3 +331,59 @@ def test_an_exact_solution_with_nans_gives_no_error_metrics() -> None:
     assert all(ev.metrics[k] is None for k in KEYS) and ev.metrics["n_params"] == 1
     assert ev.messages == ["error metrics not computed: Wavy.exact returned non-finite values at 10 of 101 "
                            "evaluation points (first at x=0.91)"]
+
+
+def _trained_like_kan() -> KAN:
+    torch.manual_seed(3)
+    return KAN([2, 3, 1], grid_size=5, dtype=F64)
+
+
+@pytest.mark.parametrize("engine", ["autograd", "forward"])
+def test_point_errors_equal_the_norms_of_the_exact_solution_at_the_same_points(engine: str) -> None:
+    """At N scattered points, with equal weights |Omega| / N: the same numbers as error_norms of the
+    model's values and gradients against the exact solution's there, computed independently."""
+    from kanpde.evaluate import point_errors
+
+    problem, model = Poisson2D(), _trained_like_kan()
+    pts = np.random.default_rng(0).uniform(-1, 1, (257, 2))
+    x = torch.from_numpy(pts).requires_grad_(True)
+    u = model(x)
+    grad = torch.autograd.grad(u.sum(), x)[0]
+    exact, exact_grad = problem.exact(x.detach()), problem.exact_grad(x.detach())
+    weights = np.full(257, 4.0 / 257)
+    expected = error_norms(u.detach().numpy(), exact.numpy()[:, None], grad.numpy()[:, None], exact_grad.numpy()[:, None],
+                           weights)
+    got = point_errors(model, problem, pts, exact.numpy(), exact_grad.numpy()[:, None], engine=engine, chunk_size=100)
+    assert got.messages == [] and set(got.metrics) == KEYS
+    for key in KEYS:
+        assert got.metrics[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+    e = u.detach().numpy()[:, 0] - exact.numpy()
+    assert got.metrics["l2"] == pytest.approx(math.sqrt(4.0 * np.mean(e**2)), rel=1e-12)  # the Monte Carlo L2 norm
+    assert got.metrics["linf"] == pytest.approx(np.abs(e).max(), rel=1e-14)
+    np.testing.assert_allclose(got.predicted[:, 0], u.detach().numpy()[:, 0], rtol=0, atol=1e-14)
+
+
+def test_point_errors_without_gradients_skip_the_h1_norms_and_say_so() -> None:
+    from kanpde.evaluate import point_errors
+
+    problem, model = Poisson2D(), _trained_like_kan()
+    pts = np.random.default_rng(1).uniform(-1, 1, (50, 2))
+    exact = problem.exact(torch.from_numpy(pts)).numpy()
+    got = point_errors(model, problem, pts, exact, source="fem.txt")
+    assert all(got.metrics[k] is None for k in ("h1_semi", "h1", "h1_rel", "h1_mse"))
+    assert got.messages == ["h1_semi, h1, h1_rel, h1_mse not computed: fem.txt has no gradient (u_x, u_y)"]
+    assert got.metrics["l2_rel"] > 0 and got.gradients is None
+    zero = point_errors(model, problem, pts, 0 * exact, source="zero.npz")
+    assert zero.metrics["l2_rel"] is None and zero.metrics["l2"] > 0
+    assert "l2_rel not computed: the solution in zero.npz is zero to rounding" in zero.messages[1]
+
+
+def test_reference_errors_of_the_exact_model_vanish() -> None:
+    from kanpde.evaluate import reference_errors
+    from kanpde.pde import reference_data
+
+    problem = Poisson2D()
+    pts = np.random.default_rng(2).uniform(-1, 1, (64, 2))
+    ref = reference_data(problem, pts, problem.exact(torch.from_numpy(pts)))
+    got = reference_errors(FunctionModule(problem.exact), problem, ref)
+    assert got.metrics["l2"] == 0.0 and got.metrics["linf"] == 0.0 and got.source == "data"

@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kanpde.app.config import ConfigError
+from kanpde.app.config import ConfigError, command_path
 from kanpde.io.files import RunFileRefused, atomic_path
 from kanpde.io.run_file import build_model
 from kanpde.training import History
@@ -54,12 +54,26 @@ LOCK_NAME = ".kanpde.lock"
 
 def run_id(cfg: DictConfig) -> str:
     """A stable id of the results a configuration produces: a hash of the resolved config without the
-    keys that don't change them (:data:`NON_RESULT_KEYS`: output paths and switches, Hydra's own)."""
+    keys that don't change them (:data:`NON_RESULT_KEYS`: output paths and switches, Hydra's own), with
+    the SHA-256 of the reference data file (``problem.reference``) where one is given."""
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_RESULT_KEYS:
         data.pop(key, None)
+    problem = data.get("problem") if isinstance(data.get("problem"), dict) else {}
+    if "reference" in problem and problem["reference"] is None:
+        del problem["reference"]  # no reference data: the same id as before the key existed
+    elif problem.get("reference") is not None:  # new data in the same file are a new run
+        problem["reference_sha256"] = _file_digest(command_path(problem["reference"]))
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes, None when it cannot be read (the run then refuses it in one line)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

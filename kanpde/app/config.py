@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf
+from omegaconf import DictConfig, ListConfig, MissingMandatoryValue, OmegaConf, open_dict
 from torch import nn
 
 from kanpde.app.problem_file import class_path, is_file_target, load_class
@@ -31,6 +31,7 @@ from kanpde.models.protocol import is_edge_model
 from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
 from kanpde.pde.periodic import periodic_axes, unperiodic_problem
+from kanpde.pde.reference import ReferenceData, declared_reference, read_reference
 from kanpde.training import Stage
 from kanpde.training.fit import CHUNK_SIZE, DIVERGENCE_FACTOR
 
@@ -97,6 +98,8 @@ class RunSpec:
     config_yaml: str
     divergence_factor: float | None = DIVERGENCE_FACTOR
     chunk_size: int | None = CHUNK_SIZE
+    reference: ReferenceData | None = None  # solution data to compute errors at (problem.reference=PATH or declared)
+    reference_wins: bool = False  # the run's error metrics are those vs the reference data (else vs exact)
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -333,6 +336,10 @@ def _problem_node(cfg: DictConfig) -> Any:
     (:mod:`kanpde.app.problem_file`; a relative path from where the command started) and the node names
     the class it defines."""
     node = cfg.problem
+    if isinstance(node, DictConfig) and "reference" in node:  # the run's, not a constructor argument
+        node = node.copy()  # keeps its place in the config: errors name problem.<key>
+        with open_dict(node):
+            del node["reference"]
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     if not is_file_target(target):
         return node
@@ -357,6 +364,34 @@ def _recorded_config(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     data["problem"]["_target_"] = class_path(target)
     return OmegaConf.to_yaml(data)
+
+
+def command_path(value: object) -> Path:
+    """A path given on the command line: a relative one from the directory the command started in."""
+    path = Path(str(value)).expanduser()
+    if path.is_absolute():
+        return path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    return Path(get_original_cwd() if HydraConfig.initialized() else ".") / path
+
+
+def _reference(cfg: DictConfig, problem: Problem) -> tuple[ReferenceData | None, bool]:
+    """The run's reference data and whether its errors are the run's: ``problem.reference=PATH`` (from where
+    the command started; used over an exact solution), else the data the problem declares (used where it has
+    no exact solution). Read and checked here, before training: a bad file is one :class:`ConfigError` line."""
+    given = cfg.problem.get("reference") if isinstance(cfg.get("problem"), DictConfig) else None
+    if given is not None:
+        try:
+            return read_reference(command_path(given), problem), True
+        except ValueError as exc:
+            raise ConfigError(f"problem.reference={given}: {exc}") from None
+    try:
+        declared = declared_reference(problem)
+    except ValueError as exc:
+        raise ConfigError(f"{type(problem).__name__}.reference: {exc}") from None
+    return declared, declared is not None and not problem.has_exact
 
 
 def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
@@ -493,6 +528,7 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         check_problem(problem, DTYPES[cfg.dtype], device)
     except ValueError as exc:
         raise ConfigError(f"problem check: {exc}") from None
+    reference, reference_wins = _reference(cfg, problem)
     stages = build_stages(cfg.trainer)
     if problem.unknowns is not None and bool(cfg.get("resume", False)):
         raise ConfigError(f"resume=true is not available for {type(problem).__name__}: its unknowns are not kept in "
@@ -529,4 +565,6 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         config_yaml=_recorded_config(cfg),
         divergence_factor=divergence_factor,
         chunk_size=chunk_size,
+        reference=reference,
+        reference_wins=reference_wins,
     )

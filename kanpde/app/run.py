@@ -29,7 +29,7 @@ from kanpde.app.checkpoint import (
 )
 from kanpde.app.config import ConfigError, ModelSpec, RunSpec, build_spec
 from kanpde.app.kernels import compile_ahead
-from kanpde.evaluate import NO_EXACT, Evaluation, evaluate, relative_difference
+from kanpde.evaluate import NO_EXACT, Evaluation, PointEvaluation, evaluate, reference_errors, relative_difference
 from kanpde.models import compile_seconds
 from kanpde.models.protocol import is_edge_model, module_dtype_device, unwrap
 from kanpde.pde import Problem, Sampler
@@ -121,13 +121,21 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
         return exc.model, exc.history, exc.seconds, exc
 
 
-def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, history: History,
-                      seconds: float, failure: str | None, problem: Problem | None = None) -> Evaluation:
-    """The evaluation of a trained model; when it fails, the model and its history are kept first
+def _evaluate_reference(model: nn.Module, spec: RunSpec) -> PointEvaluation | None:
+    """The errors of ``model`` at the nodes of the run's reference data (None without reference data)."""
+    if spec.reference is None:
+        return None
+    return reference_errors(model, spec.problem, spec.reference, engine=spec.engine, chunk_size=spec.eval.chunk_size)
+
+
+def _evaluate_trained(model_spec: ModelSpec, spec: RunSpec, model: nn.Module, history: History, seconds: float,
+                      failure: str | None, problem: Problem | None = None) -> tuple[Evaluation, PointEvaluation | None]:
+    """The evaluation of a trained model on the grid and at the reference data's nodes (where the run has
+    reference data); when it fails, the model and its history are kept first
     (``checkpoint.pt``, complete: ``resume=true`` evaluates again without training), ``metrics.json``
     says ``status: "evaluation_failed"`` and why, and :class:`RunFailed` is raised."""
     try:
-        return _evaluate(model, spec, problem)
+        return _evaluate(model, spec, problem), _evaluate_reference(model, spec)
     except Exception as exc:  # whatever the evaluator's fault, the training is not lost
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         path = checkpoint_path(spec.output_dir, model_spec.name)
@@ -148,11 +156,11 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     problem = spec.fit_problem if spec.fit_problem.unknowns is None else copy.deepcopy(spec.fit_problem)
     model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end, problem)
     trained = problem if problem.unknowns is not None else None  # residuals with the learned unknowns
-    evaluation = _evaluate_trained(model_spec, spec, model, history, seconds, failure, trained)
-    for message in evaluation.messages:  # no exact solution is a normal case, not a warning
-        (log.info if message == NO_EXACT else log.warning)("%s: %s", model_spec.name, message)
+    evaluation, at_reference = _evaluate_trained(model_spec, spec, model, history, seconds, failure, trained)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
-    metrics: dict[str, Any] = {k: evaluation.metrics[k] for k in METRIC_KEYS}
+    metrics, messages = _error_metrics(spec, evaluation, at_reference)
+    for message in messages:  # no exact solution is a normal case, not a warning
+        (log.info if message == NO_EXACT else log.warning)("%s: %s", model_spec.name, message)
     symbolic_failed = isinstance(failure, SymbolicFailed)
     formula = failure.formula if symbolic_failed else None
     if formula is None and getattr(model, "fully_symbolic", False):  # a snapped KAN: its formula in the coordinates
@@ -163,23 +171,49 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
         key = "formula_rejected" if symbolic_failed else "formula"
         metrics[key] = formula
         log.info("%s %s: %s", model_spec.name, key.replace("_", " "), formula)
-    metrics.update({k: evaluation.metrics[k] for k in (*FINAL_TIME_KEYS, *RESIDUAL_KEYS) if k in evaluation.metrics})
-    # "incomplete": the L2 errors could not be computed (a non-finite or vanishing solution on the grid);
-    # H1 metrics skipped for want of the solution's gradient leave a run "ok", with the message, and so
-    # does a problem without an exact solution (no error metrics, its residual metrics reported)
-    untrusted = spec.problem.has_exact and any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
+    metrics.update({k: evaluation.metrics[k] for k in RESIDUAL_KEYS if k in evaluation.metrics})
+    # "incomplete": the L2 errors could not be computed (a non-finite or vanishing solution on the grid or
+    # at the data's nodes); H1 metrics skipped for want of the solution's gradient leave a run "ok", with
+    # the message, and so does a problem without an exact solution (no error metrics, residual metrics reported)
+    has_source = spec.problem.has_exact or spec.reference_wins
+    untrusted = has_source and any(metrics.get(k, 0.0) is None for k in ("l2", "l2_rel"))
     status = ("incomplete" if untrusted else "ok") if failure is None else "symbolic_failed" if symbolic_failed else "diverged"
     metrics.update(n_params=evaluation.metrics["n_params"], train_seconds=seconds,
                    compile_seconds=compile_seconds() - compiled, model=label, problem=spec.problem.name, status=status)
     if failure is not None:
         metrics["failure"] = str(failure)
-    if evaluation.messages:  # which metrics are null and why
-        metrics["messages"] = list(evaluation.messages)
+    if messages:  # which metrics are null and why
+        metrics["messages"] = messages
     if problem.unknowns is not None:
         metrics["unknowns"] = unknowns_report(problem)
         log.info("%s learned %s", model_spec.name, ", ".join(f"{k} = {v['value']:.6g}" for k, v in metrics["unknowns"].items()
                                                             if "value" in v))
-    return RunResult(label, model, history, evaluation, metrics), None if failure is None else f"{model_spec.name}: {failure}"
+    result = RunResult(label, model, history, evaluation, metrics, at_reference)
+    return result, None if failure is None else f"{model_spec.name}: {failure}"
+
+
+def _error_metrics(spec: RunSpec, grid: Evaluation, at_reference: PointEvaluation | None) -> tuple[dict[str, Any], list[str]]:
+    """The error metrics of a model and the messages on them: those of the run's error source
+    (``error_source``: the reference data where they win, else the exact solution on the grid, else none),
+    the reference data's under ``"reference"`` whenever there are some, and the exact solution's on the
+    grid under ``"exact"`` when the reference data's win over them."""
+    exact = {k: grid.metrics[k] for k in (*METRIC_KEYS, *FINAL_TIME_KEYS) if k in grid.metrics}
+    shape = " x ".join(str(n) for n in grid.shape)
+    on_grid = f"exact solution on the {shape} evaluation grid"
+    if at_reference is None:
+        source = {"error_source": on_grid} if spec.problem.has_exact else {}  # none without a solution
+        return {**exact, **source}, list(grid.messages)
+    ref = spec.reference
+    group = {"source": ref.source, "n_points": ref.n_points, **{k: at_reference.metrics[k] for k in METRIC_KEYS}}
+    if at_reference.messages:
+        group["messages"] = list(at_reference.messages)
+    if not spec.reference_wins:  # the exact solution's errors are the run's; the data's beside them
+        return {**exact, "error_source": on_grid, "reference": group}, list(grid.messages)
+    metrics: dict[str, Any] = {k: at_reference.metrics[k] for k in METRIC_KEYS}
+    metrics.update(error_source=ref.describe(), reference=group)
+    if spec.problem.has_exact:  # both known: the exact solution's errors on the grid too
+        metrics["exact"] = {**exact, "source": on_grid, **({"messages": list(grid.messages)} if grid.messages else {})}
+    return metrics, list(at_reference.messages)
 
 
 def unknowns_report(problem: Problem, n: int = 4096) -> dict[str, dict[str, Any]]:
@@ -291,7 +325,7 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
 
 def _h5_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics as HDF5 attributes: a metric not computed (None) as NaN, the messages as one JSON string."""
-    nested = ("messages", "unknowns", "condition_rms")
+    nested = ("messages", "unknowns", "condition_rms", "reference", "exact")
     out = {k: math.nan if v is None else v for k, v in metrics.items() if k not in nested}
     for key in nested:  # lists and mappings as one JSON string each
         if key in metrics:
@@ -332,7 +366,9 @@ def run(
 
     Writes ``solution.h5`` (+ ``solution.xdmf``), ``metrics.json``, figures and checkpoints into
     ``output_dir`` (default: the Hydra run directory) and returns the metrics dict that ``metrics.json``
-    holds (baseline under ``"baseline"``, the config's run id under ``"run_id"``).
+    holds (baseline under ``"baseline"``, the config's run id under ``"run_id"``). With reference data
+    (``problem.reference=PATH``, or declared by a problem without an exact solution) the error metrics are
+    those at the data's nodes (``error_source`` says which; :func:`_error_metrics`).
 
     When ``output_dir`` already holds a successful run with the same id, nothing is trained and its
     metrics are returned, unless ``cfg.force`` is true. With ``cfg.resume`` true, each model continues

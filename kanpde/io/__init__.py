@@ -2,6 +2,6 @@
 figures (:mod:`kanpde.io.plots`, matplotlib imported only there) and sweep reports
 (:mod:`kanpde.io.sweep`)."""
 
-from kanpde.io.run_file import LoadedModel, LoadedRun, RunResult, load_run, save_run
+from kanpde.io.run_file import LoadedModel, LoadedReference, LoadedRun, RunResult, load_run, save_run
 
-__all__ = ["save_run", "load_run", "RunResult", "LoadedRun", "LoadedModel"]
+__all__ = ["save_run", "load_run", "RunResult", "LoadedRun", "LoadedModel", "LoadedReference"]

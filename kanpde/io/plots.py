@@ -1,5 +1,5 @@
 """Matplotlib figures of a saved run: solution, exact solution and error maps (PDE residual maps for a
-problem without an exact solution), and loss histories.
+problem without an exact solution), the error at the nodes of reference data, and loss histories.
 
 Figures are built with the object-oriented ``matplotlib.figure.Figure`` API (no pyplot, no global
 backend state) and saved atomically as PNG.
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from kanpde.io.files import atomic_path
 from kanpde.io.run_file import LoadedModel, LoadedRun, load_run
 
-__all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_run", "plot_activations"]
+__all__ = ["plot_fields", "plot_history", "plot_final_time", "plot_reference", "plot_run", "plot_activations"]
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -99,6 +99,36 @@ def plot_final_time(results: list[LoadedModel], coords: tuple[str, ...], path: s
         ax.set_xlabel(coords[0])
         ax.set_ylabel(f"{name}({coords[0]}, t={t[-1]:g})")
         ax.legend()
+    return _save(fig, path)
+
+
+def plot_reference(run: LoadedRun, path: str | os.PathLike) -> Path:
+    """The error ``predicted - reference`` at the nodes of the run's reference data, one panel per output
+    and model: points coloured by the error (the first two coordinates; in 1-D the error against ``x``)."""
+    ref = run.reference
+    if ref is None:
+        raise ValueError("the run has no reference data (no /reference group in its run file)")
+    path = Path(path)
+    models = [(k, g.name) for k, g in (("main", run.main), ("baseline", run.baseline)) if g is not None and k in ref.predicted]
+    fig = Figure(figsize=(4.6 * len(models), 3.8 * len(run.outputs)), layout="constrained")
+    for row, out in enumerate(run.outputs):
+        for col, (key, name) in enumerate(models):
+            err = ref.error(key)[:, row]
+            ax = fig.add_subplot(len(run.outputs), len(models), row * len(models) + col + 1)
+            ax.set_title(f"{out} error ({name}) vs reference data\n{ref.source}, {len(err)} points", fontsize=9)
+            if ref.points.shape[1] == 1:
+                order = np.argsort(ref.points[:, 0])
+                ax.plot(ref.points[order, 0], err[order], ".-", ms=3, lw=0.6)
+                ax.axhline(0.0, color="k", lw=0.5)
+                ax.set_xlabel(run.coords[0])
+                continue
+            lim = float(np.max(np.abs(err))) or 1.0
+            dots = ax.scatter(ref.points[:, 0], ref.points[:, 1], c=err, s=8, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            fig.colorbar(dots, ax=ax)
+            ax.set_xlabel(run.coords[0])
+            ax.set_ylabel(run.coords[1])
+            if run.coords[-1] != "t":
+                ax.set_aspect("equal")
     return _save(fig, path)
 
 
@@ -211,7 +241,8 @@ def plot_activations(
 def plot_run(
     run: LoadedRun | str | os.PathLike, out_dir: str | os.PathLike | None = None, allow: Iterable[type] = ()
 ) -> list[Path]:
-    """Write ``solution.png`` (and ``baseline_solution.png``) and ``history.png`` for a saved run
+    """Write ``solution.png`` (and ``baseline_solution.png``), ``history.png`` and, for a run with reference
+    data, ``reference_error.png`` for a saved run
     (``allow``: the problem and model classes of your own that :func:`~kanpde.io.run_file.load_run` may rebuild)."""
     if not isinstance(run, LoadedRun):
         src = Path(run)
@@ -226,6 +257,8 @@ def plot_run(
         written.append(plot_fields(run.baseline, run.coords, out / "baseline_solution.png", f"{run.problem}: {run.baseline.name}"))
         results.append(run.baseline)
     written.append(plot_history(results, out / "history.png"))
+    if run.reference is not None:
+        written.append(plot_reference(run, out / "reference_error.png"))
     if len(run.coords) == 2 and run.coords[-1] == "t":
         written.append(plot_final_time(results, run.coords, out / "final_time.png"))
     return written

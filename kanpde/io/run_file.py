@@ -20,9 +20,16 @@ Layout of ``solution.h5`` (``m`` outputs, grid ``n_0 x ... x n_{d-1}``)::
                                      computed), residual_rms, residual_max, condition_rms (JSON), ...
         model                        attrs: class ("module:QualName"), config (JSON constructor args)
         model/state/<name>           every entry of the model's state_dict (grids included)
+    /reference             only when the run has reference solution data; attrs: source (file name),
+                           n_points, error_source (whether the run's errors are these: "reference data
+                           <file>, N points", or the exact solution's)
+        points                       (N, d)     the data's nodes
+        values                       (N, m)     the solution there
+        gradients                    (N, m, d)  the solution's gradient there, where the data have it
+        predicted/main, predicted/baseline      (N, m)  each model's prediction at the nodes
 
 :func:`load_run` reads it back and rebuilds the models, which then evaluate at any new points.
-Format versions: 2 (this one) stores a hard-constraint model's problem as its
+Format versions: 3 (this one) adds ``/reference``; 2 stores a hard-constraint model's problem as its
 :attr:`~kanpde.pde.Problem.spec`; 1 (before the package's layers were folders) stored class paths that
 have moved since and the problem as a ``{"_target_": ...}`` mapping. Both are read.
 """
@@ -41,17 +48,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from kanpde.evaluate import Evaluation, predict
+from kanpde.evaluate import Evaluation, PointEvaluation, predict
 from kanpde.models.protocol import module_dtype_device
 from kanpde.io.files import RunFileRefused, atomic_path, json_default, plain_data, resolve_class
 from kanpde.pde import Problem
 from kanpde.training import History
 
-__all__ = ["RunResult", "LoadedModel", "LoadedRun", "save_run", "load_run", "build_model", "FORMAT_VERSION"]
+__all__ = ["RunResult", "LoadedModel", "LoadedRun", "LoadedReference", "save_run", "load_run", "build_model", "FORMAT_VERSION"]
 
 FORMAT = "kanpde-run"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def residual_names(k: int) -> list[str]:
@@ -68,6 +75,7 @@ class RunResult:
     history: History
     evaluation: Evaluation
     metrics: dict[str, object]
+    reference: PointEvaluation | None = None  # errors at the nodes of the run's reference data, if any
 
 
 def _class_path(model: nn.Module) -> str:
@@ -133,7 +141,24 @@ def save_run(
         _write_result(f.create_group("main"), main, coords, outputs)
         if baseline is not None:
             _write_result(f.create_group("baseline"), baseline, coords, outputs)
+        if main.reference is not None:
+            _write_reference(f.create_group("reference"), main, baseline)
     return path
+
+
+def _write_reference(group: h5py.Group, main: RunResult, baseline: RunResult | None) -> None:
+    """``/reference``: the data's nodes, values (and gradients), each model's prediction there."""
+    ref = main.reference
+    group.attrs.update({"source": ref.source, "n_points": int(ref.points.shape[0]),
+                        "error_source": str(main.metrics.get("error_source", ""))})
+    group.create_dataset("points", data=ref.points)
+    group.create_dataset("values", data=ref.values)
+    if ref.gradients is not None:
+        group.create_dataset("gradients", data=ref.gradients)
+    predicted = group.create_group("predicted")
+    for name, result in (("main", main), ("baseline", baseline)):
+        if result is not None and result.reference is not None:
+            predicted.create_dataset(name, data=result.reference.predicted)
 
 
 @dataclass
@@ -157,6 +182,33 @@ class LoadedModel:
 
 
 @dataclass
+class LoadedReference:
+    """The ``/reference`` group of a run file: the data's ``points`` ``(N, d)``, ``values`` ``(N, m)``,
+    ``gradients`` ``(N, m, d)`` or None, each model's ``predicted`` ``(N, m)`` by group name (``"main"``,
+    ``"baseline"``), the data's ``source`` and the run's ``error_source``."""
+
+    points: np.ndarray
+    values: np.ndarray
+    predicted: dict[str, np.ndarray]
+    source: str
+    error_source: str = ""
+    gradients: np.ndarray | None = None
+
+    def error(self, name: str = "main") -> np.ndarray:
+        """``predicted - values`` of the model ``name`` at the nodes, ``(N, m)``."""
+        return self.predicted[name] - self.values
+
+
+def _read_reference(group: h5py.Group) -> LoadedReference:
+    return LoadedReference(
+        points=group["points"][()], values=group["values"][()],
+        predicted={k: v[()] for k, v in group["predicted"].items()},
+        source=str(group.attrs.get("source", "")), error_source=str(group.attrs.get("error_source", "")),
+        gradients=group["gradients"][()] if "gradients" in group else None,
+    )
+
+
+@dataclass
 class LoadedRun:
     """Everything :func:`load_run` reads: ``main`` and ``baseline`` (or None) models, config, names."""
 
@@ -167,6 +219,7 @@ class LoadedRun:
     baseline: LoadedModel | None = None
     config_yaml: str | None = None
     attrs: dict[str, object] = field(default_factory=dict)
+    reference: LoadedReference | None = None  # the reference data and predictions there (format 3, when the run had some)
 
     @property
     def model(self) -> nn.Module:
@@ -253,4 +306,5 @@ def load_run(
             baseline=_read_result(f["baseline"], map_location, allow) if "baseline" in f else None,
             config_yaml=str(f["config"].attrs["yaml"]) if "config" in f else None,
             attrs=dict(f.attrs),
+            reference=_read_reference(f["reference"]) if "reference" in f else None,
         )

@@ -22,12 +22,14 @@ from kanpde.pde.problem import (
 )
 from kanpde.pde.sampling import Sampler
 from kanpde.pde.check import check_problem
-from kanpde.pde.data import read_points
+from kanpde.pde.data import read_columns, read_points
+from kanpde.pde.reference import ReferenceData, declared_reference, read_reference, reference_data
 from kanpde.pde.unknowns import Unknowns
 
 __all__ = [
     "Problem", "Condition", "Dirichlet", "Neumann", "Robin", "ConormalFlux", "Periodic", "PointValue", "Observation",
-    "observation_from_file", "Initial", "Batch", "BoundaryPoints", "read_points", "Unknowns",
+    "observation_from_file", "Initial", "Batch", "BoundaryPoints", "read_points", "read_columns", "Unknowns",
+    "ReferenceData", "read_reference", "reference_data", "declared_reference",
     "Geometry", "Box", "Disk", "Annulus", "Ball", "Polygon", "LShape", "Union", "Intersection", "Difference", "Renamed",
     "Sampler", "check_problem",
 ]

@@ -10,7 +10,10 @@
   ``% x  y  u``), NumPy's ``savetxt`` / FEniCS scripts write them (``#`` comments, same rule), or with a
   plain header line of names. Without names the columns are the coordinates in order, then the values.
 
-and gives ``(points (n, d), values (n, k))`` in float64 for the named coordinate and value columns. Bad
+and gives ``(points (n, d), values (n, k))`` in float64 for the named coordinate and value columns
+(:func:`read_columns` also reads optional columns, e.g. a solution's gradient, where the file has them).
+Column names may be quoted (``"u"``), and coordinates missing by name are found as ParaView's
+``Points:0``, ``Points:1``, … (its *Save Data* CSV of a FEniCS or other VTK solution). Bad
 files — missing, unreadable, a missing column, a wrong number of columns, NaN or infinite entries, no
 rows — raise one ``ValueError`` line naming the file. Nothing in a file is executed (NumPy's ``.npz``
 is read with ``allow_pickle=False``).
@@ -20,40 +23,61 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_points"]
+__all__ = ["read_points", "read_columns"]
 
 
 def read_points(path: str | os.PathLike, coords: Sequence[str], values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(points, values)`` of the columns ``coords`` and ``values`` of the data file ``path`` (module docstring)."""
+    points, vals, _ = read_columns(path, coords, values)
+    return points, vals
+
+
+def read_columns(
+    path: str | os.PathLike, coords: Sequence[str], values: Sequence[str], optional: Sequence[str] = (),
+    npz_extra: str = "extra",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(points (n, d), values (n, k), extra (n, len(optional)) or None)``: :func:`read_points` plus the
+    ``optional`` columns, read when the file has every one of them (else None). In an ``.npz`` of
+    ``points`` and ``values`` arrays they are the array named ``npz_extra`` (``(n, ...)``, flattened per row); in
+    unnamed text columns, the columns after the values when there are exactly that many more."""
     path = Path(path)
-    coords, values = list(coords), list(values)
+    coords, values, optional = list(coords), list(values), list(optional)
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist")
     try:
         if path.suffix.lower() == ".npz":
-            names, table = _read_npz(path, coords, values)
+            names, table = _read_npz(path, coords, values, optional, npz_extra)
         else:
             names, table = _read_text(path)
     except ValueError as exc:
         raise ValueError(f"data file {str(path)!r}: {exc}") from None
     except OSError as exc:
         raise ValueError(f"data file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    except zipfile.BadZipFile:
+        raise ValueError(f"data file {str(path)!r} is not an .npz archive (NumPy's np.savez writes them)") from None
     wanted = coords + values
     if names is None:
-        if table.shape[1] != len(wanted):
+        if optional and table.shape[1] == len(wanted) + len(optional):
+            names = wanted + optional
+        elif table.shape[1] != len(wanted):
             raise ValueError(
                 f"data file {str(path)!r} has {table.shape[1]} unnamed columns; expected {len(wanted)}: {wanted} "
                 "(or name the columns in a header line)"
             )
-        names = wanted
+        else:
+            names = wanted
+    names = _aliased(names, coords)
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(f"data file {str(path)!r} has no column(s) {missing}; its columns are {names}")
+    if optional and all(c in names for c in optional):
+        wanted = wanted + optional
     data = table[:, [names.index(c) for c in wanted]]
     if data.shape[0] == 0:
         raise ValueError(f"data file {str(path)!r} has no rows")
@@ -61,10 +85,23 @@ def read_points(path: str | os.PathLike, coords: Sequence[str], values: Sequence
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(f"data file {str(path)!r}: {int(bad.sum())} non-finite entries (first: row {row + 1}, column {wanted[col]!r})")
-    return data[:, : len(coords)].copy(), data[:, len(coords):].copy()
+    d, k = len(coords), len(values)
+    extra = data[:, d + k:].copy() if len(wanted) > d + k else None
+    return data[:, :d].copy(), data[:, d : d + k].copy(), extra
 
 
-def _read_npz(path: Path, coords: list[str], values: list[str]) -> tuple[list[str], np.ndarray]:
+def _aliased(names: list[str], coords: list[str]) -> list[str]:
+    """Column names without quotes, ParaView's ``Points:k`` named for the k-th coordinate where that
+    coordinate has no column of its own."""
+    names = [n.strip().strip("\"'") for n in names]
+    for k, c in enumerate(coords):
+        if c not in names and f"Points:{k}" in names:
+            names[names.index(f"Points:{k}")] = c
+    return names
+
+
+def _read_npz(path: Path, coords: list[str], values: list[str], optional: list[str] = (),
+              extra_key: str = "extra") -> tuple[list[str], np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: np.asarray(npz[k], dtype=np.float64) for k in npz.files}
     if "points" in arrays and not all(c in arrays for c in coords):
@@ -79,6 +116,12 @@ def _read_npz(path: Path, coords: list[str], values: list[str]) -> tuple[list[st
             raise ValueError(f"'values' has {vals.shape[1]} columns, expected {len(values)} ({values})")
         if vals.shape[0] != pts.shape[0]:
             raise ValueError(f"'points' has {pts.shape[0]} rows but 'values' {vals.shape[0]}")
+        extra = arrays.get(extra_key)
+        if optional and extra is not None:
+            extra = extra.reshape(extra.shape[0], -1)
+            if extra.shape != (pts.shape[0], len(optional)):
+                raise ValueError(f"{extra_key!r} has shape {extra.shape}, expected ({pts.shape[0]}, {len(optional)}): {optional}")
+            return coords + values + list(optional), np.concatenate([pts, vals, extra], axis=1)
         return coords + values, np.concatenate([pts, vals], axis=1)
     names = [n for n in arrays if arrays[n].ndim <= 1 or arrays[n].size == arrays[n].shape[0]]
     lengths = {arrays[n].size for n in names}

@@ -292,12 +292,15 @@ class Problem:
     ``t-`` face is the initial face and :meth:`validate` requires an :func:`Initial` condition there.
     Optional class attribute the test suite reads: ``reference_solution = True`` for a numerically computed
     solution (checked by finite differences instead of autograd).
+    ``reference``: solution data to compute errors at (a file path, or a method returning
+    ``(points, values[, gradients])``; :mod:`kanpde.pde.reference`), None when there is none.
     :attr:`spec` records the constructor arguments, so a run file can make the problem again.
     """
 
     coords: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("u",)
     time_coord: str | None = "t"  # excluded from Field.laplacian() when it is one of coords
+    reference: object = None  # reference solution data (kanpde.pde.reference): a file path or a method
 
     def __new__(cls, *args: object, **kwargs: object) -> Problem:
         problem = super().__new__(cls)

@@ -43,6 +43,21 @@ def test_run_id_ignores_output_switches_and_follows_results() -> None:
 
 
 @pytest.mark.slow
+
+def test_run_id_follows_the_reference_data_file_and_not_an_absent_one(tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    cfg = fast_cfg()
+    with open_dict(cfg):
+        del cfg.problem["reference"]
+    assert run_id(fast_cfg()) == run_id(cfg)  # problem.reference=null: the ids of runs made before the key
+    data = tmp_path / "ref.csv"
+    data.write_text("x,y,u\n0,0,0\n")
+    first = run_id(fast_cfg(f"problem.reference={data}"))
+    assert first != run_id(fast_cfg()) and first == run_id(fast_cfg(f"problem.reference={data}"))
+    data.write_text("x,y,u\n0,0,1\n")  # new data under the same name: another run, not a finished one
+    assert run_id(fast_cfg(f"problem.reference={data}")) != first
+
 def test_finished_run_is_skipped_unless_forced(tmp_path: Path) -> None:
     cfg = fast_cfg("baseline=null")
     first = run(cfg, tmp_path)

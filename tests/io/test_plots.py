@@ -29,3 +29,26 @@ def test_activation_plot_is_written(tmp_path: Path) -> None:
     x = torch.rand(64, 2, dtype=F64)
     path = plot_activations(sym, x, tmp_path / "activations.png", ("x", "y"), ("u",))
     assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_run_draws_the_error_at_the_reference_nodes(tmp_path: Path) -> None:
+    """A run with reference data: reference_error.png, the error at the data's nodes (2-D: coloured points)."""
+    import numpy as np
+
+    from kanpde import History, RunResult, evaluate, load_run, reference_errors, save_run
+    from kanpde.io.plots import plot_reference
+    from kanpde.pde import reference_data
+    from kanpde.problems.poisson2d import Poisson2D
+
+    problem, path = Poisson2D(), tmp_path / "solution.h5"
+    model = load_run(save_small_run(problem, [2, 3, 1], 9, path)).main.model
+    pts = np.random.default_rng(0).uniform(-1, 1, (30, 2))
+    ref = reference_data(problem, pts, np.zeros(30), source="fem.txt")
+    at = reference_errors(model, problem, ref)
+    save_run(path, problem.name, problem.coords, problem.outputs,
+             RunResult("kan", model, History(), evaluate(model, problem, 9), dict(at.metrics), at))
+    written = plot_run(path)
+    assert [p.name for p in written] == ["solution.png", "history.png", "reference_error.png"]
+    assert written[-1].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no reference data"):
+        plot_reference(load_run(save_small_run(problem, [2, 3, 1], 9, tmp_path / "plain.h5")), tmp_path / "x.png")

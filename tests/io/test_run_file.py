@@ -47,7 +47,7 @@ def test_load_run_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
 def test_hdf5_layout_with_plain_h5py(fast_run) -> None:
     out, metrics, _ = fast_run
     with h5py.File(out / "solution.h5", "r") as f:
-        assert f.attrs["format"] == "kanpde-run" and int(f.attrs["format_version"]) == 2
+        assert f.attrs["format"] == "kanpde-run" and int(f.attrs["format_version"]) == 3
         assert f.attrs["problem"] == "poisson2d"
         assert list(f.attrs["coords"]) == ["x", "y"] and list(f.attrs["outputs"]) == ["u"]
         config = yaml.safe_load(f["config"].attrs["yaml"])
@@ -177,3 +177,35 @@ def test_a_problem_of_your_own_loads_only_when_given(tmp_path: Path) -> None:
     assert issubclass(SineLine, Problem)
     with pytest.raises(TypeError, match="not a kanpde.Problem or torch.nn.Module class"):
         load_run(path, allow=[len])
+
+
+def test_the_reference_group_round_trips_and_older_files_without_it_load(tmp_path: Path) -> None:
+    """/reference holds the data's nodes, values and both models' predictions there; a format-2 file (no
+    such group) still loads, with ``reference`` None."""
+    from kanpde import History, RunResult, evaluate, reference_errors, save_run
+    from kanpde.pde import reference_data
+
+    problem, path = SineLine(), tmp_path / "solution.h5"
+    main = load_run(save_small_run(problem, [1, 3, 1], 17, path)).main.model
+    baseline = MLP([1, 4, 1], dtype=torch.float64)
+    pts = np.linspace(-1, 1, 25)[:, None]
+    ref = reference_data(problem, pts, np.sin(np.pi * pts[:, 0]), np.pi * np.cos(np.pi * pts), source="line.csv")
+    results = []
+    for name, model in (("kan", main), ("mlp", baseline)):
+        at = reference_errors(model, problem, ref)
+        results.append(RunResult(name, model, History(),
+                                 evaluate(model, problem, 17), {"error_source": ref.describe(), **at.metrics}, at))
+    save_run(path, problem.name, problem.coords, problem.outputs, *results)
+    run = load_run(path)
+    assert run.reference.source == "line.csv" and run.reference.error_source == "reference data line.csv, 25 points"
+    np.testing.assert_array_equal(run.reference.points, pts)
+    np.testing.assert_array_equal(run.reference.gradients[:, 0, 0], np.pi * np.cos(np.pi * pts[:, 0]))
+    for name, loaded in (("main", run.main), ("baseline", run.baseline)):
+        np.testing.assert_allclose(run.reference.predicted[name], loaded(pts).numpy(), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(run.reference.error("baseline"), baseline(torch.from_numpy(pts)).detach().numpy()
+                               - run.reference.values, rtol=0, atol=1e-14)
+    with h5py.File(path, "r+") as f:  # the same file as format 2 wrote it: no /reference group
+        del f["reference"]
+        f.attrs["format_version"] = 2
+    old = load_run(path)
+    assert old.reference is None and int(old.attrs["format_version"]) == 2 and old.baseline is not None

@@ -83,3 +83,35 @@ def test_npz_files_are_read_without_pickles(tmp_path: Path) -> None:
     np.savez(path, x=np.array([object()], dtype=object), y=np.zeros(1), u=np.zeros(1))
     with pytest.raises(ValueError, match="p.npz"):
         read_points(path, ("x", "y"), ("u",))
+
+
+def test_optional_columns_are_read_where_the_file_has_them(tmp_path: Path) -> None:
+    from kanpde.pde.data import read_columns
+
+    grads = np.column_stack([np.cos(PTS[:, 0]) * PTS[:, 1], np.sin(PTS[:, 0])])
+    named = tmp_path / "g.csv"
+    np.savetxt(named, np.column_stack([grads, PTS, VALS]), delimiter=",", header="u_x,u_y,x,y,u", comments="", fmt="%.17g")
+    unnamed = tmp_path / "g.txt"
+    np.savetxt(unnamed, np.column_stack([PTS, VALS, grads]), fmt="%.17g")
+    arrays = tmp_path / "g.npz"
+    np.savez(arrays, points=PTS, values=VALS, extra=grads)
+    for path in (named, unnamed, arrays):
+        pts, vals, extra = read_columns(path, ("x", "y"), ("u",), ("u_x", "u_y"))
+        np.testing.assert_array_equal(pts, PTS)
+        np.testing.assert_array_equal(vals[:, 0], VALS)
+        np.testing.assert_array_equal(extra, grads)
+    without = write(tmp_path, "csv")
+    assert read_columns(without, ("x", "y"), ("u",), ("u_x", "u_y"))[2] is None
+    np.savez(arrays, points=PTS, values=VALS, extra=grads[:, :1])
+    with pytest.raises(ValueError, match=r"'extra' has shape \(7, 1\), expected \(7, 2\)"):
+        read_columns(arrays, ("x", "y"), ("u",), ("u_x", "u_y"))
+
+
+def test_paraview_csv_quoted_names_and_points_columns(tmp_path: Path) -> None:
+    """ParaView's Save Data: quoted names, the coordinates as "Points:0", "Points:1", "Points:2" (z = 0 in 2-D)."""
+    path = tmp_path / "pv.csv"
+    rows = "\n".join(f"{u:.17g},{x:.17g},{y:.17g},0" for (x, y), u in zip(PTS, VALS))
+    path.write_text('"u","Points:0","Points:1","Points:2"\n' + rows + "\n")
+    pts, vals = read_points(path, ("x", "y"), ("u",))
+    np.testing.assert_array_equal(pts, PTS)
+    np.testing.assert_array_equal(vals[:, 0], VALS)

@@ -36,6 +36,8 @@ def test_the_examples_run_and_the_page_gets_their_output(examples_docs, tmp_path
     k = float(re.search(r"k = ([0-9.]+)", text).group(1))
     assert abs(k - 2) < 0.02
     assert "class Plate(Problem)" in text and "load average" in text
+    ref = re.search(r"KAN \[2, 4, 1\] vs reference data square_fd.txt, 16641 points: l2_rel ([0-9.e+-]+)", text)
+    assert float(ref.group(1)) < 5e-2
 
 
 def test_an_unknown_example_is_refused(examples_docs) -> None:
