@@ -310,7 +310,8 @@ class Balance:
         if value is True:
             return cls()
         if not isinstance(value, Mapping) or set(value) - {"method", "every", "alpha"}:
-            raise ValueError(f"stage balance must be true or {{method: grad_norm, every: ..., alpha: ...}}, got {value!r}")
+            raise ValueError(f"stage balance must be true or {{method: grad_norm, every: ..., alpha: ...}}, "
+                             f"got {value!r}")
         method = value.get("method", cls.method)
         if method not in BALANCE_METHODS:
             raise ValueError(f"stage balance.method must be one of {list(BALANCE_METHODS)}, got {method!r}")

@@ -150,7 +150,7 @@ class _Run:
     chunk_size: int | None = None
     batch: Batch | None = None
     sizes: tuple[int, int] | None = None
-    attention: Tensor | None = None  # RBA weights of the interior points (their product with causal ones: batch.weights)
+    attention: Tensor | None = None  # RBA weights of the interior points (times the causal ones: batch.weights)
     causal: _Causal | None = None
     balance: dict[str, float] | None = None  # global term weights {label: lambda}, updated in place
 

@@ -131,7 +131,8 @@ def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0,
             return [c.residual(BoundaryPoints.from_aux(x, normals), u)]
 
         periodic = cond.kind == "periodic"
-        sets.append(ResidualSet(cond.label, float(cond.weight) * balance.get(cond.label, 1.0), pts.x, pts.aux(), residual,
+        weight = float(cond.weight) * balance.get(cond.label, 1.0)
+        sets.append(ResidualSet(cond.label, weight, pts.x, pts.aux(), residual,
                                 unit=2 if periodic else 1, entries=1 + len(cond.derivatives) if periodic else 1))
     return sets
 

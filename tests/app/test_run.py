@@ -189,7 +189,7 @@ def test_adaptive_stages_from_the_cli_config(tmp_path: Path) -> None:
     ("heat1d", ("adam", "lm")),
     pytest.param("burgers1d", ("lbfgs", "ssbroyden"), marks=pytest.mark.slow),
 ])
-def test_causal_and_balance_stages_from_the_cli_config(tmp_path: Path, problem: str, optimizers: tuple[str, str]) -> None:
+def test_causal_and_balance_stages_from_the_cli_config(tmp_path: Path, problem: str, optimizers: tuple[str, ...]) -> None:
     """Causal weights in both stages, gradient-norm balancing in the second, on debug=fast: the step
     history of solution.h5 has the causal minimum and epsilon (the schedule's position carried into the
     second stage) and each term's lambda (NaN where a stage has none), for the KAN and the baseline."""
