@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STAGE_KEYS = {"optimizer", "steps", "grid_size", "n_interior", "n_boundary", "resample", "update_grid", "sparsify",
-              "prune", "symbolic", "restarts", "adaptive", "rba"}
+              "prune", "symbolic", "restarts", "adaptive", "rba", "causal", "balance"}
 
 
 class ConfigError(ValueError):
@@ -219,7 +219,8 @@ def _count(value: Any, where: str, minimum: int) -> int:
 
 def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem) -> tuple[int, int]:
     """``trainer.n_interior`` / ``n_boundary`` and each stage's own counts: enough points for the PDE and
-    at least one per boundary condition trained on. Returns the run's two counts."""
+    at least one per boundary condition trained on; causal weights only where the problem has time.
+    Returns the run's two counts."""
     n_conditions = len(fit_problem.conditions)
     need = f"the problem trains {n_conditions} boundary condition(s), each needing a point"
     n_interior = _count(trainer.get("n_interior"), "trainer.n_interior", 1)
@@ -235,6 +236,10 @@ def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem
                 st.adaptive.check_points(st.n_interior or n_interior)
             except ValueError as exc:
                 raise ConfigError(f"trainer.stages[{i}]: {exc}") from None
+        if st.causal is not None and not fit_problem.is_time_dependent:
+            raise ConfigError(f"trainer.stages[{i}].causal: causal weights need a time coordinate, but problem "
+                              f"{type(fit_problem).__name__} has coords {list(fit_problem.coords)} without "
+                              f"{fit_problem.time_coord!r}")
     return n_interior, n_boundary
 
 

@@ -23,6 +23,30 @@ residual at each interior point by ``lambda_i``, updated before every step from 
     lambda_i <- gamma * lambda_i + eta * |r_i| / max_j |r_j|
 
 The weights start at 1 and stay below ``max(1, eta / (1 - gamma))``.
+
+Causal weights (:class:`Causal`; Wang, Sankaran & Perdikaris 2024, CMAME 421:116813, arXiv 2203.07404)
+make an evolution equation learn its solution in the order of time. The time interval of the domain is
+cut into ``M = bins`` slabs of equal width; with ``L_k`` the mean squared PDE residual over the interior
+points in slab ``k`` (0 for an empty slab), slab ``i``'s weight is
+
+    w_i = exp(-epsilon * sum_{k < i} L_k)
+
+so ``w_0 = 1``, the weights never increase along ``t``, and a later slab counts only once the earlier
+ones are solved (all are 1 when the residual is 0). A point's PDE residual is multiplied by
+``sqrt(w)`` of its slab, so its part of the PDE term is ``w r^2``: the PDE term is ``mean_x w(t_x) r(x)^2``,
+which for points spread evenly in ``t`` is the paper's ``(1/M) sum_i w_i L_i``. The weights are data
+(never differentiated). ``epsilon`` may be a schedule (a list): training moves to the next value
+once the smallest weight exceeds ``delta`` (the paper's 0.99).
+
+Global loss balancing by gradient norms (:class:`Balance`; Wang, Teng & Perdikaris 2021, SIAM J. Sci.
+Comput. 43:A3055, and Wang et al. 2023, "An expert's guide to training PINNs", arXiv 2308.08468,
+Algorithm 1) multiplies the loss's terms ``T_j`` (the PDE term and each condition's, with their
+configured weights) by global weights ``lambda_j``, starting at 1 and updated every ``every`` steps from
+the gradients of the terms at the current parameters:
+
+    lambda_hat_j = (sum_k ||grad T_k||) / ||grad T_j||,    lambda_j <- alpha * lambda_j + (1 - alpha) * lambda_hat_j
+
+so that with ``alpha = 0`` every balanced term ``lambda_j T_j`` has the same gradient norm.
 """
 
 from __future__ import annotations
@@ -39,9 +63,11 @@ from kanpde.derivatives import DerivativePlan
 from kanpde.pde import Problem, Sampler
 from kanpde.training.loss import pde_residual_norms
 
-__all__ = ["Adaptive", "RBA", "METHODS", "density", "choose", "resample"]
+__all__ = ["Adaptive", "RBA", "Causal", "Balance", "METHODS", "BALANCE_METHODS", "density", "choose", "resample",
+           "causal_slabs", "slab_losses", "causal_weights"]
 
 METHODS = ("rad", "rar-d")
+BALANCE_METHODS = ("grad_norm",)
 _KEYS = {"method", "every", "candidates", "count", "k", "c"}
 
 
@@ -182,3 +208,130 @@ class RBA:
         r = residual.detach().abs().to(weights)
         top = r.max()
         return self.gamma * weights + (self.eta * r / top if top > 0 else torch.zeros_like(r))
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"stage {where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _positive(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"stage {where} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def causal_slabs(t: Tensor, lo: float, hi: float, bins: int) -> Tensor:
+    """The slab of each time ``t`` ``(n,)``: ``floor((t - lo) / (hi - lo) * bins)`` clipped to
+    ``0 .. bins - 1`` (``int64``, ``t``'s device): ``bins`` slabs of equal width over ``[lo, hi]``."""
+    index = torch.floor((t.detach().to(torch.float64) - lo) / (hi - lo) * bins)
+    return index.clamp(0, bins - 1).to(torch.int64)
+
+
+def slab_losses(square: Tensor, slabs: Tensor, bins: int) -> Tensor:
+    """``L_k``: the mean of ``square`` ``(n,)`` over the points of each slab ``(bins,)`` (0 where a slab
+    has no point), in ``square``'s dtype."""
+    square = square.detach()
+    total = torch.zeros(bins, dtype=square.dtype, device=square.device).index_add_(0, slabs, square)
+    count = torch.zeros(bins, dtype=square.dtype, device=square.device).index_add_(0, slabs, torch.ones_like(square))
+    return total / count.clamp(min=1)
+
+
+def causal_weights(losses: Tensor, epsilon: float) -> Tensor:
+    """``w_i = exp(-epsilon * sum_{k < i} L_k)`` ``(bins,)`` for slab losses ``L`` ``(bins,)``; ``w_0 = 1``."""
+    before = torch.cumsum(losses, 0) - losses  # sum over the earlier slabs
+    return torch.exp(-epsilon * before)
+
+
+@dataclass(frozen=True)
+class Causal:
+    """A stage's causal weights along time (module docstring): ``epsilon`` (one value, or a schedule of
+    values moved through when the smallest weight exceeds ``delta``), ``bins`` (time slabs) and ``every``
+    (steps between updates of the weights)."""
+
+    epsilon: tuple[float, ...] = (1.0,)
+    bins: int = 32
+    every: int = 1
+    delta: float = 0.99
+
+    @classmethod
+    def parse(cls, value: object) -> Causal:
+        """From a stage's ``causal`` value (``true`` or ``{epsilon, bins, every, delta}``); a bad one raises
+        ValueError with one line."""
+        if isinstance(value, Causal):
+            return value
+        if value is True:
+            return cls()
+        keys = {"epsilon", "bins", "every", "delta"}
+        if not isinstance(value, Mapping) or set(value) - keys:
+            raise ValueError(f"stage causal must be true or {{epsilon: ..., bins: ..., every: ..., delta: ...}}, "
+                             f"got {value!r}")
+        eps = value.get("epsilon", 1.0)
+        schedule = list(eps) if isinstance(eps, (list, tuple)) else [eps]
+        if not schedule:
+            raise ValueError("stage causal.epsilon must be a number > 0 or a non-empty list of them, got []")
+        epsilon = tuple(_positive(e, "causal.epsilon") for e in schedule)
+        delta = value.get("delta", cls.delta)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta <= 1:
+            raise ValueError(f"stage causal.delta must be a number in (0, 1], got {delta!r}")
+        return cls(epsilon, _count(value.get("bins", cls.bins), "causal.bins"),
+                   _count(value.get("every", cls.every), "causal.every"), float(delta))
+
+    def due(self, step: int) -> bool:
+        """Whether the weights are updated before (0-based) step ``step`` of the stage (always before the first)."""
+        return step % self.every == 0
+
+    def weights(self, losses: Tensor, level: int) -> tuple[Tensor, int]:
+        """The slab weights ``(bins,)`` for slab losses ``losses`` at schedule position ``level``, moving on
+        along the schedule while the smallest weight exceeds ``delta``; returns them and the position."""
+        while True:
+            w = causal_weights(losses, self.epsilon[level])
+            if level + 1 < len(self.epsilon) and float(w.min()) > self.delta:
+                level += 1
+                continue
+            return w, level
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A stage's global loss balancing (module docstring): ``method`` (``"grad_norm"``), ``every`` (steps
+    between updates) and ``alpha`` (the moving average's memory, in ``[0, 1)``)."""
+
+    method: str = "grad_norm"
+    every: int = 100
+    alpha: float = 0.9
+
+    @classmethod
+    def parse(cls, value: object) -> Balance:
+        """From a stage's ``balance`` value (``true`` or ``{method, every, alpha}``); a bad one raises ValueError."""
+        if isinstance(value, Balance):
+            return value
+        if value is True:
+            return cls()
+        if not isinstance(value, Mapping) or set(value) - {"method", "every", "alpha"}:
+            raise ValueError(f"stage balance must be true or {{method: grad_norm, every: ..., alpha: ...}}, "
+                             f"got {value!r}")
+        method = value.get("method", cls.method)
+        if method not in BALANCE_METHODS:
+            raise ValueError(f"stage balance.method must be one of {list(BALANCE_METHODS)}, got {method!r}")
+        alpha = value.get("alpha", cls.alpha)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
+            raise ValueError(f"stage balance.alpha must be a number in [0, 1), got {alpha!r}")
+        return cls(method, _count(value.get("every", cls.every), "balance.every"), float(alpha))
+
+    def due(self, step: int) -> bool:
+        """Whether the weights are updated before (0-based) step ``step`` of the stage (always before the first)."""
+        return step % self.every == 0
+
+    def update(self, weights: Mapping[str, float], norms: Mapping[str, float]) -> dict[str, float]:
+        """``alpha * lambda_j + (1 - alpha) * sum_k |g_k| / |g_j|`` for each term ``j`` of ``weights``, from
+        the terms' gradient norms ``norms``; a term whose gradient is 0 (or whose norms are not finite)
+        keeps its weight."""
+        total = sum(norms.values())
+        out = dict(weights)
+        for label, old in weights.items():
+            g = norms[label]
+            if g > 0 and math.isfinite(g) and math.isfinite(total):
+                out[label] = self.alpha * old + (1 - self.alpha) * total / g
+        return out

@@ -27,9 +27,9 @@ from kanpde.models.protocol import GridModel, is_edge_model, module_dtype_device
 from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
-from kanpde.training.adaptive import resample
+from kanpde.training.adaptive import Causal, causal_slabs, resample, slab_losses
 from kanpde.training.loss import (PinnLeastSquares, accumulate_loss, derivative_plans, fits_one_chunk, loss_terms,
-                                  pde_residual_norms, weighted_loss)
+                                  pde_residual_norms, term_gradient_norms, weighted_loss)
 from kanpde.training.prune import prune, sparsity_penalty
 from kanpde.training.stage import FitResult, History, ProgressEvent, Stage, SymbolicFailed, TrainingDiverged
 
@@ -94,6 +94,46 @@ def _snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 
 @dataclass
+class _Causal:
+    """Causal weights in a fit (:class:`~kanpde.training.adaptive.Causal`): the stage's options, the time
+    axis and its interval in the domain, the position in the epsilon schedule and the slab weights."""
+
+    options: Causal
+    axis: int
+    lo: float
+    hi: float
+    level: int = 0
+    weights: Tensor | None = None  # (bins,); None: all 1 (before the first update)
+
+    @classmethod
+    def of(cls, options: Causal, problem: Problem, previous: _Causal | None) -> _Causal:
+        """A stage's causal state; the schedule position carries over from ``previous`` when the stage
+        has the same epsilon schedule."""
+        axis = problem.coords.index(problem.time_coord)
+        lo, hi = problem.geometry.bounding_box
+        level = previous.level if previous is not None and previous.options.epsilon == options.epsilon else 0
+        return cls(options, axis, float(lo[axis]), float(hi[axis]), level)
+
+    @property
+    def epsilon(self) -> float:
+        return self.options.epsilon[self.level]
+
+    def slabs(self, x: Tensor) -> Tensor:
+        return causal_slabs(x[:, self.axis], self.lo, self.hi, self.options.bins)
+
+    def point_weights(self, x: Tensor) -> Tensor:
+        """Each point's causal weight ``(n,)`` (its slab's), in ``x``'s dtype."""
+        if self.weights is None:
+            return torch.ones_like(x[:, 0])
+        return self.weights.to(x)[self.slabs(x)]
+
+    def update(self, x: Tensor, square: Tensor) -> None:
+        """New slab weights from the squared PDE residuals ``square`` ``(n,)`` at the interior points ``x``."""
+        losses = slab_losses(square.to(torch.float64), self.slabs(x), self.options.bins)
+        self.weights, self.level = self.options.weights(losses, self.level)
+
+
+@dataclass
 class _Run:
     """What a fit carries from stage to stage."""
 
@@ -110,6 +150,9 @@ class _Run:
     chunk_size: int | None = None
     batch: Batch | None = None
     sizes: tuple[int, int] | None = None
+    attention: Tensor | None = None  # RBA weights of the interior points (times the causal ones: batch.weights)
+    causal: _Causal | None = None
+    balance: dict[str, float] | None = None  # global term weights {label: lambda}, updated in place
 
     def report(self, kind: str, index: int, step: int, steps: int, loss: float = math.nan, description: str = "") -> None:
         if self.progress:
@@ -122,6 +165,7 @@ class _Run:
             if stage.resample:
                 self.sampler.reseed(index)
             self.batch, self.sizes = self.problem.sample(self.sampler, *want).to(dtype, device), want
+            self.attention = None  # new points: attention starts again at 1
         return want
 
 
@@ -150,7 +194,7 @@ class _StageState:
         loss are then detached."""
         if fits_one_chunk(run.batch, run.chunk_size):
             terms = loss_terms(self.model, run.problem, run.batch, run.engine, self.plans)
-            loss = weighted_loss(terms, run.problem, run.pde_weight)
+            loss = weighted_loss(terms, run.problem, run.pde_weight, run.balance)
             if self.sparsify:
                 terms["sparsity"] = self.sparsify()
                 loss = loss + self.sparsify.weight * terms["sparsity"]
@@ -158,7 +202,7 @@ class _StageState:
                 loss.backward()
             return terms, loss
         terms, loss = accumulate_loss(self.model, run.problem, run.batch, run.pde_weight, run.engine, self.plans,
-                                      run.chunk_size, backward)
+                                      run.chunk_size, backward, run.balance)
         if self.sparsify:
             part = self.sparsify.weight * self.sparsify()
             if backward and torch.isfinite(part):
@@ -245,11 +289,8 @@ def _check_snapped(run: _Run, state: _StageState, loss: float) -> None:
 def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: tuple[int, int], started: float) -> _StageState:
     """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
     optimizers that need one) and the forward engine's derivative plans for one stage."""
+    _setup_weights(run, stage)
     batch = run.batch
-    if stage.rba is not None and batch.weights is None:  # attention weights start at 1
-        batch = run.batch = Batch(batch.interior, batch.boundary, torch.ones_like(batch.interior[:, 0]))
-    elif stage.rba is None and batch.weights is not None:  # a stage without rba trains unweighted
-        batch = run.batch = Batch(batch.interior, batch.boundary)
     model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
     points = _spread(batch.all_points(), run.chunk_size)
     if stage.update_grid is not False and isinstance(model, GridModel):
@@ -267,12 +308,41 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     return _StageState(index, stage, model, description, optimizer, plans, sparsify, changes, want, started)
 
 
+def _setup_weights(run: _Run, stage: Stage) -> None:
+    """The stage's adaptive weights before it starts: RBA attention (carried over from the stage before
+    on the same points, else 1), causal state, global term weights (carried over, else 1); a stage
+    without one of them trains without it. The batch gets the product as its point weights."""
+    interior = run.batch.interior
+    if stage.rba is None:
+        run.attention = None
+    elif run.attention is None or run.attention.shape[0] != interior.shape[0]:
+        run.attention = torch.ones_like(interior[:, 0])
+    run.causal = None if stage.causal is None else _Causal.of(stage.causal, run.problem, run.causal)
+    if stage.balance is None:
+        run.balance = None
+    elif run.balance is None:
+        run.balance = {"pde": 1.0, **{c.label: 1.0 for c in run.problem.conditions}}
+    run.batch = Batch(interior, run.batch.boundary, _point_weights(run, interior))
+
+
+def _point_weights(run: _Run, interior: Tensor) -> Tensor | None:
+    """What multiplies the PDE residual at each interior point: the RBA weight times the square root of
+    the causal weight (so the squared residual is weighted by the causal weight); None without either."""
+    if run.attention is None and run.causal is None:
+        return None
+    w = torch.ones_like(interior[:, 0]) if run.attention is None else run.attention.clone()
+    if run.causal is not None:
+        w = w * run.causal.point_weights(interior).sqrt()
+    return w
+
+
 def _attach(run: _Run, optimizer: torch.optim.Optimizer, model: nn.Module, plans: dict[str, DerivativePlan] | None) -> None:
-    """Give an optimizer that needs residuals (second order) the loss on the run's batch as a least-squares system."""
+    """Give an optimizer that needs residuals (second order) the loss on the run's batch as a least-squares
+    system (with the run's point weights, through the batch, and global term weights, by reference)."""
     if getattr(optimizer, "needs_residuals", False):  # second order: the residual vector, not only the loss
         chunk = getattr(optimizer, "chunk_size", 1024)
         optimizer.attach(PinnLeastSquares(model, run.problem, run.batch, run.pde_weight, run.engine, plans, chunk,
-                                          loss_chunk_size=run.chunk_size))
+                                          loss_chunk_size=run.chunk_size, balance=run.balance))
 
 
 def _adapt(run: _Run, state: _StageState, step: int) -> None:
@@ -287,11 +357,11 @@ def _adapt(run: _Run, state: _StageState, step: int) -> None:
     rng = np.random.default_rng([run.sampler.seed, 0xADA, state.index, step])
     new, residual = resample(state.model, run.problem, batch.interior, run.sampler, opts, rng, run.engine, plan,
                              run.chunk_size)
-    weights = batch.weights
-    if weights is not None:  # new points start with weight 1
-        fresh = torch.ones_like(new[: new.shape[0] - (0 if opts.method == "rad" else weights.shape[0]), 0])
-        weights = fresh if opts.method == "rad" else torch.cat([weights, fresh])
-    run.batch = Batch(new, batch.boundary, weights)
+    attention = run.attention
+    if attention is not None:  # new points start with attention 1; causal weights follow their slabs
+        fresh = torch.ones_like(new[: new.shape[0] - (0 if opts.method == "rad" else attention.shape[0]), 0])
+        run.attention = fresh if opts.method == "rad" else torch.cat([attention, fresh])
+    run.batch = Batch(new, batch.boundary, _point_weights(run, new))
     state.plans = derivative_plans(state.model, run.problem, run.batch, run.engine)
     _attach(run, state.optimizer, state.model, state.plans)
     if state.sparsify:
@@ -302,14 +372,59 @@ def _adapt(run: _Run, state: _StageState, step: int) -> None:
              opts.method, step + 1, new.shape[0], record["mean_residual"], opts.candidates)
 
 
-def _attend(run: _Run, state: _StageState) -> None:
-    """Residual-based attention before a step: the interior points' weights updated in place from the
-    current PDE residuals (:class:`~kanpde.training.adaptive.RBA`), so the loss, the LM system (which
-    holds the same batch) and the history see them."""
-    batch = run.batch
-    plan = state.plans.get("pde") if state.plans else None
-    residual = pde_residual_norms(state.model, run.problem, batch.interior, run.engine, plan, run.chunk_size)
-    batch.weights.copy_(state.stage.rba.update(batch.weights, residual))
+def _reweigh(run: _Run, state: _StageState, step: int) -> None:
+    """Adaptive weights before ``step`` of the stage, from the current PDE residuals at the interior
+    points: residual-based attention (:class:`~kanpde.training.adaptive.RBA`, every step) and causal
+    weights (:class:`~kanpde.training.adaptive.Causal`, when due) written in place into the batch's
+    point weights, so the loss, the LM system (which holds the same batch) and the history see them;
+    then the global term weights (:class:`~kanpde.training.adaptive.Balance`, when due) updated in
+    place from the gradient norms of the terms."""
+    stage, batch = state.stage, run.batch
+    causal = stage.causal is not None and stage.causal.due(step)
+    if stage.rba is not None or causal:
+        plan = state.plans.get("pde") if state.plans else None
+        residual = pde_residual_norms(state.model, run.problem, batch.interior, run.engine, plan, run.chunk_size)
+        if stage.rba is not None:
+            run.attention = stage.rba.update(run.attention, residual)
+        if causal:
+            run.causal.update(batch.interior, residual.pow(2))
+        batch.weights.copy_(_point_weights(run, batch.interior))
+    if stage.balance is not None and stage.balance.due(step):
+        norms = term_gradient_norms(state.model, run.problem, batch, run.pde_weight, run.engine, state.plans,
+                                    run.chunk_size)
+        run.balance.update(stage.balance.update(run.balance, norms))
+
+
+def _weight_records(run: _Run, stage: Stage) -> dict[str, float]:
+    """The adaptive weights of a step for the history: ``rba_mean``, ``rba_max``, ``causal_min``,
+    ``causal_epsilon`` and ``balance:<label>``, for those the stage uses."""
+    out: dict[str, float] = {}
+    if stage.rba is not None:
+        out.update(rba_mean=float(run.attention.mean()), rba_max=float(run.attention.max()))
+    if stage.causal is not None:
+        w = run.causal.weights
+        out.update(causal_min=1.0 if w is None else float(w.min()), causal_epsilon=run.causal.epsilon)
+    if stage.balance is not None:
+        out.update({f"balance:{k}": v for k, v in run.balance.items()})
+    return out
+
+
+def _weight_summary(run: _Run, stage: Stage) -> dict[str, object]:
+    """The stage summary's entries for its adaptive weights (``rba``, ``causal``, ``balance``)."""
+    out: dict[str, object] = {}
+    if stage.rba is not None:
+        out["rba"] = {"gamma": stage.rba.gamma, "eta": stage.rba.eta, "mean": float(run.attention.mean()),
+                      "max": float(run.attention.max())}
+    if stage.causal is not None:
+        w = run.causal.weights
+        out["causal"] = {"epsilon": run.causal.epsilon, "schedule": list(stage.causal.epsilon),
+                         "bins": stage.causal.bins, "every": stage.causal.every, "delta": stage.causal.delta,
+                         "min": 1.0 if w is None else float(w.min()),
+                         "weights": [1.0] * stage.causal.bins if w is None else [float(v) for v in w]}
+    if stage.balance is not None:
+        out["balance"] = {"method": stage.balance.method, "every": stage.balance.every, "alpha": stage.balance.alpha,
+                          **{k: v for k, v in run.balance.items()}}
+    return out
 
 
 @dataclass
@@ -366,8 +481,7 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
         if stage.adaptive is not None and stage.adaptive.due(step):
             _adapt(run, state, step)
         recorded.clear()
-        if stage.rba is not None:
-            _attend(run, state)
+        _reweigh(run, state, step)
         nonfinite.clear()
         before = _snapshot(model)
         try:
@@ -384,8 +498,7 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
             where = f"in {state.description}, step {step + 1}/{stage.steps}"
             raise _diverged(state, run, best, recorded["loss"], where)
         best.offer(recorded["loss"], before)
-        if stage.rba is not None:
-            recorded.update(rba_mean=float(run.batch.weights.mean()), rba_max=float(run.batch.weights.max()))
+        recorded.update(_weight_records(run, stage))
         global_step = len(run.history.steps)
         run.history.steps.append(
             {"stage": float(state.index), "step": float(global_step), "time": _clock() - run.start, **recorded}
@@ -402,7 +515,7 @@ def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
         terms, _ = accumulate_loss(state.model, run.problem, run.batch, run.pde_weight, run.engine, state.plans,
                                    run.chunk_size)
     final = {k: v.item() for k, v in terms.items()}
-    final_loss = weighted_loss(final, run.problem, run.pde_weight)
+    final_loss = weighted_loss(final, run.problem, run.pde_weight, run.balance)
     if state.sparsify:
         with torch.no_grad():
             final["sparsity"] = state.sparsify().item()
@@ -421,9 +534,7 @@ def _finish_stage(run: _Run, state: _StageState, best: _Best) -> None:
             "seconds": _clock() - state.started,
             "loss": final_loss,
             **final,
-            **({"rba": {"gamma": state.stage.rba.gamma, "eta": state.stage.rba.eta,
-                        "mean": float(run.batch.weights.mean()), "max": float(run.batch.weights.max())}}
-               if state.stage.rba is not None else {}),
+            **_weight_summary(run, state.stage),
             **state.changes,
         }
     )
@@ -492,6 +603,9 @@ def fit(
                 st.adaptive.check_points(st.n_interior or n_interior)
             except ValueError as exc:
                 raise ValueError(f"stage {i}: {exc}") from None
+        if st.causal is not None and not problem.is_time_dependent:
+            raise ValueError(f"stage {i}: causal weights need a time coordinate, but {type(problem).__name__} has "
+                             f"coords {problem.coords} without {problem.time_coord!r}")
     restart = [i for i, st in enumerate(stages) if st.restart_count > 1]
     if len(restart) > 1:
         raise ValueError(f"at most one stage may restart, got stages {restart}")

@@ -22,12 +22,16 @@ whatever the number of points. Per-unit Jacobians come from ``torch.func``: ``vm
 derivative engine, so a unit's rows cost one forward and one backward pass of that unit alone. Models
 without a forward engine (``engine="autograd"``) use batched reverse-mode rows of the chunk instead.
 A unit is one point, or a periodic condition's matched pair of points.
+
+Global term weights (``balance``, a mapping ``{label: lambda}``; :class:`~kanpde.training.adaptive.Balance`)
+multiply each set's weight, so the loss is ``sum_j lambda_j weight_j mean |r_j|^2`` and a block's scale
+``sqrt(lambda_j weight_j / n)``: they enter the least-squares residual vector as square roots.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +50,7 @@ __all__ = [
     "weighted_loss",
     "scaled_residuals",
     "pde_residual_norms",
+    "term_gradient_norms",
     "accumulate_loss",
     "fits_one_chunk",
     "derivative_plans",
@@ -99,10 +104,13 @@ class ResidualBlock:
     residual: Tensor
 
 
-def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> list[ResidualSet]:
+def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0,
+                  balance: Mapping[str, float] | None = None) -> list[ResidualSet]:
     """The point sets of ``problem``'s loss on ``batch``: the PDE's first, then one per condition, in the
     problem's order (the order in which the loss sums them). With ``batch.weights`` the PDE residual at
-    each interior point is multiplied by its weight (the set's aux gets the weights as a last column)."""
+    each interior point is multiplied by its weight (the set's aux gets the weights as a last column);
+    with ``balance`` each set's weight is multiplied by ``balance[label]`` (1 where absent)."""
+    balance = balance or {}
 
     weighted = batch.weights is not None
 
@@ -115,7 +123,7 @@ def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> li
         return res
 
     aux = torch.cat([batch.interior, batch.weights[:, None]], dim=1) if weighted else batch.interior
-    sets = [ResidualSet("pde", float(pde_weight), batch.interior, aux, pde)]
+    sets = [ResidualSet("pde", float(pde_weight) * balance.get("pde", 1.0), batch.interior, aux, pde)]
     for cond in problem.conditions:
         pts = batch.boundary[cond.label]
 
@@ -123,7 +131,8 @@ def residual_sets(problem: Problem, batch: Batch, pde_weight: float = 1.0) -> li
             return [c.residual(BoundaryPoints.from_aux(x, normals), u)]
 
         periodic = cond.kind == "periodic"
-        sets.append(ResidualSet(cond.label, float(cond.weight), pts.x, pts.aux(), residual,
+        weight = float(cond.weight) * balance.get(cond.label, 1.0)
+        sets.append(ResidualSet(cond.label, weight, pts.x, pts.aux(), residual,
                                 unit=2 if periodic else 1, entries=1 + len(cond.derivatives) if periodic else 1))
     return sets
 
@@ -139,13 +148,14 @@ def residual_blocks(
     engine: str = "auto",
     plans: dict[str, DerivativePlan] | None = None,
     pde_weight: float = 1.0,
+    balance: Mapping[str, float] | None = None,
 ) -> list[ResidualBlock]:
     """Every residual of ``model`` on ``batch``, set by set (:func:`residual_sets`), each set's residual
     tensors in the order its residual returns them. ``engine`` and ``plans`` as in :func:`loss_terms`."""
     engine = resolve_engine(engine, model)
     plans = plans or {}
     blocks = []
-    for s in residual_sets(problem, batch, pde_weight):
+    for s in residual_sets(problem, batch, pde_weight, balance):
         u = _field(model, problem, s.x, engine, plans.get(s.label))
         blocks += [ResidualBlock(s.label, s.scale, r) for r in s.residual(s.x, s.normals, u)]
     return blocks
@@ -172,9 +182,13 @@ def loss_terms(
     return terms
 
 
-def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float) -> Tensor:
-    """``pde_weight * terms["pde"] + sum_c weight_c * terms[c]``."""
-    return pde_weight * terms["pde"] + sum(c.weight * terms[c.label] for c in problem.conditions)
+def weighted_loss(terms: dict[str, Tensor], problem: Problem, pde_weight: float,
+                  balance: Mapping[str, float] | None = None) -> Tensor:
+    """``pde_weight * terms["pde"] + sum_c weight_c * terms[c]``; with ``balance``, each term also times
+    ``balance[label]`` (1 where absent)."""
+    lam = balance or {}
+    return (pde_weight * lam.get("pde", 1.0) * terms["pde"]
+            + sum(c.weight * lam.get(c.label, 1.0) * terms[c.label] for c in problem.conditions))
 
 
 def scaled_residuals(
@@ -214,6 +228,45 @@ def pde_residual_norms(
     return torch.cat(out)
 
 
+def term_gradient_norms(
+    model: nn.Module,
+    problem: Problem,
+    batch: Batch,
+    pde_weight: float,
+    engine: str = "auto",
+    plans: dict[str, DerivativePlan] | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """``{label: ||grad_theta T_j||}``: the Euclidean norm, over all of ``model.parameters()``, of the
+    gradient of each term ``T_j = weight_j mean |r_j|^2`` of the loss (the PDE term with ``pde_weight``
+    and ``batch.weights``; each condition's with its weight; no global term weights), each summed over
+    chunks of at most ``chunk_size`` points (``None``: all at once). What gradient-norm balancing
+    (:class:`~kanpde.training.adaptive.Balance`) weighs the terms by."""
+    engine = resolve_engine(engine, model)
+    plans = plans or {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms: dict[str, float] = {}
+    with torch.enable_grad():
+        for s in residual_sets(problem, batch, pde_weight):
+            grad = [torch.zeros_like(p) for p in params]
+            xu, nu = s.unit_points()
+            units = xu.shape[0]
+            step = units if chunk_size is None else max(1, chunk_size // s.unit)
+            for start in range(0, units, step):
+                x, normals = _unit_layout(xu[start : start + step]), _unit_layout(nu[start : start + step])
+                m = x.shape[0] // s.unit
+                u = _field(model, problem, x, engine, plans.get(s.label))
+                part = s.weight * sum(r.pow(2).sum() * (m / r.numel()) / units for r in s.residual(x, normals, u))
+                if not part.requires_grad:  # a term no parameter reaches
+                    continue
+                for g, d in zip(grad, torch.autograd.grad(part, params, allow_unused=True)):
+                    if d is not None:
+                        g.add_(d)
+            norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grad])) if grad else torch.zeros(())
+            norms[s.label] = float(norm)
+    return norms
+
+
 def _unit_layout(xs: Tensor) -> Tensor:
     """Points of units ``(m, unit, d)`` laid out as their set is: ``(m * unit, d)``, all first points of
     the units, then all second points (a periodic condition's matched halves)."""
@@ -235,6 +288,7 @@ def accumulate_loss(
     plans: dict[str, DerivativePlan] | None = None,
     chunk_size: int | None = None,
     backward: bool = False,
+    balance: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """:func:`loss_terms` and :func:`weighted_loss` summed over chunks of at most ``chunk_size`` points
     per point set (``None``: each set in one piece), so memory holds one chunk's graph, not the batch's.
@@ -245,12 +299,13 @@ def accumulate_loss(
     chunk's part of the loss is back-propagated as soon as it is computed and its graph freed, so the
     parameters' ``.grad`` accumulates the gradient of the whole loss; a chunk with a non-finite part is
     not back-propagated (the total is then non-finite too). Returns detached 0-d terms and loss.
+    ``balance``: global term weights (module docstring), in the loss, not in the terms.
     """
     engine = resolve_engine(engine, model)
     plans = plans or {}
     terms: dict[str, Tensor] = {}
     total = torch.zeros((), dtype=batch.interior.dtype, device=batch.interior.device)
-    for s in residual_sets(problem, batch, pde_weight):
+    for s in residual_sets(problem, batch, pde_weight, balance):
         xu, nu = s.unit_points()
         units = xu.shape[0]
         step = units if chunk_size is None else max(1, chunk_size // s.unit)
@@ -306,7 +361,8 @@ class PinnLeastSquares:
 
     ``engine`` and ``plans`` as in :func:`loss_terms`; ``chunk_size``: units per Jacobian chunk (memory
     ``chunk_size x P`` floats plus the per-point intermediates); ``dtype``: of ``J^T J``;
-    ``loss_chunk_size``: points per chunk of :meth:`value` (``None``: all at once).
+    ``loss_chunk_size``: points per chunk of :meth:`value` (``None``: all at once); ``balance``: global
+    term weights (module docstring), read at each use, so updating the mapping in place updates the system.
     :meth:`value` equals :func:`weighted_loss` of :func:`loss_terms`. Residuals must be pointwise (a
     point's residual depends on that point only; periodic conditions on their matched pairs), which
     every residual written against a :class:`kanpde.Field` is.
@@ -323,6 +379,7 @@ class PinnLeastSquares:
         chunk_size: int = 1024,
         dtype: torch.dtype = torch.float64,
         loss_chunk_size: int | None = None,
+        balance: Mapping[str, float] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -330,6 +387,7 @@ class PinnLeastSquares:
         self.pde_weight, self.engine, self.plans = float(pde_weight), resolve_engine(engine, model), plans or {}
         self.chunk_size, self.dtype = int(chunk_size), dtype
         self.loss_chunk_size = loss_chunk_size
+        self.balance = balance  # read at each use: the trainer updates it in place
         self.names = [n for n, _ in model.named_parameters()]
 
     def value(self) -> float:
@@ -338,14 +396,14 @@ class PinnLeastSquares:
         with torch.set_grad_enabled(self.engine == "autograd"):
             if fits_one_chunk(self.batch, self.loss_chunk_size):
                 terms = loss_terms(self.model, self.problem, self.batch, self.engine, self.plans)
-                return float(weighted_loss(terms, self.problem, self.pde_weight).detach())
+                return float(weighted_loss(terms, self.problem, self.pde_weight, self.balance).detach())
             _, loss = accumulate_loss(self.model, self.problem, self.batch, self.pde_weight, self.engine, self.plans,
-                                      self.loss_chunk_size)
+                                      self.loss_chunk_size, balance=self.balance)
             return float(loss)
 
     def _chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Scaled ``(J, r)`` chunk by chunk: set by set (PDE, then conditions), unit by unit."""
-        for s in residual_sets(self.problem, self.batch, self.pde_weight):
+        for s in residual_sets(self.problem, self.batch, self.pde_weight, self.balance):
             module = _UnitResidual(self.model, self.problem, s, self.engine, self.plans.get(s.label))
             xu, nu = s.unit_points()
             for start in range(0, xu.shape[0], self.chunk_size):

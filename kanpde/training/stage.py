@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kanpde.training.adaptive import RBA, Adaptive
+from kanpde.training.adaptive import RBA, Adaptive, Balance, Causal
 
 __all__ = ["Stage", "History", "FitResult", "ProgressEvent", "TrainingDiverged", "SymbolicFailed", "OptimizerFactory",
            "SYMBOLIC_GATES"]
@@ -57,6 +57,11 @@ class Stage:
     on the same points; the one with the lowest final loss of this stage goes on. With ``good_loss``
     the first candidate whose loss is at most ``L`` is taken at once (no further restarts). At most one
     stage of a fit may restart.
+
+    Adaptive points and weights (:mod:`kanpde.training.adaptive`): ``adaptive`` (RAD / RAR-D resampling),
+    ``rba`` (residual-based attention point weights), ``causal`` (causal weights along time, for
+    time-dependent problems only) and ``balance`` (global weights of the loss terms by gradient norms);
+    each is recorded in the history.
     """
 
     optimizer: OptimizerFactory
@@ -72,6 +77,8 @@ class Stage:
     restarts: int | dict[str, float] = 1
     adaptive: Adaptive | dict[str, object] | None = None
     rba: RBA | bool | dict[str, float] | None = None
+    causal: Causal | bool | dict[str, object] | None = None
+    balance: Balance | bool | dict[str, object] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.optimizer):
@@ -98,6 +105,8 @@ class Stage:
         if self.adaptive is not None:
             self.adaptive = Adaptive.parse(self.adaptive)
         self.rba = None if self.rba is None or self.rba is False else RBA.parse(self.rba)
+        self.causal = None if self.causal is None or self.causal is False else Causal.parse(self.causal)
+        self.balance = None if self.balance is None or self.balance is False else Balance.parse(self.balance)
 
     @property
     def restart_count(self) -> int:

@@ -180,6 +180,14 @@ CONFIG_ERRORS = [
      r"trainer.stages\[0\]: stage adaptive.candidates=10 is fewer than the stage's 64 interior points"),
     (["trainer.stages=[{optimizer: adam, steps: 2, rba: {gamma: 1.5}}]"],
      r"trainer.stages\[0\]: stage rba.gamma must be a number in \[0, 1\)"),
+    # adaptive weights (issue 17)
+    (["trainer.stages=[{optimizer: adam, steps: 2, causal: {epsilon: 1.0}}]"],
+     r"trainer.stages\[0\].causal: causal weights need a time coordinate, but problem Poisson2D has coords "
+     r"\['x', 'y'\] without 't'"),
+    (["problem=heat1d", "trainer.stages=[{optimizer: adam, steps: 2, causal: {bins: 0}}]"],
+     r"trainer.stages\[0\]: stage causal.bins must be an integer >= 1"),
+    (["trainer.stages=[{optimizer: adam, steps: 2, balance: {method: ntk}}]"],
+     r"trainer.stages\[0\]: stage balance.method must be one of \['grad_norm'\]"),
 ]
 
 

@@ -185,6 +185,35 @@ def test_adaptive_stages_from_the_cli_config(tmp_path: Path) -> None:
         assert np.all(result.history["rba_max"][:4] > 0.99) and np.all(np.isnan(result.history["rba_max"][4:]))
 
 
+@pytest.mark.parametrize("problem, optimizers", [
+    ("heat1d", ("adam", "lm")),
+    pytest.param("burgers1d", ("lbfgs", "ssbroyden"), marks=pytest.mark.slow),
+])
+def test_causal_and_balance_stages_from_the_cli_config(tmp_path: Path, problem: str, optimizers: tuple[str, ...]) -> None:
+    """Causal weights in both stages, gradient-norm balancing in the second, on debug=fast: the step
+    history of solution.h5 has the causal minimum and epsilon (the schedule's position carried into the
+    second stage) and each term's lambda (NaN where a stage has none), for the KAN and the baseline."""
+    first, second = optimizers
+    cfg = fast_cfg(f"problem={problem}",
+                   f"trainer.stages=[{{optimizer: {first}, steps: 3, causal: {{epsilon: [0.001, 1.0], bins: 4}}}},"
+                   f" {{optimizer: {second}, steps: 2, causal: {{epsilon: [0.001, 1.0], bins: 4}},"
+                   " balance: {every: 1, alpha: 0.5}}]")
+    metrics = run(cfg, output_dir=tmp_path)
+    assert metrics["status"] == "ok"
+    loaded = load_run(tmp_path)
+    for result in (loaded.main, loaded.baseline):
+        h = result.history
+        assert np.all((h["causal_min"] > 0) & (h["causal_min"] <= 1)) and set(h["causal_epsilon"]) <= {0.001, 1.0}
+        labels = [k for k in h if k.startswith("balance:")]
+        assert "balance:pde" in labels and len(labels) >= 3  # the PDE, the initial condition and the boundary
+        for k in labels:
+            assert np.all(np.isnan(h[k][:3])) and np.all(h[k][3:] > 0)
+        one, two = result.stages
+        assert one["causal"]["bins"] == 4 and "balance" not in one and two["balance"]["method"] == "grad_norm"
+        assert two["causal"]["epsilon"] >= one["causal"]["epsilon"]
+        assert two["causal"]["weights"][0] == 1.0
+
+
 @pytest.mark.slow
 def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Path) -> None:
     cfg = fast_cfg("hard_bc=true", "trainer.stages=[{optimizer: adam, steps: 3}, {optimizer: lm, steps: 3, grid_size: 6}]")
