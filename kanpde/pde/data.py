@@ -12,8 +12,9 @@
 
 and gives ``(points (n, d), values (n, k))`` in float64 for the named coordinate and value columns
 (:func:`read_columns` also reads optional columns, e.g. a solution's gradient, where the file has them).
-Column names may be quoted (``"u"``), and coordinates missing by name are found as ParaView's
-``Points:0``, ``Points:1``, … (its *Save Data* CSV of a FEniCS or other VTK solution). Bad
+Column names may be quoted (``"u"``); coordinates missing by name are found as ParaView's
+``Points:0``, ``Points:1``, … (its *Save Data* CSV of a FEniCS or other VTK solution), and a value
+``u`` as COMSOL's component-scoped ``comp1.u`` when that is the one such column. Bad
 files — missing, unreadable, a missing column, a wrong number of columns, NaN or infinite entries, no
 rows — raise one ``ValueError`` line naming the file. Nothing in a file is executed (NumPy's ``.npz``
 is read with ``allow_pickle=False``).
@@ -72,7 +73,7 @@ def read_columns(
             )
         else:
             names = wanted
-    names = _aliased(names, coords)
+    names = _aliased(names, coords, values + optional)
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(f"data file {str(path)!r} has no column(s) {missing}; its columns are {names}")
@@ -90,13 +91,17 @@ def read_columns(
     return data[:, :d].copy(), data[:, d : d + k].copy(), extra
 
 
-def _aliased(names: list[str], coords: list[str]) -> list[str]:
-    """Column names without quotes, ParaView's ``Points:k`` named for the k-th coordinate where that
-    coordinate has no column of its own."""
+def _aliased(names: list[str], coords: list[str], values: list[str]) -> list[str]:
+    """Column names without quotes; ParaView's ``Points:k`` named for the k-th coordinate, and the one
+    column ``<component>.<name>`` (COMSOL's ``comp1.u``) for a value ``name``, where no column has the name."""
     names = [n.strip().strip("\"'") for n in names]
     for k, c in enumerate(coords):
         if c not in names and f"Points:{k}" in names:
             names[names.index(f"Points:{k}")] = c
+    for v in values:
+        scoped = [i for i, n in enumerate(names) if n.endswith(f".{v}")]
+        if v not in names and len(scoped) == 1:
+            names[scoped[0]] = v
     return names
 
 

@@ -35,18 +35,18 @@ def test_plot_run_draws_the_error_at_the_reference_nodes(tmp_path: Path) -> None
     """A run with reference data: reference_error.png, the error at the data's nodes (2-D: coloured points)."""
     import numpy as np
 
-    from kanpde import History, RunResult, evaluate, load_run, reference_errors, save_run
+    from kanpde import RunResult, Stage, evaluate, fit, load_run, reference_errors, save_run
     from kanpde.io.plots import plot_reference
     from kanpde.pde import reference_data
     from kanpde.problems.poisson2d import Poisson2D
 
     problem, path = Poisson2D(), tmp_path / "solution.h5"
-    model = load_run(save_small_run(problem, [2, 3, 1], 9, path)).main.model
+    fitted = fit(KAN([2, 3, 1], grid_size=3, dtype=F64), problem, [Stage(torch.optim.Adam, 2)], n_interior=16, n_boundary=8)
     pts = np.random.default_rng(0).uniform(-1, 1, (30, 2))
     ref = reference_data(problem, pts, np.zeros(30), source="fem.txt")
-    at = reference_errors(model, problem, ref)
+    at = reference_errors(fitted.model, problem, ref)
     save_run(path, problem.name, problem.coords, problem.outputs,
-             RunResult("kan", model, History(), evaluate(model, problem, 9), dict(at.metrics), at))
+             RunResult("kan", fitted.model, fitted.history, evaluate(fitted.model, problem, 9), dict(at.metrics), at))
     written = plot_run(path)
     assert [p.name for p in written] == ["solution.png", "history.png", "reference_error.png"]
     assert written[-1].read_bytes()[:4] == b"\x89PNG"

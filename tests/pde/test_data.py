@@ -115,3 +115,13 @@ def test_paraview_csv_quoted_names_and_points_columns(tmp_path: Path) -> None:
     pts, vals = read_points(path, ("x", "y"), ("u",))
     np.testing.assert_array_equal(pts, PTS)
     np.testing.assert_array_equal(vals[:, 0], VALS)
+
+
+def test_a_component_scoped_comsol_name_is_the_value_column(tmp_path: Path) -> None:
+    path = tmp_path / "scoped.txt"
+    rows = "\n".join(f"{x:.17g} {y:.17g} {u:.17g}" for (x, y), u in zip(PTS, VALS))
+    path.write_text("% Model: plate.mph\n% x  y  comp1.u (1)\n" + rows + "\n")
+    np.testing.assert_array_equal(read_points(path, ("x", "y"), ("u",))[1][:, 0], VALS)
+    path.write_text("% x  y  comp1.u  comp2.u\n" + "\n".join(f"{x} {y} {u} {u}" for (x, y), u in zip(PTS, VALS)) + "\n")
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['u'\]; its columns are \['x', 'y', 'comp1.u', 'comp2.u'\]"):
+        read_points(path, ("x", "y"), ("u",))  # two candidates: no guess
