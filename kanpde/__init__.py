@@ -46,6 +46,8 @@ from kanpde.pde import (
     Sampler,
     Union,
     check_problem,
+    observation_from_file,
+    read_points,
     read_reference,
 )
 from kanpde.pde.hard import soft_problem
@@ -106,6 +108,8 @@ __all__ = [
     "Batch",
     "read_reference",
     "ReferenceData",
+    "read_points",
+    "observation_from_file",
     "check_problem",
     "Stage",
     "History",

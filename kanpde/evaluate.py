@@ -189,7 +189,7 @@ def evaluate(
     x = torch.from_numpy(inside).to(dtype=dtype, device=device)
     has_exact = problem.has_exact
     pred, grad_pred, exact = [], [], []
-    m, d = problem.n_outputs, problem.dim
+    m = problem.n_outputs
     for chunk in x.split(chunk_size):
         v, g = _predict_with_grad(model, problem, chunk, engine)
         pred.append(v.double().cpu())
