@@ -120,4 +120,4 @@ def test_table_scripts_write_into_the_docs_page_holding_their_markers(name: str,
     text = script.DOCS.read_text(encoding="utf-8")
     assert text.count(script.START) == 1 and text.count(script.END) == 1
     assert text.index(script.START) < text.index(script.END)
-    assert script.write_section.__module__ == "_docs"  # the shared helper, not a copy
+    assert script.publish.__module__ == "_docs"  # the shared helper, not a copy
