@@ -68,6 +68,7 @@ class Point:
     final: bool
     max_seconds: float | None = None  # the run's wall-clock budget per model (trainer.max_seconds), if any
     out_of_time: bool = False  # training stopped at that budget
+    run_overrides: tuple[str, ...] = ()  # all the run's overrides but the seed and run switches (model choices kept)
 
     @property
     def series(self) -> str:
@@ -135,9 +136,17 @@ def _other_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(kept))
 
 
-def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, others: tuple[str, ...]) -> list[Point]:
+def _run_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that make a run configuration: all but the seed and the run switches."""
+    skip = ("seed", "force", "resume", "threads", "study", "hydra", "output")
+    return tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in skip))
+
+
+def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, others: tuple[str, ...],
+               run_overrides: tuple[str, ...] = ()) -> list[Point]:
     common = dict(run_dir=run_dir, role=role, family=str(m.get("model", "?")), problem=str(m.get("problem", "?")),
-                  widths=tuple(int(w) for w in m.get("widths") or ()), seed=seed, overrides=others)
+                  widths=tuple(int(w) for w in m.get("widths") or ()), seed=seed, overrides=others,
+                  run_overrides=run_overrides)
     points = []
     by_size: dict[int, dict[str, Any]] = {}
     for stage in m.get("stages") or []:  # the last stage of each model size
@@ -178,7 +187,8 @@ def collect(directory: str | os.PathLike) -> list[Point]:
             missing = [k for k in (*AGGREGATED, "model") if k not in m]
             if missing:
                 raise ReportError(f"{run_dir / 'metrics.json'} ({role}) lacks {missing}: not a kanpde run's metrics")
-            points.extend(_points_of(run_dir, role, m, None if seed is None else int(seed), others))
+            points.extend(_points_of(run_dir, role, m, None if seed is None else int(seed), others,
+                                     _run_overrides(overrides)))
     if not points:
         raise ReportError(f"no successful runs in {directory}")
     return points
@@ -223,8 +233,8 @@ COMPARED = ("l2_rel", "h1_rel", "n_params", "train_seconds")
 def compare(points: Sequence[Point]) -> list[dict[str, Any]]:
     """Each run configuration's main model against its baseline, over seeds.
 
-    Final points are grouped by problem and overrides (everything but the seed and the model choices),
-    whatever size each model ended at (a model stopped by its wall-clock budget may end at a smaller
+    Final points are grouped by problem and the run's overrides (everything but the seed and the run
+    switches such as ``output.*``), whatever size each model ended at (a model stopped by its wall-clock budget may end at a smaller
     grid than another seed's); each seed counts once per role. A row holds, per role (``main_``,
     ``baseline_``): the family, the number of seeds, and the median, minimum and maximum over seeds of
     :data:`COMPARED`; the budget (``max_seconds``, None without one or when the seeds differ) and
@@ -233,7 +243,7 @@ def compare(points: Sequence[Point]) -> list[dict[str, Any]]:
     groups: dict[tuple, dict[str, dict[Any, Point]]] = defaultdict(lambda: {"main": {}, "baseline": {}})
     for p in points:
         if p.final:
-            groups[(p.problem, p.overrides)][p.role].setdefault(p.seed, p)
+            groups[(p.problem, p.run_overrides)][p.role].setdefault(p.seed, p)
     rows = []
     for (problem, overrides), roles in sorted(groups.items()):
         if not roles["main"] or not roles["baseline"]:
