@@ -7,7 +7,7 @@ docs/accuracy-table.md beside the published numbers.
     python scripts/accuracy_table.py --collect                         # the table from finished runs only
 
 Each (problem, seed) is one CLI run, ``python -m kanpde problem=<stem> trainer=accurate seed=<s>
-baseline.match_params=true trainer.max_seconds=<budget> [preset]``, in ``<out>/<stem>/seed=<s>``. It is
+baseline.match_params=true trainer.max_seconds=<budget> [preset]``, in ``<out>/<stem>/seed_<s>``. It is
 resumable: a run whose ``metrics.json`` is there is skipped (the CLI itself also skips a finished run with
 the same configuration), and the table is rewritten after every run, so an interrupted sweep leaves the
 table of what finished. Medians and spreads come from :func:`kanpde.io.sweep.compare`; numbers are never
@@ -76,11 +76,11 @@ def finished(run_dir: Path) -> bool:
 
 
 def run_one(stem: str, seed: int, budget: float, out: Path, extra: list[str], threads: str) -> None:
-    run_dir = out / stem / f"seed={seed}"
+    run_dir = out / stem / f"seed_{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = command(stem, seed, budget, run_dir, extra)
     env = dict(os.environ, OMP_NUM_THREADS=threads)
-    with open(run_dir.parent / f"seed={seed}.log", "w") as log:
+    with open(run_dir.parent / f"seed_{seed}.log", "w") as log:
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
 
 
@@ -145,7 +145,7 @@ def _failures(out: Path, settings: dict) -> list[str]:
     notes = []
     for stem in settings["problems"]:
         for seed in settings["seeds"]:
-            path = out / stem / f"seed={seed}" / "metrics.json"
+            path = out / stem / f"seed_{seed}" / "metrics.json"
             if not path.is_file():
                 continue
             m = json.loads(path.read_text())
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.collect:
         for stem in settings["problems"]:
             for seed in settings["seeds"]:
-                if finished(out / stem / f"seed={seed}"):
+                if finished(out / stem / f"seed_{seed}"):
                     print(f"[accuracy_table] {stem} seed {seed}: finished, skipped", flush=True)
                     continue
                 print(f"[accuracy_table] {stem} seed {seed}", flush=True)
