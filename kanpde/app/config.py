@@ -8,6 +8,7 @@ rest of the application reads the :class:`RunSpec` only.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -52,12 +53,16 @@ class ConfigError(ValueError):
 class ModelSpec:
     """One model of the run: ``name`` (``"model"`` or ``"baseline"``), its checked config node, and
     ``make(dtype, device)``, which builds it (wrapped in hard constraints when the run asks for them);
-    ``notes``: entries for its metrics (``matched_params``: the main model's count its widths were chosen for)."""
+    ``notes``: entries for its metrics (``matched_params``: the main model's count its widths were chosen for);
+    ``rematch(n)``: for a baseline with ``match_params=true``, the spec matched to ``n`` parameters instead
+    (the run calls it with the trained main model's count, which a wall-clock budget may leave below the
+    count planned at the end of the stages, the one this spec is matched to)."""
 
     name: str
     node: DictConfig
     make: Callable[[torch.dtype, torch.device], nn.Module]
     notes: dict[str, Any] = field(default_factory=dict)
+    rematch: Callable[[int], ModelSpec] | None = None
 
 
 @dataclass(frozen=True)
@@ -508,12 +513,13 @@ def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[St
             node = node.copy()
             with open_dict(node):
                 node.pop("match_params")
+        rematch = None
         if name == "baseline" and "match_params" in node:
-            node, matched = _matched_widths(node, main_count)
+            raw = node
+            node, matched = _matched_widths(raw, main_count)
             if matched:
                 notes["matched_params"] = main_count
-                log.info("baseline widths %s: %d parameters, matched to the main model's %d", list(node.widths),
-                         matched, main_count)
+                rematch = functools.partial(_rematched, raw, problem, hard_bc, periodic)
         model = _make_model(node, name, torch.float64, torch.device("cpu"))  # constructor checks, before training
         if name == "model":
             main_count = _count_at_grid(node, name, model, _stage_grids(stages, node)[-1])
@@ -523,14 +529,29 @@ def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[St
             _check_stage_kinds(stages, model, hard_bc, periodic)
         _check_parameter_counts(stages, node, name, model)
 
-        def make(dtype: torch.dtype, device: torch.device, node: DictConfig = node, name: str = name) -> nn.Module:
-            net = _make_model(node, name, dtype, device)
-            if periodic:  # u = N(cos, sin, ...): periodic exactly
-                return PeriodicEmbedding(net, problem)
-            return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
-
-        specs.append(ModelSpec(name, node, make, notes))
+        specs.append(ModelSpec(name, node, _factory(node, name, problem, hard_bc, periodic), notes, rematch))
     return tuple(specs)
+
+
+def _factory(node: DictConfig, name: str, problem: Problem, hard_bc: bool,
+             periodic: bool) -> Callable[[torch.dtype, torch.device], nn.Module]:
+    """``make(dtype, device)`` of a model spec: the network from ``node``, wrapped as the run asks."""
+
+    def make(dtype: torch.dtype, device: torch.device) -> nn.Module:
+        net = _make_model(node, name, dtype, device)
+        if periodic:  # u = N(cos, sin, ...): periodic exactly
+            return PeriodicEmbedding(net, problem)
+        return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
+
+    return make
+
+
+def _rematched(raw: DictConfig, problem: Problem, hard_bc: bool, periodic: bool, target: int) -> ModelSpec:
+    """The baseline spec (``raw``: its node with ``match_params``) matched to ``target`` parameters."""
+    node, matched = _matched_widths(raw, target)
+    log.info("baseline widths %s: %d parameters, matched to the main model's %d", list(node.widths), matched, target)
+    return ModelSpec("baseline", node, _factory(node, "baseline", problem, hard_bc, periodic),
+                     {"matched_params": target}, functools.partial(_rematched, raw, problem, hard_bc, periodic))
 
 
 def _trainer_limits(trainer: DictConfig) -> tuple[float | None, int | None]:

@@ -366,6 +366,8 @@ def run(
     for model_spec in spec.models:
         if failures:  # a diverged main model: its baseline is not trained
             break
+        if model_spec.rematch is not None and results:  # match_params: the trained main model's count
+            model_spec = model_spec.rematch(int(results[0].metrics["n_params"]))
         stage_hook = hook(model_spec.name)
         if model_spec.name == "model" and spec.output.activations:  # the network before each prune or snap
             stage_hook = _chain(stage_hook, _before_interpret_plotter(spec))
