@@ -362,7 +362,7 @@ def test_faulty_problem_methods_are_refused_before_training(name: str, message: 
 COMMAND_LINE_ERRORS = [
     (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
     (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp, modified_mlp$"),
-    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
+    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: accurate, default$"),
     (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
     (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
     (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp, modified_mlp$"),
