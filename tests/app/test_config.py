@@ -491,6 +491,7 @@ def test_match_params_false_leaves_the_baseline_as_configured(tmp_path: Path) ->
     assert "match_params" not in spec.models[1].node
 
 
+@pytest.mark.slow
 def test_the_accurate_recipe_builds_for_every_benchmark_problem(tmp_path: Path) -> None:
     """trainer=accurate: Adam warm-up then LM stages with RAD and grid extension, a budget, 4,000 points;
     the configuration checks pass for the table's problems with their presets (no training)."""
