@@ -8,13 +8,14 @@ rest of the application reads the :class:`RunSpec` only.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,17 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the run: ``name`` (``"model"`` or ``"baseline"``), its checked config node, and
-    ``make(dtype, device)``, which builds it (wrapped in hard constraints when the run asks for them)."""
+    ``make(dtype, device)``, which builds it (wrapped in hard constraints when the run asks for them);
+    ``notes``: entries for its metrics (``matched_params``: the main model's count its widths were chosen for);
+    ``rematch(n)``: for a baseline with ``match_params=true``, the spec matched to ``n`` parameters instead
+    (the run calls it with the trained main model's count, which a wall-clock budget may leave below the
+    count planned at the end of the stages, the one this spec is matched to)."""
 
     name: str
     node: DictConfig
     make: Callable[[torch.dtype, torch.device], nn.Module]
+    notes: dict[str, Any] = field(default_factory=dict)
+    rematch: Callable[[int], ModelSpec] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class RunSpec:
     chunk_size: int | None = CHUNK_SIZE
     reference: ReferenceData | None = None  # solution data to compute errors at (problem.reference=PATH or declared)
     reference_wins: bool = False  # the run's error metrics are those vs the reference data (else vs exact)
+    max_seconds: float | None = None  # wall-clock training budget per model (trainer.max_seconds)
 
 
 def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
@@ -459,20 +467,65 @@ def _check_parameter_counts(stages: list[Stage], node: DictConfig, name: str, mo
     """Optimizers that limit the parameter count (``limits_parameter_count``: the dense inverse Hessian of
     :class:`kanpde.QuasiNewton`) are built over a stand-in of the count the model has in their stage (after
     the grid extensions before it, without pruning), so a model too large for them is refused before training."""
-    start = node.get("grid_size") if "grid_size" in node else None
-    grid, counts = start, {start: sum(p.numel() for p in model.parameters())}
-    for i, st in enumerate(stages):
-        if grid is not None and st.grid_size is not None:
-            grid = st.grid_size
+    counts: dict[int | None, int] = {}
+    for i, (st, grid) in enumerate(zip(stages, _stage_grids(stages, node))):
         if not getattr(getattr(st.optimizer, "func", None), "limits_parameter_count", False):
             continue
         if grid not in counts:
-            grown = _make_model(OmegaConf.merge(node, {"grid_size": grid}), name, torch.float64, torch.device("cpu"))
-            counts[grid] = sum(p.numel() for p in grown.parameters())
+            counts[grid] = _count_at_grid(node, name, model, grid)
         try:
             st.optimizer([nn.Parameter(torch.empty(counts[grid], device="meta"))])
         except ValueError as exc:
             raise ConfigError(f"trainer.stages[{i}].optimizer ({name}): {exc}") from None
+
+
+def _stage_grids(stages: list[Stage], node: DictConfig) -> list[int | None]:
+    """The grid size the model has in each stage (None throughout for a model without a grid)."""
+    grid, grids = node.get("grid_size") if "grid_size" in node else None, []
+    for st in stages:
+        if grid is not None and st.grid_size is not None:
+            grid = st.grid_size
+        grids.append(grid)
+    return grids
+
+
+def _count_at_grid(node: DictConfig, name: str, model: nn.Module, grid: int | None) -> int:
+    """Parameters of ``model`` (built from ``node``) once its grid is ``grid``."""
+    if grid is None or grid == node.get("grid_size"):
+        return sum(p.numel() for p in model.parameters())
+    grown = _make_model(OmegaConf.merge(node, {"grid_size": grid}), name, torch.float64, torch.device("cpu"))
+    return sum(p.numel() for p in grown.parameters())
+
+
+def _matched_widths(node: DictConfig, target: int) -> tuple[DictConfig, int]:
+    """The baseline node with ``match_params`` taken out and, when it is true, its hidden widths all set to
+    the one width ``w`` (its depth kept) whose parameter count is closest to ``target`` (the smaller ``w``
+    on a tie). Returns the node and the count it has."""
+    node = node.copy()
+    with open_dict(node):
+        match = node.pop("match_params", False)
+    if not isinstance(match, bool):
+        raise ConfigError(f"baseline.match_params={match!r} must be true or false")
+    if not match:
+        return node, 0
+    widths = list(node.get("widths") or [])
+    if len(widths) < 3:
+        raise ConfigError(f"baseline.match_params=true needs a baseline with hidden layers (widths [in, w, ..., out]), "
+                          f"got widths {widths}")
+
+    def count(w: int) -> int:
+        trial = OmegaConf.merge(node, {"widths": [widths[0], *[w] * (len(widths) - 2), widths[-1]]})
+        return sum(p.numel() for p in _make_model(trial, "baseline", torch.float64, torch.device("cpu")).parameters())
+
+    low, high = 1, 1  # count(w) grows with w: double up to the target, then bisect
+    while count(high) < target:
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if count(mid) < target else (low, mid)
+    w = low if abs(count(low) - target) <= abs(count(high) - target) else high
+    node.widths = [widths[0], *[w] * (len(widths) - 2), widths[-1]]
+    return node, count(w)
 
 
 def _embedded_widths(node: DictConfig, problem: Problem, name: str) -> DictConfig:
@@ -488,24 +541,57 @@ def _model_specs(cfg: DictConfig, problem: Problem, engine: str, stages: list[St
     hard_bc = bool(cfg.get("hard_bc", False))
     periodic = bool(cfg.get("periodic_embedding", False))
     specs = []
+    main_count = 0  # the main model's parameters at the end of its stages: what match_params matches
     for name, node in _model_nodes(cfg, problem):
         if periodic:
             node = _embedded_widths(node, problem, name)
+        notes: dict[str, Any] = {}
+        if name == "model" and "match_params" in node:  # model=mlp: the key is the baseline's
+            if node.match_params:
+                raise ConfigError("model.match_params=true: parameter matching applies to the baseline "
+                                  "(baseline.match_params=true matches it to the main model)")
+            node = node.copy()
+            with open_dict(node):
+                node.pop("match_params")
+        rematch = None
+        if name == "baseline" and "match_params" in node:
+            raw = node
+            node, matched = _matched_widths(raw, main_count)
+            if matched:
+                notes["matched_params"] = main_count
+                rematch = functools.partial(_rematched, raw, problem, hard_bc, periodic)
         model = _make_model(node, name, torch.float64, torch.device("cpu"))  # constructor checks, before training
+        if name == "model":
+            main_count = _count_at_grid(node, name, model, _stage_grids(stages, node)[-1])
         if engine == "forward" and not supports_forward(model):
             raise ConfigError(f"engine=forward but {name} {type(model).__name__} has no forward_jet; use engine=auto or autograd")
         if name == "model":
             _check_stage_kinds(stages, model, hard_bc, periodic)
         _check_parameter_counts(stages, node, name, model)
 
-        def make(dtype: torch.dtype, device: torch.device, node: DictConfig = node, name: str = name) -> nn.Module:
-            net = _make_model(node, name, dtype, device)
-            if periodic:  # u = N(cos, sin, ...): periodic exactly
-                return PeriodicEmbedding(net, problem)
-            return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
-
-        specs.append(ModelSpec(name, node, make))
+        specs.append(ModelSpec(name, node, _factory(node, name, problem, hard_bc, periodic), notes, rematch))
     return tuple(specs)
+
+
+def _factory(node: DictConfig, name: str, problem: Problem, hard_bc: bool,
+             periodic: bool) -> Callable[[torch.dtype, torch.device], nn.Module]:
+    """``make(dtype, device)`` of a model spec: the network from ``node``, wrapped as the run asks."""
+
+    def make(dtype: torch.dtype, device: torch.device) -> nn.Module:
+        net = _make_model(node, name, dtype, device)
+        if periodic:  # u = N(cos, sin, ...): periodic exactly
+            return PeriodicEmbedding(net, problem)
+        return HardDirichlet(net, problem) if hard_bc else net  # u = g + D N: Dirichlet data exactly
+
+    return make
+
+
+def _rematched(raw: DictConfig, problem: Problem, hard_bc: bool, periodic: bool, target: int) -> ModelSpec:
+    """The baseline spec (``raw``: its node with ``match_params``) matched to ``target`` parameters."""
+    node, matched = _matched_widths(raw, target)
+    log.info("baseline widths %s: %d parameters, matched to the main model's %d", list(node.widths), matched, target)
+    return ModelSpec("baseline", node, _factory(node, "baseline", problem, hard_bc, periodic),
+                     {"matched_params": target}, functools.partial(_rematched, raw, problem, hard_bc, periodic))
 
 
 def _trainer_limits(trainer: DictConfig) -> tuple[float | None, int | None]:
@@ -518,6 +604,14 @@ def _trainer_limits(trainer: DictConfig) -> tuple[float | None, int | None]:
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ConfigError(f"trainer.chunk_size must be a positive integer or null (no chunking), got {chunk!r}")
     return (None if factor is None else float(factor)), chunk
+
+
+def _max_seconds(trainer: DictConfig) -> float | None:
+    """``trainer.max_seconds``: the wall-clock training budget of each model (null: none), checked."""
+    value = trainer.get("max_seconds")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+        raise ConfigError(f"trainer.max_seconds must be a number of seconds > 0 or null (no budget), got {value!r}")
+    return None if value is None else float(value)
 
 
 def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
@@ -541,6 +635,7 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
     n_interior, n_boundary = _check_points(cfg.trainer, stages, fit_problem)
     pde_weight = _weight(cfg.trainer.get("pde_weight"), "trainer.pde_weight")
     divergence_factor, chunk_size = _trainer_limits(cfg.trainer)
+    max_seconds = _max_seconds(cfg.trainer)
     models = _model_specs(cfg, problem, engine, stages)
     _instantiate(cfg.sampler, "sampler")
     if int(cfg.eval.n_per_axis) < 2:
@@ -572,4 +667,5 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         chunk_size=chunk_size,
         reference=reference,
         reference_wins=reference_wins,
+        max_seconds=max_seconds,
     )

@@ -91,9 +91,9 @@ def _stage_evaluator(spec: RunSpec) -> StageHook:
 
 
 def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEvent], None] | None,
-           on_stage_end: StageHook | None, problem: Problem) -> tuple[nn.Module, History, float, Exception | None]:
-    """Build (or resume) one model and fit it on ``problem``; returns the model, history, seconds and the
-    failure, if any."""
+           on_stage_end: StageHook | None, problem: Problem) -> tuple[nn.Module, History, float, Exception | None, bool]:
+    """Build (or resume) one model and fit it on ``problem``; returns the model, history, seconds, the
+    failure, if any, and whether training stopped at the wall-clock budget (``trainer.max_seconds``)."""
     name = model_spec.name
     torch.manual_seed(spec.seed)
     model = model_spec.make(spec.dtype, spec.device)
@@ -111,14 +111,15 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
         result = fit(model, problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
                      on_stage_end=hooks, start_stage=start_stage, history=history,
-                     divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size)
-        return result.model, result.history, result.seconds, None
+                     divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size,
+                     max_seconds=spec.max_seconds)
+        return result.model, result.history, result.seconds, None, result.out_of_time
     except (TrainingDiverged, SymbolicFailed) as exc:
         # the checkpoint on disk stays the last good stage's (resume=true continues from it)
         log.error("%s: %s", name, exc)
         if isinstance(exc, TrainingDiverged) and on_stage_end is not None:
             on_stage_end(-1, exc.model, exc.history)
-        return exc.model, exc.history, exc.seconds, exc
+        return exc.model, exc.history, exc.seconds, exc, False
 
 
 def _evaluate_reference(model: nn.Module, spec: RunSpec) -> PointEvaluation | None:
@@ -154,7 +155,7 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
     compiled = compile_seconds()
     # an inverse problem's unknowns are trained in place: every model learns them from their declared start
     problem = spec.fit_problem if spec.fit_problem.unknowns is None else copy.deepcopy(spec.fit_problem)
-    model, history, seconds, failure = _train(model_spec, spec, progress, on_stage_end, problem)
+    model, history, seconds, failure, out_of_time = _train(model_spec, spec, progress, on_stage_end, problem)
     trained = problem if problem.unknowns is not None else None  # residuals with the learned unknowns
     evaluation, at_reference = _evaluate_trained(model_spec, spec, model, history, seconds, failure, trained)
     label = type(unwrap(model)).__name__.lower()  # a hard-constraint wrapper: its network's name
@@ -182,6 +183,9 @@ def _train_and_evaluate(model_spec: ModelSpec, spec: RunSpec, progress: Callable
                    compile_seconds=compile_seconds() - compiled, model=label, problem=spec.problem.name, status=status)
     if failure is not None:
         metrics["failure"] = str(failure)
+    if spec.max_seconds is not None:  # the wall-clock budget and whether training stopped at it (status stays ok)
+        metrics.update(max_seconds=spec.max_seconds, out_of_time=out_of_time)
+    metrics.update(model_spec.notes)
     if messages:  # which metrics are null and why
         metrics["messages"] = messages
     if problem.unknowns is not None:
@@ -398,6 +402,8 @@ def run(
     for model_spec in spec.models:
         if failures:  # a diverged main model: its baseline is not trained
             break
+        if model_spec.rematch is not None and results:  # match_params: the trained main model's count
+            model_spec = model_spec.rematch(int(results[0].metrics["n_params"]))
         stage_hook = hook(model_spec.name)
         if model_spec.name == "model" and spec.output.activations:  # the network before each prune or snap
             stage_hook = _chain(stage_hook, _before_interpret_plotter(spec))

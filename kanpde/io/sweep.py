@@ -4,8 +4,14 @@
 holding ``metrics.json``), and writes into ``--out`` (default: ``<dir>/report``):
 
 * ``runs.csv``: one row per run, model (``main``/``baseline``) and size point;
-* ``summary.csv``, ``summary.md``: mean ± std over seeds per configuration, and the fitted scaling
-  exponents ``error ∝ n_params^slope`` (least squares in log-log) per series and per model family;
+* ``summary.csv``, ``summary.md``: mean ± std (and median, min, max) over seeds per configuration, and
+  the fitted scaling exponents ``error ∝ n_params^slope`` (least squares in log-log) per series and per
+  model family;
+* ``comparison.csv`` (and a section of ``summary.md``): each run configuration's main model against its
+  baseline, trained in the same runs: median and min–max over seeds of ``l2_rel`` and ``h1_rel``, median
+  parameter counts and training times, the wall-clock budget (``trainer.max_seconds``) and how many
+  seeds stopped at it; so a KAN and a parameter-matched baseline (``baseline.match_params=true``) compare
+  at equal parameter count and equal budget;
 * ``scaling.png``: L2² (``mse``) and H1² (``h1_mse``) against the number of parameters, KAN and MLP on
   the same axes (the layout of the KAN paper's Figure 3.3); ``time.png``: the same errors against
   training time; ``loss_curves.png``: the training loss per step, stage starts marked.
@@ -33,7 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-__all__ = ["ReportError", "Point", "find_runs", "collect", "aggregate", "fit_exponent", "exponents", "report"]
+__all__ = ["ReportError", "Point", "find_runs", "collect", "aggregate", "compare", "fit_exponent", "exponents", "report"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ class Point:
     overrides: tuple[str, ...]  # the run's command-line overrides that are not seed or model choices
     values: dict[str, float]
     final: bool
+    max_seconds: float | None = None  # the run's wall-clock budget per model (trainer.max_seconds), if any
+    out_of_time: bool = False  # training stopped at that budget
+    run_overrides: tuple[str, ...] = ()  # all the run's overrides but the seed and run switches (model choices kept)
 
     @property
     def series(self) -> str:
@@ -127,9 +136,17 @@ def _other_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(kept))
 
 
-def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, others: tuple[str, ...]) -> list[Point]:
+def _run_overrides(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that make a run configuration: all but the seed and the run switches."""
+    skip = ("seed", "force", "resume", "threads", "study", "hydra", "output")
+    return tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in skip))
+
+
+def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, others: tuple[str, ...],
+               run_overrides: tuple[str, ...] = ()) -> list[Point]:
     common = dict(run_dir=run_dir, role=role, family=str(m.get("model", "?")), problem=str(m.get("problem", "?")),
-                  widths=tuple(int(w) for w in m.get("widths") or ()), seed=seed, overrides=others)
+                  widths=tuple(int(w) for w in m.get("widths") or ()), seed=seed, overrides=others,
+                  run_overrides=run_overrides)
     points = []
     by_size: dict[int, dict[str, Any]] = {}
     for stage in m.get("stages") or []:  # the last stage of each model size
@@ -141,7 +158,10 @@ def _points_of(run_dir: Path, role: str, m: dict[str, Any], seed: int | None, ot
     values = {k: float(m[k]) for k in AGGREGATED}
     if by_size:  # time to the end of the last stage, like the other points (fit's time adds the evaluations)
         values["train_seconds"] = float(list(by_size.values())[-1]["train_seconds"])
-    points.append(Point(grid_size=m.get("grid_size"), values=values, final=True, **common))
+    budget = m.get("max_seconds")
+    points.append(Point(grid_size=m.get("grid_size"), values=values, final=True,
+                        max_seconds=None if budget is None else float(budget), out_of_time=bool(m.get("out_of_time")),
+                        **common))
     return points
 
 
@@ -167,14 +187,16 @@ def collect(directory: str | os.PathLike) -> list[Point]:
             missing = [k for k in (*AGGREGATED, "model") if k not in m]
             if missing:
                 raise ReportError(f"{run_dir / 'metrics.json'} ({role}) lacks {missing}: not a kanpde run's metrics")
-            points.extend(_points_of(run_dir, role, m, None if seed is None else int(seed), others))
+            points.extend(_points_of(run_dir, role, m, None if seed is None else int(seed), others,
+                                     _run_overrides(overrides)))
     if not points:
         raise ReportError(f"no successful runs in {directory}")
     return points
 
 
 def aggregate(points: Sequence[Point]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (ddof=1; 0 for one seed) over seeds of each configuration and size.
+    """Mean and standard deviation (ddof=1; 0 for one seed), median, minimum and maximum over seeds of
+    each configuration and size (``<key>_mean``, ``_std``, ``_median``, ``_min``, ``_max``).
 
     A baseline trained identically in several runs of a sweep (same configuration and seed) counts once.
     Rows are sorted by problem, role, family, series and number of parameters.
@@ -194,9 +216,70 @@ def aggregate(points: Sequence[Point]) -> list[dict[str, Any]]:
             vals = np.array([p.values[k] for p in by_seed.values()], dtype=np.float64)
             row[f"{k}_mean"] = float(vals.mean())
             row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            row.update(_spread(vals, k))
         rows.append(row)
     rows.sort(key=lambda r: (r["problem"], r["role"] != "main", r["family"], r["series"], r["overrides"], r["n_params_mean"]))
     return rows
+
+
+def _spread(values: np.ndarray, key: str) -> dict[str, float]:
+    """Median, minimum and maximum of ``values`` as ``<key>_median``, ``<key>_min``, ``<key>_max``."""
+    return {f"{key}_median": float(np.median(values)), f"{key}_min": float(values.min()), f"{key}_max": float(values.max())}
+
+
+COMPARED = ("l2_rel", "h1_rel", "n_params", "train_seconds")
+
+
+def compare(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Each run configuration's main model against its baseline, over seeds.
+
+    Final points are grouped by problem and the run's overrides (everything but the seed and the run
+    switches such as ``output.*``), whatever size each model ended at (a model stopped by its wall-clock budget may end at a smaller
+    grid than another seed's); each seed counts once per role. A row holds, per role (``main_``,
+    ``baseline_``): the family, the number of seeds, and the median, minimum and maximum over seeds of
+    :data:`COMPARED`; the budget (``max_seconds``, None without one or when the seeds differ) and
+    ``<role>_out_of_time`` (seeds that stopped at it). Configurations without a baseline are left out.
+    """
+    groups: dict[tuple, dict[str, dict[Any, Point]]] = defaultdict(lambda: {"main": {}, "baseline": {}})
+    for p in points:
+        if p.final:
+            groups[(p.problem, p.run_overrides)][p.role].setdefault(p.seed, p)
+    rows = []
+    for (problem, overrides), roles in sorted(groups.items()):
+        if not roles["main"] or not roles["baseline"]:
+            continue
+        row: dict[str, Any] = {"problem": problem, "overrides": " ".join(overrides)}
+        budgets = {p.max_seconds for by_seed in roles.values() for p in by_seed.values()}
+        row["max_seconds"] = budgets.pop() if len(budgets) == 1 else None
+        for role, by_seed in roles.items():
+            members = list(by_seed.values())
+            row[f"{role}_family"] = "/".join(sorted({p.family for p in members}))
+            row[f"{role}_seeds"] = len(members)
+            row[f"{role}_out_of_time"] = sum(p.out_of_time for p in members)
+            for k in COMPARED:
+                row.update(_spread(np.array([p.values[k] for p in members], dtype=np.float64), f"{role}_{k}"))
+        rows.append(row)
+    return rows
+
+
+def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The :func:`compare` rows as a Markdown table: median [min–max] over seeds."""
+    def cell(r: dict[str, Any], key: str, fmt: str = ".2e") -> str:
+        med, lo, hi = r[f"{key}_median"], r[f"{key}_min"], r[f"{key}_max"]
+        return f"{med:{fmt}} [{lo:{fmt}}–{hi:{fmt}}]"
+
+    lines = ["| problem | overrides | models | seeds | params | budget s | l2_rel main | l2_rel baseline "
+             "| h1_rel main | h1_rel baseline | train s main | train s baseline | at budget |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        budget = "-" if r["max_seconds"] is None else f"{r['max_seconds']:g}"
+        lines.append(
+            f"| {r['problem']} | {r['overrides'] or '-'} | {r['main_family'].upper()} vs {r['baseline_family'].upper()} "
+            f"| {r['main_seeds']}/{r['baseline_seeds']} | {r['main_n_params_median']:.0f}/{r['baseline_n_params_median']:.0f} "
+            f"| {budget} | {cell(r, 'main_l2_rel')} | {cell(r, 'baseline_l2_rel')} | {cell(r, 'main_h1_rel')} "
+            f"| {cell(r, 'baseline_h1_rel')} | {r['main_train_seconds_median']:.0f} | {r['baseline_train_seconds_median']:.0f} "
+            f"| {r['main_out_of_time']}/{r['baseline_out_of_time']} |")
+    return "\n".join(lines) + "\n"
 
 
 def fit_exponent(n_params: Sequence[float], errors: Sequence[float]) -> float:
@@ -353,6 +436,7 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, f
     points = collect(directory)
     rows = aggregate(points)
     slopes = exponents(rows)
+    pairs = compare(points)
     out.mkdir(parents=True, exist_ok=True)
     raw = [{"run_dir": str(p.run_dir.relative_to(directory)) if p.run_dir.is_relative_to(directory) else str(p.run_dir),
             "role": p.role, "family": p.family, "problem": p.problem, "config": p.config,
@@ -363,10 +447,16 @@ def report(directory: str | os.PathLike, out: str | os.PathLike | None = None, f
     _write_csv(paths["runs"], raw)
     _write_csv(paths["summary"], rows)
     _write_csv(paths["exponents"], slopes)
+    text = markdown(rows, slopes)
+    if pairs:
+        paths["comparison"] = out / "comparison.csv"
+        _write_csv(paths["comparison"], pairs)
+        text += ("\nMain model against its baseline (the same runs), median [min–max] over seeds; params and "
+                 "at budget: main/baseline:\n\n" + comparison_markdown(pairs))
     from kanpde.io.files import atomic_path
 
     with atomic_path(paths["markdown"]) as tmp:
-        tmp.write_text(markdown(rows, slopes))
+        tmp.write_text(text)
     if figures:
         paths["scaling"] = plot_errors(rows, out / "scaling.png", "n_params")
         paths["time"] = plot_errors(rows, out / "time.png", "train_seconds")

@@ -153,6 +153,14 @@ class _Run:
     attention: Tensor | None = None  # RBA weights of the interior points (times the causal ones: batch.weights)
     causal: _Causal | None = None
     balance: dict[str, float] | None = None  # global term weights {label: lambda}, updated in place
+    max_seconds: float | None = None
+    out_of_time: bool = False  # the wall-clock budget ran out: the current stage ended early, the rest are skipped
+
+    def over_budget(self) -> bool:
+        """Whether the fit's training time has reached ``max_seconds`` (sets :attr:`out_of_time`)."""
+        if self.max_seconds is not None and _clock() - self.start >= self.max_seconds:
+            self.out_of_time = True
+        return self.out_of_time
 
     def report(self, kind: str, index: int, step: int, steps: int, loss: float = math.nan, description: str = "") -> None:
         if self.progress:
@@ -478,6 +486,10 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
 
     best = _Best(math.inf, _snapshot(model))
     for step in range(stage.steps):
+        if step > 0 and run.over_budget():  # a stage always takes one step, so it ends with a finite loss
+            log.info("%s: wall-clock budget of %g s reached after %d steps", state.description, run.max_seconds, step)
+            state.changes["budget_stop"] = step
+            break
         if stage.adaptive is not None and stage.adaptive.due(step):
             _adapt(run, state, step)
         recorded.clear()
@@ -560,6 +572,7 @@ def fit(
     history: History | None = None,
     divergence_factor: float | None = DIVERGENCE_FACTOR,
     chunk_size: int | None = CHUNK_SIZE,
+    max_seconds: float | None = None,
 ) -> FitResult:
     """Train ``model`` on ``problem`` through ``stages``; points follow the model's dtype and device.
 
@@ -576,7 +589,11 @@ def fit(
     ``None``: never chunked), and grid adaptation, grid extension, pruning, snapping and the sparsity
     term use at most ``chunk_size`` points, evenly strided through the batch. ``engine`` names the derivative engine
     (``"auto"``: forward propagation when the model supports it, else autograd); the forward engine's
-    derivative plans are probed once per stage. Optimizers with ``needs_residuals = True`` (such as
+    derivative plans are probed once per stage. Wall-clock budget: with ``max_seconds``, once the fit's
+    training time (the clock of ``train_seconds``, resumed stages included) reaches it, the current stage
+    ends after its current step (every stage takes at least one) with its usual summary, which records
+    ``budget_stop`` (the steps taken), and the stages after it are skipped: the fit returns normally with
+    ``FitResult.out_of_time`` set. Optimizers with ``needs_residuals = True`` (such as
     :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
     (:class:`~kanpde.training.loss.PinnLeastSquares`) through their ``attach`` method.
 
@@ -597,6 +614,9 @@ def fit(
         raise ValueError(f"divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not 0 < max_seconds < math.inf):
+        raise ValueError(f"max_seconds must be a finite number > 0 or None, got {max_seconds!r}")
     for i, st in enumerate(stages):
         if st.adaptive is not None:
             try:
@@ -623,7 +643,7 @@ def fit(
     start = _clock() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
                engine, progress, history, start, None if divergence_factor is None else float(divergence_factor),
-               chunk_size)
+               chunk_size, max_seconds=None if max_seconds is None else float(max_seconds))
     first = 0
     if restart_at is not None:
         model, run = _best_start(run, model, restart_at)
@@ -631,7 +651,7 @@ def fit(
         if on_stage_end:
             on_stage_end(restart_at, model, run.history)
     model = _train_stages(run, model, first, dtype, device, start_stage, on_stage_end)
-    return FitResult(_without_unknowns(model), run.history, _clock() - start)
+    return FitResult(_without_unknowns(model), run.history, _clock() - start, run.out_of_time)
 
 
 def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, device: torch.device, start_stage: int,
@@ -647,6 +667,9 @@ def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, d
         want = run.draw(index, stage, dtype, device)
         if index < start_stage:  # finished before the resume: its draws replayed, its training kept
             continue
+        if index > start_stage and run.over_budget():
+            log.info("wall-clock budget of %g s reached: stages %d-%d skipped", run.max_seconds, index + 1, len(run.stages))
+            break
         state = _prepare_stage(run, index, stage, model, want, started)
         try:
             best = _run_steps(run, state)

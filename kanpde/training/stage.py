@@ -165,11 +165,13 @@ class History:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the trained (possibly grid-extended) ``model``, its ``history`` and ``seconds``."""
+    """What :func:`fit` returns: the trained (possibly grid-extended) ``model``, its ``history`` and ``seconds``;
+    ``out_of_time``: training stopped at the fit's wall-clock budget (``max_seconds``)."""
 
     model: nn.Module
     history: History
     seconds: float
+    out_of_time: bool = False
 
 
 @dataclass

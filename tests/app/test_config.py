@@ -17,7 +17,7 @@ from kanpde import Box, Dirichlet, Initial, Problem
 from kanpde.app.config import ConfigError, build_spec, build_stages
 from kanpde.app.run import run
 from kanpde.problems.poisson2d import Poisson2D
-from tests.helpers import CONF_DIR, fast_cfg, make_cfg
+from tests.helpers import CONF_DIR, REPO_ROOT, fast_cfg, load_script, make_cfg
 
 
 def options(group: str) -> list[str]:
@@ -188,6 +188,12 @@ CONFIG_ERRORS = [
      r"trainer.stages\[0\]: stage causal.bins must be an integer >= 1"),
     (["trainer.stages=[{optimizer: adam, steps: 2, balance: {method: ntk}}]"],
      r"trainer.stages\[0\]: stage balance.method must be one of \['grad_norm'\]"),
+    # the wall-clock budget and parameter matching (issue 17)
+    (["trainer.max_seconds=0"], r"trainer.max_seconds must be a number of seconds > 0 or null"),
+    (["trainer.max_seconds=abc"], r"trainer.max_seconds must be a number of seconds > 0 or null"),
+    (["model=mlp", "model.match_params=true"], r"model.match_params=true: parameter matching applies to the baseline"),
+    (["baseline.match_params=yes"], r"baseline.match_params='yes' must be true or false"),
+    (["baseline.match_params=true", "baseline.widths=[null,null]"], r"baseline.match_params=true needs a baseline with hidden layers"),
 ]
 
 
@@ -364,7 +370,7 @@ def test_faulty_problem_methods_are_refused_before_training(name: str, message: 
 COMMAND_LINE_ERRORS = [
     (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
     (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp, modified_mlp$"),
-    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
+    (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: accurate, default$"),
     (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
     (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
     (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp, modified_mlp$"),
@@ -458,3 +464,54 @@ def test_modified_mlp_with_fourier_features_builds_as_the_baseline(tmp_path: Pat
     assert type(model).__name__ == "ModifiedMLP" and model.config["fourier_features"] == {"count": 8, "scale": 2.0}
     with pytest.raises(ConfigError, match="baseline: fourier_features.count must be a positive integer"):
         build_spec(fast_cfg("model@baseline=modified_mlp", "baseline.fourier_features={count: 0}"), tmp_path / "out", "test")
+
+
+def _kan_count_at(grid: int) -> int:
+    from kanpde import KAN
+
+    return sum(p.numel() for p in KAN([2, 3, 1], grid_size=grid).parameters())
+
+
+@pytest.mark.parametrize("widths", [[None, 8, None], [None, 8, 8, 8, None]])
+def test_match_params_picks_the_closest_width_at_the_baselines_depth(widths, tmp_path: Path) -> None:
+    """debug=fast's KAN [2,3,1] ends at grid 7; the matched MLP keeps its depth and takes the hidden width whose
+    count (2 -> w -> ... -> w -> 1: 3w + (h - 1)(w^2 + w) + w + 1) is closest to it, checked by brute force."""
+    spec = build_spec(make_cfg("debug=fast", "baseline.match_params=true", f"baseline.widths={widths}".replace("None", "null")),
+                      tmp_path / "out", "test")
+    target = _kan_count_at(7)
+    hidden = len(widths) - 2
+
+    def count(w: int) -> int:
+        return 3 * w + (hidden - 1) * (w * w + w) + w + 1
+
+    best = min(range(1, 500), key=lambda w: (abs(count(w) - target), w))
+    base = spec.models[1]
+    assert list(base.node.widths) == [2, *[best] * hidden, 1] and "match_params" not in base.node
+    assert base.notes == {"matched_params": target}
+    assert sum(p.numel() for p in base.make(torch.float64, torch.device("cpu")).parameters()) == count(best)
+    assert abs(count(best) - target) <= abs(count(best + 1) - target) and abs(count(best) - target) <= abs(count(best - 1) - target)
+    assert spec.models[0].notes == {}
+
+
+def test_match_params_false_leaves_the_baseline_as_configured(tmp_path: Path) -> None:
+    spec = build_spec(make_cfg("debug=fast"), tmp_path / "out", "test")
+    assert list(spec.models[1].node.widths) == [2, 8, 1] and spec.models[1].notes == {} and spec.max_seconds is None
+    assert "match_params" not in spec.models[1].node
+
+
+@pytest.mark.slow
+def test_the_accurate_recipe_builds_for_every_benchmark_problem(tmp_path: Path) -> None:
+    """trainer=accurate: Adam warm-up then LM stages with RAD and grid extension, a budget, 4,000 points;
+    the configuration checks pass for the table's problems with their presets (no training)."""
+    accuracy_table = load_script(REPO_ROOT / "scripts" / "accuracy_table.py", "kanpde_accuracy_table")
+    for stem in accuracy_table.PROBLEMS:
+        if stem == "allencahn1d":  # its reference solution takes minutes to build the first time
+            continue
+        ovs = [f"problem={stem}", *accuracy_table.RECIPE, *accuracy_table.PRESETS.get(stem, []), "trainer.max_seconds=60"]
+        spec = build_spec(make_cfg(*ovs), tmp_path / stem, "test")
+        assert spec.max_seconds == 60.0 and spec.n_interior == 4000
+        assert [st.optimizer_name for st in spec.stages] == ["Adam", "LevenbergMarquardt", "LevenbergMarquardt",
+                                                              "LevenbergMarquardt"]
+        assert [st.grid_size for st in spec.stages] == [5, 5, 10, 20]
+        assert all(st.adaptive is not None and st.adaptive.method == "rad" for st in spec.stages[1:])
+        assert spec.models[1].notes["matched_params"] > 0, stem

@@ -384,3 +384,20 @@ def test_periodic_embedding_run_trains_without_the_periodic_term_and_loads_back(
         t = np.linspace(0, 1, 9)
         left, right = (result(np.stack([np.full_like(t, x0), t], 1)) for x0 in (0.0, 2 * math.pi))
         assert float(abs(left - right).max()) < 1e-12
+
+
+def test_a_budget_cut_main_model_gets_a_baseline_matched_to_its_trained_size(tmp_path: Path) -> None:
+    """trainer.max_seconds far below one step: the KAN stops after its first step at grid 5 (the grid-7 stage
+    skipped, out_of_time), and the matched baseline takes the KAN's trained count, not the planned one (grid 7)."""
+    from kanpde import KAN
+
+    metrics = run(fast_cfg("baseline.match_params=true", "trainer.max_seconds=1e-9", "output.checkpoint=false"),
+                  output_dir=tmp_path)
+    base = metrics["baseline"]
+    assert metrics["status"] == base["status"] == "ok" and metrics["out_of_time"] and base["out_of_time"]
+    assert metrics["grid_size"] == 5 and metrics["max_seconds"] == 1e-9
+    trained = sum(p.numel() for p in KAN([2, 3, 1], grid_size=5).parameters())
+    planned = sum(p.numel() for p in KAN([2, 3, 1], grid_size=7).parameters())
+    assert metrics["n_params"] == trained < planned and base["matched_params"] == trained
+    w = base["widths"][1]
+    assert base["n_params"] == 4 * w + 1 and abs(4 * w + 1 - trained) <= 2  # MLP [2, w, 1]: the closest w

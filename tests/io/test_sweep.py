@@ -122,3 +122,43 @@ def test_failed_runs_are_left_out(sweep: Path) -> None:
     bad["status"] = "diverged"
     write_run(sweep, "diverged", bad, 7, ["seed=7"])
     assert all(p.seed != 7 for p in collect(sweep))
+
+
+def test_compare_gives_medians_and_spreads_of_main_against_baseline(tmp_path: Path) -> None:
+    """Three seeds of a KAN with its matched MLP baseline at a 60 s budget (one KAN seed stopped at it, and
+    ended at a smaller grid): per role the median, min and max of l2_rel over seeds, whatever grid each ended at."""
+    from kanpde.io.sweep import compare, comparison_markdown
+
+    root = tmp_path / "runs"
+    kan_errors, mlp_errors = (4e-3, 1e-3, 2e-3), (9e-2, 3e-2, 5e-2)
+    for seed, (ek, em) in enumerate(zip(kan_errors, mlp_errors)):
+        mlp = model_metrics("mlp", [2, 30, 1], None, 121, 0.0, 0.0, l2_rel=em, max_seconds=60.0, out_of_time=False,
+                            matched_params=120)
+        grid = 10 if seed == 0 else 20
+        kan = model_metrics("kan", [2, 5, 1], grid, 120 - 10 * (seed == 0), 0.0, 0.0, l2_rel=ek, max_seconds=60.0,
+                            out_of_time=seed == 0, baseline=mlp)
+        write_run(root, f"seed={seed}", kan, seed, ["trainer=accurate", "baseline.match_params=true", f"seed={seed}"])
+    rows = compare(collect(root))
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["overrides"] == "baseline.match_params=true trainer=accurate" and r["max_seconds"] == 60.0
+    assert (r["main_family"], r["baseline_family"], r["main_seeds"], r["baseline_seeds"]) == ("kan", "mlp", 3, 3)
+    assert (r["main_l2_rel_median"], r["main_l2_rel_min"], r["main_l2_rel_max"]) == (2e-3, 1e-3, 4e-3)
+    assert (r["baseline_l2_rel_median"], r["baseline_l2_rel_min"], r["baseline_l2_rel_max"]) == (5e-2, 3e-2, 9e-2)
+    assert r["main_n_params_median"] == 120 and r["main_n_params_min"] == 110 and r["baseline_n_params_median"] == 121
+    assert r["main_out_of_time"] == 1 and r["baseline_out_of_time"] == 0
+    text = comparison_markdown(rows)
+    assert "| KAN vs MLP | 3/3 | 120/121 | 60 | 2.00e-03 [1.00e-03–4.00e-03] | 5.00e-02 [3.00e-02–9.00e-02] |" in text
+    rows_by_size = aggregate(collect(root))
+    kan20 = next(x for x in rows_by_size if x["family"] == "kan" and x["grid_size"] == 20)
+    assert (kan20["l2_rel_median"], kan20["l2_rel_min"], kan20["l2_rel_max"], kan20["n_seeds"]) == (1.5e-3, 1e-3, 2e-3, 2)
+
+
+def test_report_writes_the_comparison_when_runs_have_baselines(sweep: Path, tmp_path: Path) -> None:
+    paths = report(sweep, tmp_path / "out", figures=False)
+    text = paths["markdown"].read_text()
+    assert "Main model against its baseline" in text and paths["comparison"].is_file()
+    with open(paths["comparison"]) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["overrides"] for r in rows} == {"model.grid_size=5", "model.grid_size=10", "model.grid_size=20"}
+    assert all(r["main_seeds"] == "2" and r["baseline_l2_rel_median"] == "0.001" for r in rows)  # runs without a baseline left out

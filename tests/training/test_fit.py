@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from kanpde import MLP, KAN, Sampler, Stage, TrainingDiverged, fit
 from kanpde.models.symbolic import SymbolicKAN
 from kanpde.problems.poisson2d import Poisson2D
 from kanpde.training.fit import ProgressEvent
+
+fit_module = sys.modules["kanpde.training.fit"]  # the module (kanpde.training.fit is also the function's name)
 
 F64 = torch.float64
 ADAM = functools.partial(torch.optim.Adam, lr=0.01)
@@ -497,3 +500,51 @@ def test_chunked_fit_equals_the_unchunked_one(problem: Poisson2D, make, engine: 
     assert b.history.stages[-1]["loss"] == pytest.approx(a.history.stages[-1]["loss"], rel=1e-9)
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-8, atol=1e-10)
+
+
+class _FakeClock:
+    """Training time that advances by one second per finished optimizer step (driven by the progress
+    callback), so a wall-clock budget is tested without timing anything."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self, event: ProgressEvent) -> None:
+        if event.kind == "step":
+            self.now += 1.0
+
+
+def test_the_budget_ends_the_stage_and_skips_the_rest(problem: Poisson2D, monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_seconds=3.5 with one second per step: the first stage stops after its 4th step (3 s < 3.5 s before
+    it, 4 s after), keeps its summary with budget_stop, and the grid-extension stage never runs."""
+    clock = _FakeClock()
+    monkeypatch.setattr(fit_module, "_clock", clock)
+    torch.manual_seed(0)
+    stages = [Stage(ADAM, 10), Stage(LBFGS, 5, grid_size=6)]
+    result = fit(tiny_kan(), problem, stages, progress=clock.step, max_seconds=3.5, **POINTS)
+    h = result.history
+    assert result.out_of_time
+    assert len(h.steps) == 4 and len(h.stages) == 1
+    assert h.stages[0]["budget_stop"] == 4 and h.stages[0]["steps"] == 10
+    assert math.isfinite(h.stages[0]["loss"]) and result.model.grid_size == 3  # never extended
+    clock.now = 0.0
+    torch.manual_seed(0)
+    full = fit(tiny_kan(), problem, stages, progress=clock.step, max_seconds=1e6, **POINTS)
+    assert not full.out_of_time and len(full.history.stages) == 2 and full.model.grid_size == 6
+    assert all("budget_stop" not in s for s in full.history.stages)
+
+
+def test_a_spent_budget_still_takes_one_step(problem: Poisson2D, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(fit_module, "_clock", clock)
+    result = fit(tiny_kan(), problem, [Stage(ADAM, 5), Stage(ADAM, 5)], progress=clock.step, max_seconds=1e-9, **POINTS)
+    assert result.out_of_time and len(result.history.steps) == 1 and len(result.history.stages) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "60"])
+def test_bad_max_seconds_is_refused(problem: Poisson2D, bad) -> None:
+    with pytest.raises(ValueError, match="max_seconds must be a finite number > 0 or None"):
+        fit(tiny_kan(), problem, [Stage(ADAM, 1)], max_seconds=bad, **POINTS)
