@@ -250,11 +250,13 @@ def test_a_stalled_symbolic_run_says_so_and_writes_no_formula(tmp_path: Path) ->
     OmegaConf.set_struct(cfg, False)
     for stage in cfg.trainer.stages:
         stage.steps = 2 if stage.optimizer == "adam" else 1
+    cfg.trainer.stages[-1].restarts.count = 2  # the whole schedule restarts: two stalled candidates
     with pytest.raises(RunFailed, match="symbolic_failed|snap rejected|snapped model rejected"):
         run(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "symbolic_failed" and "formula" not in saved
     assert "\n" not in saved["failure"] and "rejected" in saved["failure"]
+    assert saved["failure"].startswith("all 2 initialisations failed (restarts); the first: ")
     assert not (tmp_path / "formula.txt").exists() and (tmp_path / "solution.h5").is_file()
 
 
