@@ -733,8 +733,10 @@ def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run
             best = (loss, trained, cand)
         if good is not None and loss <= good:
             break
-    if best is None:
-        raise errors[0]
+    if best is None:  # every candidate failed: the first one's error, saying that all were tried
+        first = errors[0]
+        first.args = (f"all {count} initialisations failed (restarts); the first: {first}",)
+        raise first
     loss, model, chosen = best
     summary = chosen.history.stages[-1]
     summary["restarts"], summary["restart"] = losses, losses.index(loss)

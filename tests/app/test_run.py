@@ -252,6 +252,20 @@ def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
     assert np.abs(value - model(x)[:, 0].detach().numpy()).max() < 1e-9
 
 
+def test_the_symbolic_preset_restarts_its_whole_schedule_until_the_final_check_passes() -> None:
+    """poisson2d_symbolic: the restart block is the whole schedule (restarts on the last stage, the one with
+    the final check), so a candidate that stalls anywhere (a rejected snap, a polish above max_loss) gives
+    way to a fresh initialisation; good_loss lets the first candidate that passes the check go on. Every
+    snap after the forced one is gated (min_r2)."""
+    stages = make_cfg("experiment=poisson2d_symbolic").trainer.stages
+    assert [i for i, st in enumerate(stages) if "restarts" in st] == [len(stages) - 1]
+    last = stages[-1]
+    assert last.restarts.count >= 5 and last.restarts.good_loss <= last.symbolic.max_loss <= 1e-12
+    assert last.symbolic.polish and last.symbolic.max_loss_ratio <= 1.0
+    snaps = [st.symbolic for st in stages if "symbolic" in st and st.symbolic.get("layers") != []]
+    assert snaps[0].r2_threshold == 0.0 and all(s.min_r2 >= 0.999 for s in snaps[1:]) and len(snaps) >= 4
+
+
 @pytest.mark.slow
 def test_a_stalled_symbolic_run_says_so_and_writes_no_formula(tmp_path: Path) -> None:
     """The poisson2d_symbolic preset on a tiny budget (a few steps per stage): the network is far from
@@ -265,11 +279,13 @@ def test_a_stalled_symbolic_run_says_so_and_writes_no_formula(tmp_path: Path) ->
     OmegaConf.set_struct(cfg, False)
     for stage in cfg.trainer.stages:
         stage.steps = 2 if stage.optimizer == "adam" else 1
+    cfg.trainer.stages[-1].restarts.count = 2  # the whole schedule restarts: two stalled candidates
     with pytest.raises(RunFailed, match="symbolic_failed|snap rejected|snapped model rejected"):
         run(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "symbolic_failed" and "formula" not in saved
     assert "\n" not in saved["failure"] and "rejected" in saved["failure"]
+    assert saved["failure"].startswith("all 2 initialisations failed (restarts); the first: ")
     assert not (tmp_path / "formula.txt").exists() and (tmp_path / "solution.h5").is_file()
 
 

@@ -398,6 +398,33 @@ def test_restarts_keep_the_best_candidate_the_first_being_the_given_model(proble
     assert quick.history.stages[0]["restarts"] == first["restarts"][:1]
 
 
+def test_a_candidate_that_fails_a_gate_gives_way_to_the_next_and_all_failing_says_so(problem: Poisson2D) -> None:
+    """A restart block that ends in a gate (as in the poisson2d_symbolic preset, whose whole schedule restarts):
+    a candidate that fails it counts as failed (None) and the next initialisation is tried; the first that
+    passes goes on. When no candidate passes, SymbolicFailed says that all were tried, with the first's reason."""
+    from kanpde import SymbolicFailed
+
+    torch.manual_seed(0)
+    free = fit(tiny_kan(), problem, [Stage(ADAM, 5, restarts=3)], sampler=Sampler(seed=0), **POINTS)
+    losses = free.history.stages[0]["restarts"]
+    assert losses[0] > min(losses)  # the seeded candidate is not the best one here
+    bound = (losses[0] + min(losses)) / 2
+
+    def gated(limit: float) -> list[Stage]:
+        return [Stage(ADAM, 5, restarts={"count": 3, "good_loss": limit}, symbolic={"layers": [], "max_loss": limit})]
+
+    torch.manual_seed(0)
+    result = fit(tiny_kan(), problem, gated(bound), sampler=Sampler(seed=0), **POINTS)
+    summary = result.history.stages[0]
+    chosen = next(i for i, v in enumerate(losses) if v <= bound)
+    assert summary["restarts"] == [None] * chosen + [losses[chosen]] and summary["restart"] == chosen
+    assert summary["check"] == "passed" and summary["loss"] == losses[chosen]
+    torch.manual_seed(0)
+    with pytest.raises(SymbolicFailed, match=r"^all 3 initialisations failed \(restarts\); the first: snapped model "
+                                             r"rejected after stage 1/1 .*> max_loss"):
+        fit(tiny_kan(), problem, gated(min(losses) / 2), sampler=Sampler(seed=0), **POINTS)
+
+
 @pytest.mark.parametrize("kwargs", [{"restarts": 0}, {"restarts": True}, {"restarts": {"count": 2, "bad": 1}},
                                     {"restarts": {"count": 2, "good_loss": -1.0}}, {"symbolic": {"min_r2": "high"}},
                                     {"symbolic": {"max_loss": -1.0}}, {"symbolic": "yes"}])
