@@ -357,7 +357,7 @@ COMMAND_LINE_ERRORS = [
     (["problem=nope"], r"^unknown problem 'nope' \(problem=nope\); valid: advection1d, allencahn1d, .*custom, .*wave1d$"),
     (["model=nope"], r"^unknown model 'nope' \(model=nope\); valid: kan, mlp, modified_mlp$"),
     (["trainer=nope"], r"^unknown trainer 'nope' \(trainer=nope\); valid: default$"),
-    (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: paper_fig33, .*poisson2d_symbolic$"),
+    (["experiment=nope"], r"^unknown experiment 'nope' \(experiment=nope\); valid: burgers1d_inverse, paper_fig33, .*poisson2d_symbolic$"),
     (["debug=slow"], r"^unknown debug 'slow' \(debug=slow\); valid: fast$"),
     (["model@baseline=nope"], r"^unknown model 'nope' \(model@baseline=nope\); valid: kan, mlp, modified_mlp$"),
     (["+experiment=nope"], r"^unknown experiment 'nope'"),
