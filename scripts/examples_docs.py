@@ -20,7 +20,7 @@ from pathlib import Path
 from _docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ("no_exact", "reference_data", "plate_with_holes", "inverse_source")
+EXAMPLES = ("no_exact", "reference_data", "plate_with_holes", "inverse_source", "inverse_coefficient")
 
 
 def run(name: str) -> tuple[str, str]:

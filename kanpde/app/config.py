@@ -27,7 +27,7 @@ from torch import nn
 
 from kanpde.app.problem_file import class_path, is_file_target, load_class
 from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
-from kanpde.models import HardDirichlet, PeriodicEmbedding, warm_up
+from kanpde.models import KAN, HardDirichlet, PeriodicEmbedding, warm_up
 from kanpde.models.protocol import is_edge_model
 from kanpde.pde import Problem, Sampler, check_problem
 from kanpde.pde.hard import soft_problem
@@ -451,7 +451,7 @@ def _check_stage_kinds(stages: list[Stage], main: nn.Module, hard_bc: bool, peri
     and skips the interpretability steps, which need edge functions)."""
     for i, st in enumerate(stages):
         kinds = [k for k, on in (("sparsify", bool(st.sparsify)), ("prune", st.prune is not False),
-                                 ("symbolic", bool(st.symbolic))) if on]
+                                 ("symbolic", bool(st.symbolic) and st.symbolic_field is None)) if on]
         if kinds and not is_edge_model(main):
             raise ConfigError(f"trainer.stages[{i}]: {'/'.join(kinds)} needs a model with edge functions (a KAN), "
                               f"not {type(main).__name__}")
@@ -623,6 +623,9 @@ def build_spec(cfg: DictConfig, output_dir: Path, run_id: str) -> RunSpec:
         raise ConfigError(f"engine={engine!r}; valid: {list(ENGINE_CHOICES)}")
     device = _resolve_device(str(cfg.device))
     problem, fit_problem = _problems(cfg)
+    for p in {id(problem): problem, id(fit_problem): fit_problem}.values():
+        if p.unknowns is not None:  # fields declared by their KAN widths: made now, so the check can probe them
+            p.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=DTYPES[cfg.dtype], device=device))
     try:  # pde(), conditions, exact() on a few points: shapes, dtype, finiteness, before any training
         check_problem(problem, DTYPES[cfg.dtype], device)
     except ValueError as exc:

@@ -223,7 +223,8 @@ def _error_metrics(spec: RunSpec, grid: Evaluation, at_reference: PointEvaluatio
 def unknowns_report(problem: Problem, n: int = 4096) -> dict[str, dict[str, Any]]:
     """The learned unknowns of an inverse problem: each scalar's ``value`` (and ``true``, ``rel_error`` where
     the problem gives the true value), each field's relative L2 error against its ``true`` function on ``n``
-    quasi-random interior points (``rel_l2_error``), or just that it was learned."""
+    quasi-random interior points (``rel_l2_error``), or just that it was learned, and its ``formula`` when a
+    symbolic stage snapped it."""
     unknowns = problem.unknowns
     out: dict[str, dict[str, Any]] = {}
     for name, value in unknowns.values().items():
@@ -236,6 +237,10 @@ def unknowns_report(problem: Problem, n: int = 4096) -> dict[str, dict[str, Any]
         x = torch.from_numpy(problem.geometry.sample_interior(Sampler("sobol", seed=0), n))
         for name, net in unknowns.fields.items():
             entry = {"field": True}
+            if getattr(net, "fully_symbolic", False):  # snapped by a symbolic stage targeting field:<name>
+                from kanpde.models.symbolic import formula_text
+
+                entry["formula"] = formula_text(net, problem.coords).strip()
             true = unknowns.true.get(name)
             if callable(true):
                 dtype, device = module_dtype_device(net)
@@ -301,7 +306,8 @@ def _before_interpret_plotter(spec: RunSpec) -> StageHook:
 
 
 def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[str, Any]:
-    """``solution.h5`` (+ XDMF), ``metrics.json``, ``formula.txt`` and figures; returns the metrics."""
+    """``solution.h5`` (+ XDMF), ``metrics.json``, ``formula.txt`` (``formula_<field>.txt`` for a snapped
+    unknown field) and figures; returns the metrics."""
     out = spec.output_dir
     metrics = _describe(main, spec)
     if baseline is not None:
@@ -315,6 +321,10 @@ def _write(spec: RunSpec, main: RunResult, baseline: RunResult | None) -> dict[s
     if "formula" in main.metrics:  # one SymPy-parsable line per output, in the problem's coordinate names
         with atomic_path(out / "formula.txt") as tmp:
             tmp.write_text(main.metrics["formula"] + "\n")
+    for name, entry in main.metrics.get("unknowns", {}).items():  # a snapped coefficient field: formula_<name>.txt
+        if "formula" in entry:
+            with atomic_path(out / f"formula_{name}.txt") as tmp:
+                tmp.write_text(entry["formula"] + "\n")
     try:  # the run's results are written: a failing figure is reported, not fatal
         if spec.output.activations:
             _activation_plot(spec, main.model, out / "activations.png")

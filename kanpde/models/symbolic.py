@@ -290,6 +290,10 @@ class SymbolicKAN(KAN):
     def fully_symbolic(self) -> bool:
         return all(layer.n_symbolic == layer.symbolic_mask.numel() for layer in self.layers)
 
+    def formula_text(self, coords: Sequence[str], simplify: bool = True) -> str:
+        """:func:`formula_text` of this network (every edge symbolic) in the coordinate names ``coords``."""
+        return formula_text(self, coords, simplify)
+
 
 def to_symbolic(model: KAN) -> SymbolicKAN:
     """A :class:`SymbolicKAN` computing exactly what ``model`` does (all edges still splines); ``model``

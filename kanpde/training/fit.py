@@ -233,39 +233,60 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
     ``min_r2`` gate, a snap with an edge fitted below it is rejected: :class:`SymbolicFailed` carries the
     model as it was before the snap."""
     changes: dict[str, object] = {}
-    batch, problem = run.batch, run.problem
     if not (stage.prune is not False or stage.symbolic):
         return model, changes
-    if not is_edge_model(model):
-        log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
-        return model, changes
+    if stage.prune is not False or (stage.symbolic and stage.symbolic_field is None):
+        if not is_edge_model(model):
+            log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
+            return model, changes
     if stage.prune is not False:
         threshold = 1e-2 if stage.prune is True else float(stage.prune)
-        model = rewrap(model, prune(unwrap(model), _spread(batch.interior, run.chunk_size), threshold))
+        model = rewrap(model, prune(unwrap(model), _spread(run.batch.interior, run.chunk_size), threshold))
         changes["widths"] = unwrap(model).widths
     if stage.symbolic:
-        from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
-
-        options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
-        polish = options.pop("polish", False)
-        gates = {k: options.pop(k) for k in stage.gates}
-        changes["loss_before_snap"] = weighted_loss(
-            {k: v.item() for k, v in loss_terms(model, problem, batch, run.engine).items()}, problem, run.pde_weight)
-        if options.get("layers", None) != []:
-            before = copy.deepcopy(model) if "min_r2" in gates else None  # auto_symbolic fixes edges in place
-            net, records = auto_symbolic(unwrap(model), _spread(batch.all_points(), run.chunk_size), **options)
-            changes["symbolic"] = records
-            worst = min(records, key=lambda r: r["r2"], default=None)
-            if before is not None and worst is not None and not worst["r2"] >= gates["min_r2"]:
-                raise SymbolicFailed(
-                    f"snap rejected: edge {worst['in']}->{worst['out']} of layer {worst['layer']} fits {worst['name']} "
-                    f"with R^2 {worst['r2']:.4g} < min_r2 {gates['min_r2']:g} (loss before the snap "
-                    f"{changes['loss_before_snap']:.3e}); the network was kept unsnapped",
-                    before, run.history, _clock() - run.start)
-            model = rewrap(model, net)
-        if polish:
-            changes["polish"] = polish_affine(model, problem, batch, run.pde_weight)
+        model = _snap(model, stage, run, changes)
     return model, changes
+
+
+def _snap(model: nn.Module, stage: Stage, run: _Run, changes: dict[str, object]) -> nn.Module:
+    """A stage's symbolic snap (and polish) of the model's network, or of the unknown field it targets
+    (``symbolic.target: field:<name>``: that field's KAN in the problem is replaced by its snapped copy, and
+    the model, which holds the problem's unknowns, trains it from there); returns the model."""
+    from kanpde.training.snap import auto_symbolic, polish_affine  # sympy only when snapping
+
+    batch, problem, field = run.batch, run.problem, stage.symbolic_field
+    options = dict(stage.symbolic) if isinstance(stage.symbolic, dict) else {}
+    options.pop("target", None)
+    polish = options.pop("polish", False)
+    gates = {k: options.pop(k) for k in stage.gates}
+    fields = problem.unknowns.fields if field is not None else None
+    net = unwrap(model) if field is None else fields[field]
+    changes["loss_before_snap"] = weighted_loss(
+        {k: v.item() for k, v in loss_terms(model, problem, batch, run.engine).items()}, problem, run.pde_weight)
+    if options.get("layers", None) != []:
+        before = None
+        if "min_r2" in gates:  # auto_symbolic fixes edges in place
+            before = copy.deepcopy(model) if field is None else copy.deepcopy(net)
+        snapped, records = auto_symbolic(net, _spread(batch.all_points(), run.chunk_size), **options)
+        changes["symbolic" if field is None else f"symbolic:{field}"] = records
+        worst = min(records, key=lambda r: r["r2"], default=None)
+        if before is not None and worst is not None and not worst["r2"] >= gates["min_r2"]:
+            if field is not None:  # the problem's field back as it was: the model holds it
+                fields[field], before = before, model
+            raise SymbolicFailed(
+                f"snap rejected: edge {worst['in']}->{worst['out']} of layer {worst['layer']}"
+                f"{'' if field is None else f' of field {field}'} fits {worst['name']} "
+                f"with R^2 {worst['r2']:.4g} < min_r2 {gates['min_r2']:g} (loss before the snap "
+                f"{changes['loss_before_snap']:.3e}); the network was kept unsnapped",
+                before, run.history, _clock() - run.start)
+        if field is None:
+            model = rewrap(model, snapped)
+        else:
+            fields[field] = snapped
+    if polish:
+        changes["polish" if field is None else f"polish:{field}"] = polish_affine(
+            model, problem, batch, run.pde_weight, net=None if field is None else fields[field])
+    return model
 
 
 def _check_snapped(run: _Run, state: _StageState, loss: float) -> None:
@@ -639,6 +660,7 @@ def fit(
     if problem.unknowns is not None:  # an inverse problem: its unknowns train with the model
         problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
         model = WithUnknowns(model, problem.unknowns.to(dtype=dtype, device=device))
+    _check_field_targets(stages, problem)
     history = history if history is not None else History()
     start = _clock() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,
@@ -652,6 +674,21 @@ def fit(
             on_stage_end(restart_at, model, run.history)
     model = _train_stages(run, model, first, dtype, device, start_stage, on_stage_end)
     return FitResult(_without_unknowns(model), run.history, _clock() - start, run.out_of_time)
+
+
+def _check_field_targets(stages: Sequence[Stage], problem: Problem) -> None:
+    """A symbolic stage's ``target: field:<name>`` must name an unknown field of the problem that is a KAN."""
+    fields = problem.unknowns.fields if problem.unknowns is not None else {}
+    for i, st in enumerate(stages):
+        name = st.symbolic_field if st.symbolic else None
+        if name is None:
+            continue
+        if name not in fields:
+            raise ValueError(f"stage {i}: symbolic target field:{name} names no unknown field of "
+                             f"{type(problem).__name__}; declared: {list(fields)}")
+        if not is_edge_model(fields[name]):
+            raise ValueError(f"stage {i}: symbolic target field:{name} is a {type(fields[name]).__name__}, not a "
+                             "network with edge functions (a KAN): it cannot be snapped")
 
 
 def _train_stages(run: _Run, model: nn.Module, first: int, dtype: torch.dtype, device: torch.device, start_stage: int,

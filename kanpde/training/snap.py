@@ -214,20 +214,23 @@ def auto_symbolic(
         h = layer(h)
     return sym, records
 
-def polish_affine(model: nn.Module, problem: Problem, batch: Batch, pde_weight: float = 0.01, max_nfev: int = 300) -> tuple[float, float]:
+def polish_affine(model: nn.Module, problem: Problem, batch: Batch, pde_weight: float = 0.01, max_nfev: int = 300,
+                  net: nn.Module | None = None) -> tuple[float, float]:
     """Least squares on the affine parameters ``(a, b, c, d)`` of the symbolic edges, on the PDE loss.
 
     The loss ``pde_weight * mean r_pde^2 + sum_c w_c * mean r_c^2`` is the squared norm of the scaled
     residual vector (:func:`kanpde.training.loss.scaled_residuals`), so
     ``scipy.optimize.least_squares(method="trf")`` minimises exactly the training loss (Jacobian by finite
     differences: a snapped network has a few dozen affine parameters). Spline edges stay as they are.
-    ``model``: a :class:`~kanpde.models.symbolic.SymbolicKAN`, or a wrapper around one. Runs in float64
+    ``model``: a :class:`~kanpde.models.symbolic.SymbolicKAN`, or a wrapper around one; ``net``: the
+    :class:`~kanpde.models.symbolic.SymbolicKAN` whose affine parameters are fitted when it is another one
+    than the model's (an unknown coefficient field of ``problem``, which the residual reads). Runs in float64
     NumPy around the model's forward passes (forward derivative engine); returns the loss before and
     after. Far more accurate than L-BFGS here (which stops near the loss of the network it starts from).
     """
     from scipy.optimize import least_squares
 
-    net = unwrap(model)
+    net = unwrap(model) if net is None else net
     if not isinstance(net, SymbolicKAN):
         raise ValueError(f"polish_affine needs a SymbolicKAN (snap some edges first), got {type(net).__name__}")
     params = [layer.symbolic_affine for layer in net.layers]

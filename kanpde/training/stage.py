@@ -43,7 +43,9 @@ class Stage:
     ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
     functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
     ``polish: true`` first fits those by least squares on the loss (:func:`kanpde.models.symbolic.polish_affine`),
-    and ``layers: []`` snaps nothing (a polish-only stage).
+    and ``layers: []`` snaps nothing (a polish-only stage). ``target: "field:<name>"`` snaps (and polishes)
+    the network of the problem's unknown coefficient field ``<name>`` (:meth:`kanpde.Problem.unknown_field`,
+    a KAN) instead of the model, fitted on the stage's points; ``target: "model"`` (the default) is the model.
 
     Quality gates in ``symbolic`` (:data:`SYMBOLIC_GATES`; a failed gate raises :class:`SymbolicFailed`):
     ``min_r2``: every edge the stage fits must reach this R^2, else the snap is rejected and the model
@@ -97,6 +99,7 @@ class Stage:
             raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {self.prune!r}")
         if self.symbolic is not None and not isinstance(self.symbolic, (bool, dict)):
             raise ValueError(f"stage symbolic must be true/false or a dict of options, got {self.symbolic!r}")
+        _symbolic_target(self.symbolic)
         for key in SYMBOLIC_GATES:
             value = self.symbolic.get(key) if isinstance(self.symbolic, dict) else None
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0):
@@ -125,9 +128,25 @@ class Stage:
         return {k: float(options[k]) for k in SYMBOLIC_GATES if options.get(k) is not None}
 
     @property
+    def symbolic_field(self) -> str | None:
+        """The unknown field a symbolic stage snaps (its ``target: "field:<name>"``), or None (the model)."""
+        return _symbolic_target(self.symbolic)
+
+    @property
     def optimizer_name(self) -> str:
         target = getattr(self.optimizer, "func", self.optimizer)
         return getattr(target, "__name__", type(target).__name__)
+
+
+def _symbolic_target(symbolic: object) -> str | None:
+    """The field name of a stage's ``symbolic.target`` (``"field:<name>"``), None for the model; a bad value raises."""
+    target = symbolic.get("target", "model") if isinstance(symbolic, dict) else "model"
+    if target == "model":
+        return None
+    name = target[len("field:"):] if isinstance(target, str) and target.startswith("field:") else ""
+    if not name.isidentifier():
+        raise ValueError(f"stage symbolic.target must be \"model\" or \"field:<name>\" (an unknown field), got {target!r}")
+    return name
 
 
 def _restarts(value: object) -> tuple[int, float | None]:

@@ -37,3 +37,47 @@ def test_a_run_reports_the_learned_unknowns_of_both_models(tmp_path: Path) -> No
 def test_resume_is_refused_for_a_problem_with_unknowns(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="resume=true is not available for Burgers1DInverse"):
         run(fast_cfg(*SMALL, "resume=true"), tmp_path)
+
+
+FIELD_PROBLEM = '''
+import math
+
+import numpy as np
+import torch
+
+from kanpde import Box, Dirichlet, Observation, Problem
+
+
+class Field(Problem):
+    coords = ("x",)
+
+    def __init__(self):
+        xs = np.linspace(0, 1, 11)[:, None]
+        super().__init__(Box([0], [1], names=self.coords), [Dirichlet("all"), Observation(xs, np.sin(math.pi * xs[:, 0]))])
+        self.unknown_field("a", widths=[1, 1], grid_size=3, true=lambda x: 1 + x[:, 0] ** 2)
+
+    def pde(self, x, u):
+        a = self.field_of("a", x)
+        return a.value * u.d("xx") + a.d("x") * u.d("x") + math.pi**2 * (1 + x[:, 0] ** 2) * torch.sin(math.pi * x[:, 0])
+'''
+
+
+@pytest.mark.slow
+def test_a_snapped_field_is_reported_with_its_formula_and_written_to_its_file(tmp_path: Path) -> None:
+    """A field declared by its KAN widths passes the problem check (the run makes it first); a symbolic stage
+    targeting it snaps it, also with an MLP as the model (the stage snaps the field, not the model)."""
+    import sympy
+
+    path = tmp_path / "field_pde.py"
+    path.write_text(FIELD_PROBLEM)
+    stages = ('trainer.stages=[{optimizer: adam, steps: 2}, '
+              '{optimizer: adam, steps: 1, symbolic: {target: "field:a", lib: ["x^2"], r2_threshold: 0.0}}]')
+    metrics = run(fast_cfg(f"problem._target_={path}:Field", "baseline=null", stages), tmp_path / "out")
+    entry = metrics["unknowns"]["a"]
+    assert entry["field"] and "rel_l2_error" in entry
+    text = (tmp_path / "out" / "formula_a.txt").read_text()
+    assert text == entry["formula"] + "\n"
+    assert sympy.sympify(text).free_symbols == {sympy.Symbol("x")} and "x**2" in text.replace(" ", "")
+    assert not (tmp_path / "out" / "formula.txt").exists()  # the model itself was not snapped
+    mlp = run(fast_cfg(f"problem._target_={path}:Field", "baseline=null", "model=mlp", stages), tmp_path / "mlp")
+    assert "x**2" in mlp["unknowns"]["a"]["formula"].replace(" ", "")

@@ -35,6 +35,9 @@ def test_the_examples_run_and_the_page_gets_their_output(examples_docs, tmp_path
     assert l2 < 2e-3
     k = float(re.search(r"k = ([0-9.]+)", text).group(1))
     assert abs(k - 2) < 0.02
+    assert "snapped edge: x^2" in text  # the coefficient field a(x) = 1 + x^2 as a formula
+    a_error = float(re.search(r"max \|a - \(1 \+ x\^2\)\| on \[0, 1\]: ([0-9.e+-]+)", text).group(1))
+    assert a_error < 1e-4
     assert "class Plate(Problem)" in text and "load average" in text
     ref = re.search(r"KAN \[2, 4, 1\] vs reference data square_fd.txt, 16641 points: l2_rel ([0-9.e+-]+)", text)
     assert float(ref.group(1)) < 5e-2

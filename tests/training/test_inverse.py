@@ -190,3 +190,101 @@ def test_a_coefficient_field_is_a_network_trained_with_the_solution() -> None:
     kanpde.fit(kanpde.KAN([1, 5, 1], grid_size=5, dtype=F64), problem, stages, n_interior=80, n_boundary=2)
     after = error()
     assert after < 0.05 < before
+
+
+# -- a symbolic stage that targets an unknown field -------------------------------------------------------------
+
+
+class Quadratic(Problem):
+    """-(a u')' = f on [0, 1] with a(x) = 1 + x² unknown (a KAN [1, 1]), u = sin(πx) observed."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        xs = np.linspace(0, 1, 21)[:, None]
+        super().__init__(Box([0], [1], names=self.coords), [Dirichlet("all"), Observation(xs, np.sin(np.pi * xs[:, 0]))])
+        self.unknown_field("a", kanpde.KAN([1, 1], grid_size=5, dtype=F64), true=lambda x: 1 + x[:, 0] ** 2)
+
+    def pde(self, x: Tensor, u) -> Tensor:
+        a = self.field_of("a", x)
+        s, c = torch.sin(math.pi * x[:, 0]), torch.cos(math.pi * x[:, 0])
+        f = (1 + x[:, 0] ** 2) * math.pi**2 * s - 2 * math.pi * x[:, 0] * c
+        return -(a.d("x") * u.d("x") + a.value * u.d("xx")) - f
+
+
+def _near(net: torch.nn.Module, fn, scale: float = 0.0) -> None:
+    """Set the [1, 1] KAN ``net`` to ``fn`` (+ ``scale`` x a wiggle) by least squares on its spline (no base part)."""
+    from kanpde.models.bspline import fit_coefficients
+
+    layer = net.layers[0]
+    x = torch.linspace(0, 1, 200, dtype=F64)[:, None]
+    y = fn(x) + scale * torch.sin(7 * x)
+    with torch.no_grad():
+        layer.base_weight.zero_()
+        layer.spline_scaler.fill_(1.0)
+        layer.spline_weight.copy_(fit_coefficients(x, y[:, :, None], layer.grid, layer.spline_order))
+
+
+class Sine(torch.nn.Module):
+    """u = s sin(πx) with s trained: the solution's exact form, so the loss pins the field alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = torch.nn.Parameter(torch.tensor(1.0, dtype=F64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.s * torch.sin(math.pi * x)
+
+
+def test_a_symbolic_stage_snaps_the_targeted_field_to_its_formula() -> None:
+    import sympy
+
+    from kanpde.app.run import unknowns_report
+    from kanpde.models.symbolic import SymbolicKAN
+
+    problem = Quadratic()
+    _near(problem.unknowns.fields["a"], lambda x: 1 + x**2, scale=1e-3)  # a trained field: 1 + x² to 1e-3
+    snap = {"target": "field:a", "lib": ["x", "x^2"], "polish": True}
+    result = kanpde.fit(Sine(), problem, [kanpde.Stage(kanpde.LevenbergMarquardt, 2, symbolic=snap)], n_interior=60, n_boundary=2)
+    field = problem.unknowns.fields["a"]
+    assert isinstance(field, SymbolicKAN) and field.fully_symbolic
+    assert type(result.model) is Sine  # the model is not snapped
+    summary = result.history.stages[0]
+    assert [r["name"] for r in summary["symbolic:a"]] == ["x^2"] and summary["symbolic:a"][0]["r2"] > 0.999
+    before, after = summary["polish:a"]
+    assert after <= before
+    report = unknowns_report(problem)["a"]
+    x = sympy.Symbol("x")
+    learned = sympy.sympify(report["formula"])
+    assert learned.free_symbols == {x}
+    grid = np.linspace(0, 1, 101)
+    values = sympy.lambdify(x, learned, "numpy")(grid)
+    assert np.abs(values - (1 + grid**2)).max() < 1e-8 and report["rel_l2_error"] < 1e-8  # the wiggle is gone
+    # the snapped field is what the residual reads: its affine parameters are trained by the stage
+    assert field.layers[0].symbolic_affine.requires_grad
+
+
+def test_a_failed_gate_leaves_the_targeted_field_unsnapped() -> None:
+    problem = Quadratic()
+    _near(problem.unknowns.fields["a"], lambda x: 1 + x**2)
+    original = copy.deepcopy(problem.unknowns.fields["a"].state_dict())
+    snap = {"target": "field:a", "lib": ["x"], "r2_threshold": 0.0, "min_r2": 0.99}  # a line: R^2 0.94
+    with pytest.raises(kanpde.SymbolicFailed, match="of field a fits x with R"):
+        kanpde.fit(Sine(), problem, [kanpde.Stage(torch.optim.Adam, 1, symbolic=snap)], n_interior=20, n_boundary=2)
+    field = problem.unknowns.fields["a"]
+    assert type(field) is kanpde.KAN and all(torch.equal(v, original[k]) for k, v in field.state_dict().items())
+
+
+@pytest.mark.parametrize("target", ["field:", "field:not a name", "a", 3])
+def test_a_bad_symbolic_target_is_refused(target) -> None:
+    with pytest.raises(ValueError, match="stage symbolic.target must be"):
+        kanpde.Stage(torch.optim.Adam, 1, symbolic={"target": target})
+
+
+def test_a_symbolic_target_naming_no_field_is_refused_before_training() -> None:
+    stage = kanpde.Stage(torch.optim.Adam, 1, symbolic={"target": "field:b"})
+    model = Sine()
+    with pytest.raises(ValueError, match=r"stage 0: symbolic target field:b names no unknown field of Quadratic; declared: \['a'\]"):
+        kanpde.fit(model, Quadratic(), [stage], n_interior=20, n_boundary=2)
+    with pytest.raises(ValueError, match="names no unknown field of Source"):
+        kanpde.fit(model, Source(), [stage], n_interior=20, n_boundary=2)
