@@ -75,25 +75,23 @@ def test_kan_fused_path_equals_tensor_path(dim: int, k: int, monkeypatch) -> Non
         _assert_paths_agree(model, x, plan, monkeypatch)
 
 
-def test_every_plan_and_spline_order_shares_one_compiled_kernel_per_kind(monkeypatch) -> None:
-    """The plan (directions, second-derivative rows, traces), the spline order and the input jet's kind are
-    runtime arguments of one forward and one backward kernel per kind (KAN layer, activation): a new plan
-    compiles nothing (one float64 overload each), so the first run after installing compiles a handful of
-    kernels, not one per configuration."""
+def test_plans_share_compiled_kernels_beyond_their_sizes(monkeypatch) -> None:
+    """A kernel is compiled per spline order and plan size (directions ``m``, second-derivative rows ``p``)
+    only: the rows' pairs (a pair or a trace), whether the input jet is the network input and whether it
+    has second derivatives are runtime arguments, so plans and layers that differ only there share one
+    compilation (one float64 overload) -- the first run after installing compiles a handful of kernels."""
     monkeypatch.setattr(kernels, "_KERNELS", {})
-    monkeypatch.setenv("KANPDE_KERNEL", "auto")
-
-    def overloads() -> dict[str, int]:
-        return {f"{key[0]} {i}": sum("float64" in str(sig[0]) for sig in pair[i].dispatcher.signatures)
-                for key, pair in kernels._KERNELS.items() for i in (0, 1)}
-
-    for dim, k in ((1, 3), (2, 3), (3, 3), (2, 2)):
-        for model in (_perturbed(KAN([dim, 4, 3, 1], grid_size=5, spline_order=k, dtype=D)), MLP([dim, 6, 5, 1], dtype=D)):
-            for plan in PLANS[dim]:
-                if plan.order:
-                    _jet_and_grads(model, torch.rand(40, dim, dtype=D), plan, "auto", monkeypatch)
-    assert sorted(kernels._KERNELS) == [("KAN layer",), ("activation",)]
-    assert overloads() == {"KAN layer 0": 1, "KAN layer 1": 1, "activation 0": 1, "activation 1": 1}
+    x = torch.rand(40, 3, dtype=D)
+    plans = [DerivativePlan.of([(0, 0), (0, 1), (1, 2), (2, 2)]), DerivativePlan.of([(0, 1), (1, 2)], [(0, 2), (0, 1, 2)]),
+             DerivativePlan.of([(0, 0)], [(0, 1), (0, 1, 2)])]  # all with m = 3 directions and p = 4 or 3 rows
+    wanted = set()
+    for plan in plans:
+        for model in (_perturbed(KAN([3, 4, 3, 1], grid_size=5, dtype=D)), MLP([3, 6, 5, 1], dtype=D)):
+            _jet_and_grads(model, x, plan, "auto", monkeypatch)
+        wanted |= {("KAN layer", 4, plan.m, plan.p), ("activation", plan.m, plan.p)}
+    assert set(kernels._KERNELS) == wanted and len(wanted) == 4
+    for pair in kernels._KERNELS.values():
+        assert [sum("float64" in str(sig[0]) for sig in k.dispatcher.signatures) for k in pair] == [1, 1]
 
 
 def test_kan_fused_path_with_adaptive_knots_and_other_base_activations(monkeypatch) -> None:
