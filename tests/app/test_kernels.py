@@ -114,7 +114,7 @@ def test_compile_ahead_compiles_what_fit_then_uses(slow_compiles) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     compiled = compile_ahead(model, problem)
-    assert compiled >= 4 * SLOW
+    assert compiled >= 2 * SLOW  # the KAN layer's forward and backward kernels (one pair for every plan)
     assert torch.equal(torch.get_rng_state(), rng)  # no draw from torch's generator
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())

@@ -75,6 +75,25 @@ def test_kan_fused_path_equals_tensor_path(dim: int, k: int, monkeypatch) -> Non
         _assert_paths_agree(model, x, plan, monkeypatch)
 
 
+def test_plans_share_compiled_kernels_beyond_their_sizes(monkeypatch) -> None:
+    """A kernel is compiled per spline order and plan size (directions ``m``, second-derivative rows ``p``)
+    only: the rows' pairs (a pair or a trace), whether the input jet is the network input and whether it
+    has second derivatives are runtime arguments, so plans and layers that differ only there share one
+    compilation (one float64 overload) -- the first run after installing compiles a handful of kernels."""
+    monkeypatch.setattr(kernels, "_KERNELS", {})
+    x = torch.rand(40, 3, dtype=D)
+    plans = [DerivativePlan.of([(0, 0), (0, 1), (1, 2), (2, 2)]), DerivativePlan.of([(0, 1), (1, 2)], [(0, 2), (0, 1, 2)]),
+             DerivativePlan.of([(0, 0)], [(0, 1), (0, 1, 2)])]  # all with m = 3 directions and p = 4 or 3 rows
+    wanted = set()
+    for plan in plans:
+        for model in (_perturbed(KAN([3, 4, 3, 1], grid_size=5, dtype=D)), MLP([3, 6, 5, 1], dtype=D)):
+            _jet_and_grads(model, x, plan, "auto", monkeypatch)
+        wanted |= {("KAN layer", 4, plan.m, plan.p), ("activation", plan.m, plan.p)}
+    assert set(kernels._KERNELS) == wanted and len(wanted) == 4
+    for pair in kernels._KERNELS.values():
+        assert [sum("float64" in str(sig[0]) for sig in k.dispatcher.signatures) for k in pair] == [1, 1]
+
+
 def test_kan_fused_path_with_adaptive_knots_and_other_base_activations(monkeypatch) -> None:
     torch.manual_seed(1)
     x = torch.randn(500, 2, dtype=D) ** 3  # heavy-tailed: crowded quantile knots in the middle

@@ -25,6 +25,7 @@ on disk; they run on ``torch.get_num_threads()`` threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -194,9 +195,11 @@ def _np(t: Tensor | None, ndim: int, dtype: torch.dtype) -> np.ndarray:
 _EMPTY = {(d, dt): np.empty((0,) * d, dtype=npt) for d in (2, 3) for dt, npt in ((torch.float64, np.float64), (torch.float32, np.float32))}
 
 
+@functools.lru_cache(maxsize=256)
 def _entry_arrays(entries: tuple[tuple[int, int, int], ...], p: int) -> tuple[np.ndarray, ...]:
     """The plan's :attr:`~kanpde.derivatives.jet.DerivativePlan.entries` ``(row, a, b)`` as arrays: per row the first
-    entry (``start``, ``p + 1``), per entry its row and factors."""
+    entry (``start``, ``p + 1``), per entry its row and factors (the kernels' runtime arguments; kept per plan,
+    never written to)."""
     start = np.searchsorted(np.array([q for q, _, _ in entries], dtype=np.int64), np.arange(p + 1)).astype(np.int64)
     eq, ea, eb = (np.array([e[r] for e in entries] or [0], dtype=np.int64) for r in range(3))
     return start, eq, ea, eb

@@ -83,16 +83,14 @@ def activation_jet(module: torch.nn.Module, xt: Tensor) -> tuple[Tensor, Tensor,
     return None if a3 is None else (a0, a1, a2, a3)
 
 
-def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int], ...], has_s: bool):
-    """Forward and backward of ``a = f(z)`` on a jet, for one plan. Everything that shapes the loops is a
-    compile-time constant (numba freezes closure variables): the numbers ``m``/``p`` of directions and
-    second-derivative rows, the rows' pair products (``entries``) and whether the input jet has second
-    derivatives."""
-    start, eq, ea, eb = _entry_arrays(entries, p)
-    ne = len(entries)
+def _make_elementwise_kernels(m: int, p: int) -> tuple:
+    """Forward and backward of ``a = f(z)`` on a jet of ``m`` directions and ``p`` second-derivative rows,
+    compile-time constants (their loops unroll); the rows' pair table and whether the input jet has second
+    derivatives are runtime arguments, so plans that differ only there share one compilation."""
 
     @njit(parallel=True, cache=True)
-    def forward(f1, f2, Z1, Z2, y1, y2):  # pragma: no cover - compiled
+    def _forward(f1, f2, Z1, Z2, y1, y2, start, ea, eb, has_s):  # pragma: no cover - compiled
+        """``da_s = f' dz_s`` and ``d2a_q = f'' sum_{(a, b) in q} dz_a dz_b + f' d2z_q`` (the module docstring)."""
         w, n = f1.shape
         for r in prange(w):
             for j in range(n):
@@ -109,8 +107,10 @@ def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int
                     y2[r, q, j] = t
 
     @njit(parallel=True, cache=True)
-    def backward(f1, f2, f3, Z1, Z2, g0, g1, g2, gz, gZ1, gZ2):  # pragma: no cover - compiled
+    def _backward(f1, f2, f3, Z1, Z2, g0, g1, g2, gz, gZ1, gZ2, eq, ea, eb, has_s):  # pragma: no cover - compiled
+        """The gradients of :func:`_forward`'s outputs' loss with respect to ``z``, ``Z1`` and ``Z2``."""
         w, n = f1.shape
+        ne = eq.shape[0] if p > 0 else 0
         for r in prange(w):
             for j in range(n):
                 d1, d2, d3 = f1[r, j], f2[r, j], f3[r, j]
@@ -130,12 +130,12 @@ def _make_elementwise_kernels(m: int, p: int, entries: tuple[tuple[int, int, int
                     gZ1[r, b, j] += t * Z1[r, a, j]
                 gz[r, j] = acc
 
-    return forward, backward
+    return _forward, _backward
 
 
-def _elementwise_kernels(*config) -> tuple:
-    """The activation's (forward, backward) pair for ``config`` (the arguments of :func:`_make_elementwise_kernels`)."""
-    return _built("activation", _make_elementwise_kernels, config)
+def _elementwise_kernels(m: int, p: int) -> tuple:
+    """The activation's (forward, backward) pair for ``(m, p)`` (:func:`_make_elementwise_kernels`), built once and logged."""
+    return _built("activation", _make_elementwise_kernels, (m, p))
 
 
 class _ElementwiseJet(torch.autograd.Function):
@@ -146,13 +146,15 @@ class _ElementwiseJet(torch.autograd.Function):
     def forward(ctx, z, Z1, Z2, acts, p, entries):
         (w, n), dtype = z.shape, z.dtype
         m = Z1.shape[1]
-        config = (m, p, entries, Z2 is not None)
+        config = (m, p, *_entry_arrays(entries, p), Z2 is not None)
         y1 = torch.empty(w, m, n, dtype=dtype)
         y2 = torch.empty(w, p, n, dtype=dtype)
         _blocks(w)
         f0, f1, f2, f3 = acts
-        _elementwise_kernels(*config)[0](
-            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype), y1.numpy(), y2.numpy()
+        _, _, start, _, ea, eb, has_s = config
+        _elementwise_kernels(m, p)[0](
+            _np(f1, 2, dtype), _np(f2, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype), y1.numpy(), y2.numpy(), start, ea, eb,
+            has_s,
         )
         ctx.save_for_backward(Z1, Z2, f1, f2, f3)
         ctx.config = config
@@ -162,17 +164,18 @@ class _ElementwiseJet(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g0, g1, g2):
         Z1, Z2, f1, f2, f3 = ctx.saved_tensors
-        m, p, _, has_s = ctx.config
-        (w, n), dtype = f1.shape, f1.dtype
+        m, p, _, eq, ea, eb, has_s = ctx.config
+        (w, m, n), dtype = Z1.shape, f1.dtype
         g0 = torch.zeros(w, n, dtype=dtype) if g0 is None else g0
         g1 = torch.zeros(w, m, n, dtype=dtype) if g1 is None else g1
         g2 = torch.zeros(w, p, n, dtype=dtype) if g2 is None else g2
         gz, gZ1 = torch.empty(w, n, dtype=dtype), torch.empty(w, m, n, dtype=dtype)
         gZ2 = torch.empty(w, p, n, dtype=dtype) if has_s else None
         _blocks(w)
-        _elementwise_kernels(*ctx.config)[1](
+        _elementwise_kernels(m, p)[1](
             _np(f1, 2, dtype), _np(f2, 2, dtype), _np(f3, 2, dtype), _np(Z1, 3, dtype), _np(Z2, 3, dtype),
-            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype), gz.numpy(), gZ1.numpy(), _np(gZ2, 3, dtype),
+            _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype), gz.numpy(), gZ1.numpy(), _np(gZ2, 3, dtype), eq, ea,
+            eb, has_s,
         )
         return gz, gZ1, gZ2, None, None, None
 

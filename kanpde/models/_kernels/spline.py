@@ -130,24 +130,23 @@ if numba is not None:
     _SEARCH_TABLES = _logged(_search_tables, "knot search tables")
 
 
-def _make_kernels(k1: int, m: int, p: int, entries: tuple[tuple[int, int, int], ...], network_input: bool, has_s: bool):
-    """Forward and backward kernels for one layer configuration. Everything that shapes the loops is a
-    compile-time constant (numba freezes closure variables): the spline order ``k1 - 1``, the numbers
-    ``m``/``p`` of directions/second-derivative rows and the rows' pair products (``entries``),
-    whether the input jet is the network input (identity first derivatives) and whether it has second
-    derivatives. The inner loops then unroll into straight-line code per point; each configuration
-    compiles once and is cached on disk."""
-    constants = (k1, m, p, *_entry_arrays(entries, p), len(entries), not network_input, has_s)
-    return _forward_kernel(*constants), _backward_kernel(*constants)
-
-
-def _forward_kernel(k1, m, p, start, eq, ea, eb, ne, per_point, has_s):
-    """The forward kernel of :func:`_make_kernels` (its arguments become the kernel's constants)."""
+def _make_kernels(k1: int, m: int, p: int) -> tuple:
+    """Forward and backward kernels for layers of spline order ``k1 - 1`` on plans of ``m`` directions and
+    ``p`` second-derivative rows. These three are compile-time constants (numba freezes closure variables:
+    the Horner steps and the loops over directions and rows unroll into straight-line code per point, a
+    quarter of the step time at the default sizes); the rest of the configuration -- the rows' pair table
+    (``start``, ``eq``, ``ea``, ``eb``), whether the input jet is the network input and whether it has
+    second derivatives -- is a runtime argument, so plans that differ only there share one compilation
+    (the first run after installing compiles half as many kernels as with one per configuration)."""
     k = k1 - 1
     mf, pf = max(m, 1), max(p, 1)
 
     @njit(parallel=True, cache=True)
-    def forward(grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks):  # pragma: no cover
+    def _forward(
+        grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, F, sel, S, y0, y1, y2, n_chunks, start, ea, eb, per_point, has_s,
+    ):  # pragma: no cover - compiled
+        """The layer's value, first and second derivatives (see the module docstring); ``per_point``: the
+        input jet ``F`` is given per point (else the network input, selected by ``sel``)."""
         n_in, n = x.shape
         n_out = tab.shape[2]
         chunk = (n + n_chunks - 1) // n_chunks
@@ -201,24 +200,17 @@ def _forward_kernel(k1, m, p, start, eq, ea, eb, ne, per_point, has_s):
                                         if sel[i, 1 + q]:
                                             y2[o, q, j] += d2
 
-    return forward
-
-
-def _backward_kernel(k1, m, p, start, eq, ea, eb, ne, per_point, has_s):
-    """The backward kernel of :func:`_make_kernels` (its arguments become the kernel's constants).
-
-    ``backward`` is one function of about 80 lines on purpose: numba compiles each kernel whole, and
-    every per-edge quantity (the Horner steps, the gradients ``c0..c2``, ``phi'``, ``phi''``) stays in
-    registers only while the loops share one body; splitting it would change the compiled code."""
-    k = k1 - 1
-    mf, pf = max(m, 1), max(p, 1)
-
     @njit(parallel=True, cache=True)
-    def backward(
+    def _backward(
         grid, buckets, scale, MU, U, x, tab, wb, a0, a1, a2, a3, F, sel, S, g0, g1, g2, gtab, gwb, gx, gF, gS, need_x, n_chunks,
+        start, eq, ea, eb, per_point, has_s,
     ):  # pragma: no cover - compiled
+        """The gradients of :func:`_forward`'s outputs' loss (see the module docstring). One function of about
+        80 lines on purpose: numba compiles each kernel whole, and every per-edge quantity (the Horner steps,
+        the gradients ``c0..c2``, ``phi'``, ``phi''``) stays in registers only while the loops share one body."""
         n_in, n = x.shape
         n_out = tab.shape[2]
+        ne = eq.shape[0] if p > 0 else 0
         chunk = (n + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
             mu = np.empty(_BLOCK, dtype=np.int64)
@@ -292,12 +284,12 @@ def _backward_kernel(k1, m, p, start, eq, ea, eb, ne, per_point, has_s):
                                         gF[i, eb[e], j] += t * f[ea[e], jj]
                         gwb[c, o, i] += gw
 
-    return backward
+    return _forward, _backward
 
 
-def _layer_kernels(*config) -> tuple:
-    """The KAN layer's (forward, backward) pair for ``config`` (the arguments of :func:`_make_kernels`)."""
-    return _built("KAN layer", _make_kernels, config)
+def _layer_kernels(k1: int, m: int, p: int) -> tuple:
+    """The KAN layer's (forward, backward) pair for ``(k1, m, p)`` (:func:`_make_kernels`), built once and logged."""
+    return _built("KAN layer", _make_kernels, (k1, m, p))
 
 
 def knot_tables(grid: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -331,7 +323,7 @@ class _SplineJet(torch.autograd.Function):
     def forward(ctx, xt, sw, sc, wb, first, second, table, conversion, acts, grid_tables, dirs, p, entries):
         (n_in, n), n_out, dtype = xt.shape, table.shape[2], xt.dtype
         m = len(dirs)
-        config = (table.shape[3], m, p, entries, first is None, second is not None)
+        config = (table.shape[3], m, p, *_entry_arrays(entries, p), first is not None, second is not None)
         y0 = torch.empty(n_out, n, dtype=dtype)
         y1 = torch.empty(n_out, m, n, dtype=dtype)
         y2 = torch.empty(n_out, p, n, dtype=dtype)
@@ -341,7 +333,8 @@ class _SplineJet(torch.autograd.Function):
         mu = np.empty((n_in, n), dtype=np.int64)  # each point's knot interval and local coordinate,
         u = np.empty((n_in, n), dtype=grid_np.dtype)  # found by the forward kernel, reused by the backward
         args = (grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel, _np(second, 3, dtype))
-        _layer_kernels(*config)[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n))
+        start, eq, ea, eb = config[3:7]
+        _layer_kernels(*config[:3])[0](*args, y0.numpy(), y1.numpy(), y2.numpy(), _blocks(n), start, ea, eb, *config[7:])
         ctx.save_for_backward(xt, sw, sc, table, conversion, wb, first, second, *acts)
         ctx.meta = (config, sel, grid_np, buckets, scale, mu, u, xt.requires_grad)
         return y0, y1, y2
@@ -363,10 +356,10 @@ class _SplineJet(torch.autograd.Function):
         gF = torch.empty(n_in, m, n, dtype=dtype) if first is not None else None
         gS = torch.empty(n_in, p, n, dtype=dtype) if second is not None else None
         ins = (xt, table, wb, a0, a1, a2, a3)
-        _layer_kernels(*config)[1](
+        _layer_kernels(*config[:3])[1](
             grid_np, buckets, scale, mu, u, *(_np(t, t.ndim, dtype) for t in ins), _np(first, 3, dtype), sel,
             _np(second, 3, dtype), _np(g0, 2, dtype), _np(g1, 3, dtype), _np(g2, 3, dtype),
-            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), need_x, blocks,
+            gtab.numpy(), gwb.numpy(), _np(gx, 2, dtype), _np(gF, 3, dtype), _np(gS, 3, dtype), need_x, blocks, *config[3:],
         )
         # table[i, mu, o, d] = sum_c conversion[i, d K + mu, c] coef[i, o, c] with coef = (sc * sw) transposed
         n_coef_rows = table.shape[1] * table.shape[3]
