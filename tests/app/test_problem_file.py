@@ -129,7 +129,7 @@ def test_a_run_records_the_class_not_the_file_and_resumes(problem_file: Path, tm
     with h5py.File(tmp_path / "run" / "solution.h5") as f:
         stored = yaml.safe_load(f["config"].attrs["yaml"])
         model_config = json.loads(f["main/model"].attrs["config"])
-    assert stored["problem"] == {"_target_": "kanpde_user.my_pde:MyProblem", "k": 1}
+    assert stored["problem"] == {"_target_": "kanpde_user.my_pde:MyProblem", "k": 1, "reference": None}
     assert model_config["problem"]["class"] == "kanpde_user.my_pde:MyProblem"
     assert str(problem_file.parent) not in json.dumps(model_config)
     resumed = run(fast_cfg(*overrides, "resume=true", "force=true"), output_dir=tmp_path / "run")
