@@ -126,6 +126,20 @@ def test_compile_ahead_compiles_what_fit_then_uses(slow_compiles) -> None:
     assert compile_seconds() == before
 
 
+@pytest.mark.slow  # seconds of numba cache loads for freshly built kernels
+def test_evaluation_runs_the_kernels_training_built(slow_compiles) -> None:
+    """Values and gradients on the evaluation grid go through the PDE's plan (it carries every first
+    derivative of poisson2d), so evaluating builds no kernel configuration of its own: the first run
+    after installing compiles one KAN layer pair, not a pair plus an evaluation forward."""
+    problem, model = _problem_and_model("kan")
+    fit(model, problem, [Stage(torch.optim.Adam, steps=2)], n_interior=16, n_boundary=8)
+    built = set(kernels._KERNELS)
+    from kanpde.evaluate import evaluate
+
+    evaluate(model, problem, 5)
+    assert set(kernels._KERNELS) == built
+
+
 def test_compile_ahead_is_a_no_op_on_the_autograd_engine(slow_compiles) -> None:
     problem, model = _problem_and_model("kan")
     assert compile_ahead(model, problem, engine="autograd") == 0.0
