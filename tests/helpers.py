@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -226,6 +227,59 @@ def save_small_run(problem: Problem, widths: Sequence[int], n: int, path: Path) 
     ev = evaluate(fitted.model, problem, n)
     result = RunResult("kan", fitted.model, fitted.history, ev, dict(ev.metrics))
     return save_run(path, problem.name, problem.coords, problem.outputs, result)
+
+
+# -- reference data files (tests/pde/test_reference.py, tests/pde/test_data.py, tests/app/test_reference_data.py) --
+
+
+def comsol_export(path: Path, table: np.ndarray, header: str = "x                        y                        u (1)",
+                  model: str = "square.mph") -> Path:
+    """``table`` (rows of numbers) written to ``path`` as COMSOL's Export > Data writes a text file: a '%' block
+    whose last line, ``header``, names the columns, then the rows in padded columns (17 significant digits)."""
+    head = (f"% Model:              {model}\n% Version:            COMSOL 6.2.0.290\n% Date:               Dec 1 2026\n"
+            f"% Dimension:          2\n% Nodes:              {len(table)}\n% Expressions:        1\n"
+            "% Description:        Dependent variable u\n% Length unit:        m\n" f"% {header}\n")
+    path.write_text(head + "".join(" ".join(f"{v:<24.17g}" for v in row).rstrip() + "\n" for row in table))
+    return path
+
+
+# The ways a reference data file of u on [-1, 1]² can be unusable (bad_reference_file): the reader refuses
+# each in one line, and a run refuses it before training.
+BAD_REFERENCE_KINDS = ("missing column", "nan", "outside", "output count", "unnamed columns", "not an npz",
+                       "not numbers", "absent")
+
+
+def bad_reference_file(folder: Path, kind: str, points: np.ndarray, domain: str) -> tuple[Path, str]:
+    """A reference data file of ``u = sin(x) y`` at ``points`` ``(n, 2)`` (inside ``[-1, 1]^2``, ``n > 5``)
+    written under ``folder``, unusable in the way ``kind`` (of :data:`BAD_REFERENCE_KINDS`) says, and the
+    regular expression its refusal matches (``domain``: the name of the problem class it is read for)."""
+    pts, u = points.copy(), np.sin(points[:, 0]) * points[:, 1]
+    if kind == "missing column":  # a CSV whose value column has another name
+        np.savetxt(path := folder / "bad.csv", np.column_stack([pts, u]), delimiter=",", header="x,y,v", comments="",
+                   fmt="%.17g")
+        return path, r"has no column\(s\) \['u'\]; its columns are \['x', 'y', 'v'\]"
+    if kind == "nan":  # a COMSOL export with a NaN in its fourth row
+        u[3] = np.nan
+        path = comsol_export(folder / "bad.txt", np.column_stack([pts, u]))
+        return path, r"1 non-finite entries \(first: row 4, column 'u'\)"
+    if kind == "outside":
+        pts[5] = (1.5, 0.0)
+        np.savez(path := folder / "bad.npz", x=pts[:, 0], y=pts[:, 1], u=u)
+        return path, rf"1 of {len(pts)} points lie outside the domain of {domain} \(first at x=1.5, y=0\)"
+    if kind == "output count":
+        np.savez(path := folder / "bad.npz", points=pts, values=np.column_stack([u, u]))
+        return path, r"'values' has 2 columns, expected 1 \(\['u'\]\)"
+    if kind == "unnamed columns":
+        np.savetxt(path := folder / "bad.txt", np.column_stack([pts, u, u]))
+        return path, r"has 4 unnamed columns; expected 3"
+    if kind == "not an npz":
+        (path := folder / "bad.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+        return path, r"'.*bad.npz' is not an .npz archive"
+    if kind == "not numbers":
+        (path := folder / "bad.txt").write_bytes(b"% x y u\n0.1 0.2 zero\n")
+        return path, r"line 2 is not a row of numbers"
+    assert kind == "absent", kind
+    return folder / "absent.txt", r"does not exist"
 
 
 # -- run files are data (tests/io/test_run_file.py, tests/app/test_checkpoint.py) -------------------------------

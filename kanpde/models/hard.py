@@ -24,12 +24,8 @@ their loss terms disappear from training.
 
 from __future__ import annotations
 
-import inspect
 import weakref
-from collections.abc import Callable, Mapping
-from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
@@ -61,24 +57,7 @@ class HardDirichlet(WrapsNet, nn.Module):
         self.problem = problem
         self.lifting = Lifting(problem)
         self.hard = self.lifting.hard
-        net_spec = {"class": f"{type(net).__module__}:{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
-        self.config = {"net": net_spec, "problem": problem.spec}
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Mapping[str, Any],
-        resolve: Callable[[str], Any],
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> HardDirichlet:
-        """The wrapper described by ``config`` (its :attr:`config`), with a fresh network. ``resolve`` turns
-        the class paths stored there into classes and is the gate of what a run file may name: run files
-        pass :func:`kanpde.io.files.resolve_class` (an allow-list; ``config`` is checked to be plain data
-        before). The resolved network class must be an ``nn.Module`` and the problem class a
-        :class:`~kanpde.pde.Problem` before either is called. Also reads the first run-file format, whose
-        problem was ``{"_target_": "module.Class", **kwargs}``."""
-        return cls(*rebuild_parts(config, resolve, dtype, device, cls.__name__))
+        self.config = self.wrapper_config(net, problem)
 
     def with_net(self, net: nn.Module) -> HardDirichlet:
         """The same constraints around another network (after pruning, snapping or grid extension)."""
@@ -158,31 +137,3 @@ class HardDirichlet(WrapsNet, nn.Module):
             cross = rows_of_entries(d1[:, a] * n_first[:, b] + d1[:, b] * n_first[:, a], plan)
             u_second = second[1] + second[0] * N[:, None] + cross + D[:, None] * n_second  # (n_out, p, n)
         return Jet(g + D * N, u_first, u_second)
-
-
-def rebuild_parts(
-    config: Mapping[str, Any],
-    resolve: Callable[[str], Any],
-    dtype: torch.dtype | None,
-    device: torch.device | str | None,
-    who: str,
-) -> tuple[nn.Module, Problem]:
-    """A fresh network and the problem from a wrapper's ``config`` (``{"net": {"class", "config"}, "problem":
-    spec}``): the class paths go through ``resolve`` (the allow-list gate) and are checked to be an
-    ``nn.Module`` and a :class:`~kanpde.pde.Problem` before either is called."""
-    net_path = str(config["net"]["class"])
-    net_cls = resolve(net_path)
-    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
-        raise ValueError(f"{who}: saved network class {net_path!r} is not a torch.nn.Module")
-    kwargs = dict(config["net"].get("config", {}))
-    if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
-        kwargs.update(dtype=dtype, device=device)
-    spec = dict(config["problem"])
-    if "_target_" in spec:  # format 1
-        problem_path, problem_kwargs = str(spec.pop("_target_")), spec
-    else:
-        problem_path, problem_kwargs = str(spec["class"]), dict(spec.get("kwargs", {}))
-    problem_cls = resolve(problem_path)
-    if not (isinstance(problem_cls, type) and issubclass(problem_cls, Problem)):
-        raise ValueError(f"{who}: saved problem class {problem_path!r} is not a kanpde Problem")
-    return net_cls(**kwargs), problem_cls(**problem_kwargs)

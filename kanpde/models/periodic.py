@@ -17,14 +17,11 @@ through ``e``, below); otherwise derivatives come from the autograd engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
-from kanpde.models.hard import rebuild_parts
 from kanpde.models.protocol import WrapsNet
 from kanpde.models.registry import register_model
 from kanpde.pde import Problem
@@ -57,25 +54,12 @@ class PeriodicEmbedding(WrapsNet, nn.Module):
         if widths and widths[0] != self.in_features:
             raise ValueError(f"PeriodicEmbedding: the network takes {widths[0]} inputs, but {problem.name} embeds "
                              f"{self.dim} coordinates into {self.in_features} (widths[0] must be {self.in_features})")
-        net_spec = {"class": f"{type(net).__module__}:{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
-        self.config = {"net": net_spec, "problem": problem.spec}
+        self.config = self.wrapper_config(net, problem)
 
     @property
     def in_features(self) -> int:
         """The network's input count: ``d`` plus one per periodic coordinate."""
         return self.dim + len(self.axes)
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Mapping[str, Any],
-        resolve: Callable[[str], Any],
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> PeriodicEmbedding:
-        """The wrapper described by ``config`` with a fresh network; ``resolve`` gates the class paths (as
-        :meth:`kanpde.models.HardDirichlet.from_config`)."""
-        return cls(*rebuild_parts(config, resolve, dtype, device, cls.__name__))
 
     def with_net(self, net: nn.Module) -> PeriodicEmbedding:
         """The same embedding around another network (after pruning or grid extension)."""

@@ -14,14 +14,19 @@ Outside :mod:`kanpde.models` capabilities are asked through these protocols and 
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from kanpde.derivatives import DerivativePlan, Jet
+from kanpde.pde import Problem
 
 __all__ = ["JetModel", "GridModel", "Wrapper", "WrapsNet", "unwrap", "rewrap", "is_edge_model", "module_dtype_device"]
+
+_W = TypeVar("_W", bound="WrapsNet")
 
 
 @runtime_checkable
@@ -48,9 +53,51 @@ class Wrapper(Protocol):
 class WrapsNet:
     """What a :class:`Wrapper` passes through to its network ``self.net``: ``supports_jet``, ``widths``,
     ``grid_size``, ``update_grid`` and ``refine`` (grid extension, then ``with_net`` around the result).
-    ``net_input`` maps the wrapper's points to the network's (the identity; an embedding overrides it)."""
+    ``net_input`` maps the wrapper's points to the network's (the identity; an embedding overrides it).
+
+    A wrapper made as ``cls(net, problem)`` keeps its ``config`` as :meth:`wrapper_config` gives it, and
+    :meth:`from_config` makes it again from that (checkpoints and :func:`kanpde.load_run`)."""
 
     net: nn.Module
+
+    @staticmethod
+    def wrapper_config(net: nn.Module, problem: Problem) -> dict[str, Any]:
+        """``{"net": {"class", "config"}, "problem": spec}``: the network's class path and constructor
+        arguments and the problem's :attr:`~kanpde.pde.Problem.spec`, as plain data."""
+        net_spec = {"class": f"{type(net).__module__}:{type(net).__qualname__}", "config": dict(getattr(net, "config", {}))}
+        return {"net": net_spec, "problem": problem.spec}
+
+    @classmethod
+    def from_config(
+        cls: type[_W],
+        config: Mapping[str, Any],
+        resolve: Callable[[str], Any],
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> _W:
+        """The wrapper described by ``config`` (its :meth:`wrapper_config`), with a fresh network. ``resolve``
+        turns the class paths stored there into classes and is the gate of what a run file may name: run
+        files pass :func:`kanpde.io.files.resolve_class` (an allow-list; ``config`` is checked to be plain
+        data before). The resolved network class must be an ``nn.Module`` and the problem class a
+        :class:`~kanpde.pde.Problem` before either is called. Also reads the first run-file format, whose
+        problem was ``{"_target_": "module.Class", **kwargs}``."""
+        who = cls.__name__
+        net_path = str(config["net"]["class"])
+        net_cls = resolve(net_path)
+        if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+            raise ValueError(f"{who}: saved network class {net_path!r} is not a torch.nn.Module")
+        kwargs = dict(config["net"].get("config", {}))
+        if {"dtype", "device"} <= set(inspect.signature(net_cls).parameters):
+            kwargs.update(dtype=dtype, device=device)
+        spec = dict(config["problem"])
+        if "_target_" in spec:  # format 1
+            problem_path, problem_kwargs = str(spec.pop("_target_")), spec
+        else:
+            problem_path, problem_kwargs = str(spec["class"]), dict(spec.get("kwargs", {}))
+        problem_cls = resolve(problem_path)
+        if not (isinstance(problem_cls, type) and issubclass(problem_cls, Problem)):
+            raise ValueError(f"{who}: saved problem class {problem_path!r} is not a kanpde Problem")
+        return cls(net_cls(**kwargs), problem_cls(**problem_kwargs))  # type: ignore[call-arg]
 
     def with_net(self, net: nn.Module) -> nn.Module:  # pragma: no cover - every wrapper defines it
         raise NotImplementedError

@@ -71,15 +71,28 @@ BALANCE_METHODS = ("grad_norm",)
 _KEYS = {"method", "every", "candidates", "count", "k", "c"}
 
 
-def _integer(value: object, name: str, minimum: int) -> int:
+def _integer(value: object, where: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``; else ValueError naming ``stage {where}``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"stage adaptive.{name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"stage {where} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"stage adaptive.{name} must be a finite number >= 0, got {value!r}")
+def _number(value: object, where: str, lo: float, hi: float | None = None, closed: str = "[)") -> float:
+    """``value`` as a float if it is a number (not a bool) from ``lo`` to ``hi`` (to infinity, open, where
+    ``hi`` is None); ``closed`` tells in interval notation which ends belong to the range (``"[)"``:
+    ``lo <= value < hi``; without ``hi`` only its first character counts). Else ValueError naming
+    ``stage {where}``, with the range as ``in [lo, hi)`` or ``finite number >= lo``."""
+    left, right = closed
+    upper = math.inf if hi is None else hi
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not (lo <= value if left == "[" else lo < value)
+            or not (value <= upper if right == "]" and hi is not None else value < upper)):
+        if hi is None:
+            kind = f"a finite number {'>=' if left == '[' else '>'} {lo:g}"
+        else:
+            kind = f"a number in {left}{lo:g}, {hi:g}{right}"
+        raise ValueError(f"stage {where} must be {kind}, got {value!r}")
     return float(value)
 
 
@@ -112,17 +125,18 @@ class Adaptive:
         for key in ("every", "candidates"):
             if key not in value:
                 raise ValueError(f"stage adaptive.{key} is required (method {method})")
-        every, candidates = _integer(value["every"], "every", 1), _integer(value["candidates"], "candidates", 1)
+        every, candidates = _integer(value["every"], "adaptive.every"), _integer(value["candidates"], "adaptive.candidates")
         count = value.get("count")
         if method == "rar-d":
             if count is None:
                 raise ValueError("stage adaptive.count (points added each time) is required for rar-d")
-            count = _integer(count, "count", 1)
+            count = _integer(count, "adaptive.count")
             if count > candidates:
                 raise ValueError(f"stage adaptive.count={count} exceeds adaptive.candidates={candidates}")
         elif count is not None:
             raise ValueError("stage adaptive.count applies to rar-d only (rad keeps the number of interior points)")
-        return cls(method, every, candidates, count, _number(value.get("k", 1.0), "k"), _number(value.get("c", 1.0), "c"))
+        return cls(method, every, candidates, count, _number(value.get("k", 1.0), "adaptive.k", 0),
+                   _number(value.get("c", 1.0), "adaptive.c", 0))
 
     def check_points(self, n_interior: int) -> None:
         """RAD draws ``n_interior`` points from the candidates without replacement: there must be enough."""
@@ -196,30 +210,14 @@ class RBA:
             return cls()
         if not isinstance(value, Mapping) or set(value) - {"gamma", "eta"}:
             raise ValueError(f"stage rba must be true or {{gamma: ..., eta: ...}}, got {value!r}")
-        gamma, eta = value.get("gamma", cls.gamma), value.get("eta", cls.eta)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < 1:
-            raise ValueError(f"stage rba.gamma must be a number in [0, 1), got {gamma!r}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 < eta < math.inf:
-            raise ValueError(f"stage rba.eta must be a finite number > 0, got {eta!r}")
-        return cls(float(gamma), float(eta))
+        gamma = _number(value.get("gamma", cls.gamma), "rba.gamma", 0, 1, "[)")
+        return cls(gamma, _number(value.get("eta", cls.eta), "rba.eta", 0, closed="()"))
 
     def update(self, weights: Tensor, residual: Tensor) -> Tensor:
         """``gamma * weights + eta * |residual| / max |residual|`` (the decay alone where every residual is 0)."""
         r = residual.detach().abs().to(weights)
         top = r.max()
         return self.gamma * weights + (self.eta * r / top if top > 0 else torch.zeros_like(r))
-
-
-def _count(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"stage {where} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _positive(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"stage {where} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def causal_slabs(t: Tensor, lo: float, hi: float, bins: int) -> Tensor:
@@ -271,12 +269,10 @@ class Causal:
         schedule = list(eps) if isinstance(eps, (list, tuple)) else [eps]
         if not schedule:
             raise ValueError("stage causal.epsilon must be a number > 0 or a non-empty list of them, got []")
-        epsilon = tuple(_positive(e, "causal.epsilon") for e in schedule)
-        delta = value.get("delta", cls.delta)
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta <= 1:
-            raise ValueError(f"stage causal.delta must be a number in (0, 1], got {delta!r}")
-        return cls(epsilon, _count(value.get("bins", cls.bins), "causal.bins"),
-                   _count(value.get("every", cls.every), "causal.every"), float(delta))
+        epsilon = tuple(_number(e, "causal.epsilon", 0, closed="()") for e in schedule)
+        delta = _number(value.get("delta", cls.delta), "causal.delta", 0, 1, "(]")
+        return cls(epsilon, _integer(value.get("bins", cls.bins), "causal.bins"),
+                   _integer(value.get("every", cls.every), "causal.every"), delta)
 
     def due(self, step: int) -> bool:
         """Whether the weights are updated before (0-based) step ``step`` of the stage (always before the first)."""
@@ -315,10 +311,8 @@ class Balance:
         method = value.get("method", cls.method)
         if method not in BALANCE_METHODS:
             raise ValueError(f"stage balance.method must be one of {list(BALANCE_METHODS)}, got {method!r}")
-        alpha = value.get("alpha", cls.alpha)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
-            raise ValueError(f"stage balance.alpha must be a number in [0, 1), got {alpha!r}")
-        return cls(method, _count(value.get("every", cls.every), "balance.every"), float(alpha))
+        alpha = _number(value.get("alpha", cls.alpha), "balance.alpha", 0, 1, "[)")
+        return cls(method, _integer(value.get("every", cls.every), "balance.every"), alpha)
 
     def due(self, step: int) -> bool:
         """Whether the weights are updated before (0-based) step ``step`` of the stage (always before the first)."""

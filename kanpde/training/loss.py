@@ -216,14 +216,15 @@ def pde_residual_norms(
     residual tensors and components), detached, over chunks of at most ``chunk_size`` points (``None``:
     all at once). What adaptive collocation (:mod:`kanpde.training.adaptive`) weighs candidates by."""
     engine = resolve_engine(engine, model)
-    step = x.shape[0] if chunk_size is None else max(1, chunk_size)
-    out = []
+
+    def residual(xc: Tensor, normals: Tensor, u: Field) -> list[Tensor]:
+        res = problem.pde(xc, u)
+        return [res] if isinstance(res, Tensor) else list(res)
+
+    rset, out = ResidualSet("pde", 1.0, x, x, residual), []
     with torch.set_grad_enabled(engine == "autograd"):
-        for start in range(0, x.shape[0], step):
-            xc = x[start : start + step]
-            res = problem.pde(xc, _field(model, problem, xc, engine, plan))
-            res = [res] if isinstance(res, Tensor) else list(res)
-            square = sum(r.detach().reshape(xc.shape[0], -1).pow(2).sum(dim=1) for r in res)
+        for m, res in _residual_chunks(model, problem, rset, engine, plan, chunk_size):
+            square = sum(r.detach().reshape(m, -1).pow(2).sum(dim=1) for r in res)
             out.append(square.sqrt())
     return torch.cat(out)
 
@@ -249,14 +250,8 @@ def term_gradient_norms(
     with torch.enable_grad():
         for s in residual_sets(problem, batch, pde_weight):
             grad = [torch.zeros_like(p) for p in params]
-            xu, nu = s.unit_points()
-            units = xu.shape[0]
-            step = units if chunk_size is None else max(1, chunk_size // s.unit)
-            for start in range(0, units, step):
-                x, normals = _unit_layout(xu[start : start + step]), _unit_layout(nu[start : start + step])
-                m = x.shape[0] // s.unit
-                u = _field(model, problem, x, engine, plans.get(s.label))
-                part = s.weight * sum(r.pow(2).sum() * (m / r.numel()) / units for r in s.residual(x, normals, u))
+            for m, res in _residual_chunks(model, problem, s, engine, plans.get(s.label), chunk_size):
+                part = s.weight * _mean_square_part(res, m, s.units)
                 if not part.requires_grad:  # a term no parameter reaches
                     continue
                 for g, d in zip(grad, torch.autograd.grad(part, params, allow_unused=True)):
@@ -265,6 +260,26 @@ def term_gradient_norms(
             norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grad])) if grad else torch.zeros(())
             norms[s.label] = float(norm)
     return norms
+
+
+def _residual_chunks(model: nn.Module, problem: Problem, s: ResidualSet, engine: str, plan: DerivativePlan | None,
+                     chunk_size: int | None) -> Iterator[tuple[int, list[Tensor]]]:
+    """The residuals of ``model`` on set ``s``, chunk by chunk of at most ``chunk_size`` points in whole
+    units (``None``: the set in one piece): yields each chunk's number of units ``m`` and its residual
+    tensors (as ``s.residual`` returns them). The one chunk loop of :func:`accumulate_loss`,
+    :func:`term_gradient_norms` and :func:`pde_residual_norms`."""
+    xu, nu = s.unit_points()
+    units = xu.shape[0]
+    step = units if chunk_size is None else max(1, chunk_size // s.unit)
+    for start in range(0, units, step):
+        x, normals = _unit_layout(xu[start : start + step]), _unit_layout(nu[start : start + step])
+        yield x.shape[0] // s.unit, s.residual(x, normals, _field(model, problem, x, engine, plan))
+
+
+def _mean_square_part(res: list[Tensor], m: int, units: int) -> Tensor:
+    """A chunk of ``m`` of a set's ``units`` units: its part of the set's mean squared residual (the sum
+    over the set's residual tensors of their means)."""
+    return sum(r.pow(2).sum() * (m / r.numel()) / units for r in res)
 
 
 def _unit_layout(xs: Tensor) -> Tensor:
@@ -306,14 +321,8 @@ def accumulate_loss(
     terms: dict[str, Tensor] = {}
     total = torch.zeros((), dtype=batch.interior.dtype, device=batch.interior.device)
     for s in residual_sets(problem, batch, pde_weight, balance):
-        xu, nu = s.unit_points()
-        units = xu.shape[0]
-        step = units if chunk_size is None else max(1, chunk_size // s.unit)
-        for start in range(0, units, step):
-            x, normals = _unit_layout(xu[start : start + step]), _unit_layout(nu[start : start + step])
-            m = x.shape[0] // s.unit
-            u = _field(model, problem, x, engine, plans.get(s.label))
-            part = sum(r.pow(2).sum() * (m / r.numel()) / units for r in s.residual(x, normals, u))  # mean over the set
+        for m, res in _residual_chunks(model, problem, s, engine, plans.get(s.label), chunk_size):
+            part = _mean_square_part(res, m, s.units)  # this chunk's part of the mean over the set
             if backward and bool(torch.isfinite(part)):
                 (s.weight * part).backward()
             part = part.detach()

@@ -22,7 +22,7 @@ from kanpde.app.config import ConfigError
 from kanpde.app.run import run
 from kanpde.evaluate import NO_EXACT, point_errors
 from kanpde.problems.poisson2d import Poisson2D
-from tests.helpers import NORMS, fast_cfg
+from tests.helpers import BAD_REFERENCE_KINDS, NORMS, bad_reference_file, comsol_export, fast_cfg
 
 N_DATA = 300
 PTS = np.random.default_rng(0).uniform(-1, 1, (N_DATA, 2))
@@ -154,37 +154,10 @@ def test_a_run_without_reference_data_writes_no_reference_group(fast_run) -> Non
     assert not format_table(metrics).splitlines()[-1].startswith("errors vs")
 
 
-def bad_file(tmp_path: Path, kind: str) -> Path:
-    pts = PTS.copy()
-    u = np.sin(pts[:, 0])
-    if kind == "missing column":
-        np.savez(path := tmp_path / "bad.npz", x=pts[:, 0], y=pts[:, 1], v=u)
-    elif kind == "nan":
-        u[7] = np.nan
-        np.savez(path := tmp_path / "bad.npz", x=pts[:, 0], y=pts[:, 1], u=u)
-    elif kind == "outside":
-        pts[11] = (0.0, 2.0)
-        np.savez(path := tmp_path / "bad.npz", x=pts[:, 0], y=pts[:, 1], u=u)
-    elif kind == "output count":
-        np.savez(path := tmp_path / "bad.npz", points=pts, values=np.column_stack([u, u]))
-    else:
-        (path := tmp_path / "bad.txt").write_bytes(b"% x y u\n0.1 0.2 zero\n")
-    return path
-
-
-BAD = {
-    "missing column": r"has no column\(s\) \['u'\]",
-    "nan": r"1 non-finite entries \(first: row 8, column 'u'\)",
-    "outside": r"1 of 300 points lie outside the domain of Poisson2D \(first at x=0, y=2\)",
-    "output count": r"'values' has 2 columns, expected 1",
-    "unreadable": r"line 2 is not a row of numbers",
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD))
+@pytest.mark.parametrize("kind", BAD_REFERENCE_KINDS)
 def test_bad_reference_files_are_refused_before_training(tmp_path: Path, kind: str) -> None:
-    path = bad_file(tmp_path, kind)
-    with pytest.raises(ConfigError, match=f"^problem.reference={path}: .*" + BAD[kind]) as info:
+    path, message = bad_reference_file(tmp_path, kind, PTS, "Poisson2D")
+    with pytest.raises(ConfigError, match=f"^problem.reference={path}: .*" + message) as info:
         run(fast_cfg(f"problem.reference={path}"), output_dir=tmp_path / "run")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "solution.h5").exists()
@@ -197,24 +170,17 @@ def _cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def comsol_export(path: Path) -> Path:
-    """The exact solution at PTS as COMSOL's Export > Data writes it (a '%' header, units in parentheses)."""
-    u = Poisson2D().exact(torch.from_numpy(PTS)).numpy()
-    head = ("% Model:              poisson.mph\n% Version:            COMSOL 6.2.0.290\n% Date:               Dec 1 2026\n"
-            f"% Dimension:          2\n% Nodes:              {N_DATA}\n% Expressions:        1\n"
-            "% Description:        Dependent variable u\n% Length unit:        m\n"
-            "% x                       y                        u (1)\n")
-    path.write_text(head + "".join(f"{a:<24.15g} {b:<24.15g} {c:.15g}\n" for (a, b), c in zip(PTS, u)))
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.parametrize("kind", ["npz", "comsol"])
 def test_the_cli_reports_errors_vs_reference_data(tmp_path: Path, kind: str) -> None:
     """`python -m kanpde debug=fast problem.reference=ref.npz` (or a COMSOL text export), a path relative to
     where the command starts."""
-    name = sampled_exact(tmp_path / "ref.npz", gradients=False).name if kind == "npz" else comsol_export(tmp_path / "u.txt").name
+    if kind == "npz":
+        name = sampled_exact(tmp_path / "ref.npz", gradients=False).name
+    else:  # the exact solution at PTS as COMSOL's Export > Data writes it
+        table = np.column_stack([PTS, Poisson2D().exact(torch.from_numpy(PTS)).numpy()])
+        name = comsol_export(tmp_path / "u.txt", table, model="poisson.mph").name
     proc = _cli(tmp_path, f"problem.reference={name}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -227,7 +193,7 @@ def test_the_cli_reports_errors_vs_reference_data(tmp_path: Path, kind: str) -> 
 
 @pytest.mark.subprocess
 def test_the_cli_refuses_a_bad_reference_file_with_exit_code_2(tmp_path: Path) -> None:
-    bad_file(tmp_path, "outside")
+    bad_reference_file(tmp_path, "outside", PTS, "Poisson2D")
     proc = _cli(tmp_path, "problem.reference=bad.npz")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -34,6 +34,29 @@ def test_unwrap_rewrap_and_capabilities() -> None:
     assert rewrap(kan, other) is other
 
 
+@pytest.mark.parametrize("wrapper", [kanpde.HardDirichlet, kanpde.PeriodicEmbedding])
+def test_from_config_checks_the_resolved_classes_before_building_anything(wrapper) -> None:
+    """The wrappers' shared ``WrapsNet.from_config``: a saved network class that is not an ``nn.Module``, or
+    a problem class that is not a ``Problem``, is refused in one line naming the wrapper, and nothing is built."""
+    built = []
+
+    class Net(torch.nn.Module):
+        def __init__(self, **kwargs) -> None:
+            built.append(kwargs)
+            super().__init__()
+
+    class NotAModule:
+        def __init__(self, **kwargs) -> None:
+            built.append(kwargs)
+
+    config = {"net": {"class": "net", "config": {}}, "problem": {"class": "problem"}}
+    with pytest.raises(ValueError, match=f"^{wrapper.__name__}: saved network class 'net' is not a torch.nn.Module$"):
+        wrapper.from_config(config, {"net": NotAModule, "problem": Poisson2D}.__getitem__)
+    with pytest.raises(ValueError, match=f"^{wrapper.__name__}: saved problem class 'problem' is not a kanpde Problem$"):
+        wrapper.from_config(config, {"net": Net, "problem": NotAModule}.__getitem__)
+    assert built == []
+
+
 def test_prune_and_sparsify_stages_reach_the_kan_inside_hard_constraints() -> None:
     """Under hard constraints the stages prune and sparsify the wrapped KAN (they used to do nothing)."""
     problem = Poisson2D()

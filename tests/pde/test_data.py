@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kanpde.pde.data import read_points
+from tests.helpers import comsol_export
 
 RNG = np.random.default_rng(0)
 PTS = RNG.uniform(-1, 1, (7, 2))
@@ -26,10 +27,7 @@ def write(tmp_path: Path, kind: str) -> Path:
         path = tmp_path / "d.csv"
         np.savetxt(path, table, delimiter=",", header="x,y,u", comments="", fmt="%.17g")
     elif kind == "comsol":
-        path = tmp_path / "d.txt"
-        head = "% Model:              plate.mph\n% Version:            COMSOL 6.1\n% Nodes:              7\n" \
-               "% Description:        Dependent variable u\n% x                       y                        u (1)\n"
-        path.write_text(head + "\n".join("   ".join(f"{v:.17g}" for v in row) for row in table) + "\n")
+        path = comsol_export(tmp_path / "d.txt", table, model="plate.mph")
     elif kind == "savetxt":
         path = tmp_path / "d.dat"
         np.savetxt(path, table, header="x y u", fmt="%.17g")

@@ -11,7 +11,7 @@ import torch
 
 from kanpde import Box, Dirichlet, Disk, Problem
 from kanpde.pde.reference import declared_reference, read_reference, reference_data
-from tests.helpers import load_script
+from tests.helpers import BAD_REFERENCE_KINDS, bad_reference_file, comsol_export, load_script
 
 RNG = np.random.default_rng(1)
 PTS = RNG.uniform(-1, 1, (40, 2))
@@ -36,15 +36,6 @@ class Flow(Square):
         Problem.__init__(self, Box([-1, -1], [1, 1], self.coords), [Dirichlet("all", 0.0, component="u")])
 
 
-def comsol(path: Path, table: np.ndarray, header: str = "x                        y                        u (1)") -> Path:
-    """A file as COMSOL's Export > Data writes it: a '%' block, the last comment line naming the columns."""
-    head = ("% Model:              square.mph\n% Version:            COMSOL 6.2.0.290\n% Date:               Dec 1 2026\n"
-            f"% Dimension:          2\n% Nodes:              {len(table)}\n% Expressions:        1\n"
-            "% Description:        Dependent variable u\n% Length unit:        m\n" f"% {header}\n")
-    path.write_text(head + "\n".join("   ".join(f"{v:.17g}" for v in row) for row in table) + "\n")
-    return path
-
-
 @pytest.mark.parametrize("kind", ["npz", "npz_arrays", "comsol", "csv", "paraview"])
 def test_every_format_gives_the_nodes_values_and_gradients(tmp_path: Path, kind: str) -> None:
     if kind == "npz":
@@ -54,7 +45,7 @@ def test_every_format_gives_the_nodes_values_and_gradients(tmp_path: Path, kind:
         path = tmp_path / "ref.npz"
         np.savez(path, points=PTS, values=U, gradients=GRAD[:, None, :])
     elif kind == "comsol":
-        path = comsol(tmp_path / "ref.txt", np.column_stack([PTS, U, GRAD]), "x   y   u (1)   u_x (1/m)   u_y (1/m)")
+        path = comsol_export(tmp_path / "ref.txt", np.column_stack([PTS, U, GRAD]), "x   y   u (1)   u_x (1/m)   u_y (1/m)")
     elif kind == "csv":
         path = tmp_path / "ref.csv"
         np.savetxt(path, np.column_stack([PTS, U, GRAD]), delimiter=",", header="x,y,u,u_x,u_y", comments="", fmt="%.17g")
@@ -70,7 +61,7 @@ def test_every_format_gives_the_nodes_values_and_gradients(tmp_path: Path, kind:
 
 
 def test_a_file_without_gradient_columns_has_no_gradients(tmp_path: Path) -> None:
-    ref = read_reference(comsol(tmp_path / "u.txt", np.column_stack([PTS, U])), Square())
+    ref = read_reference(comsol_export(tmp_path / "u.txt", np.column_stack([PTS, U])), Square())
     assert ref.gradients is None and ref.values.shape == (40, 1)
 
 
@@ -81,48 +72,11 @@ def test_several_outputs_by_name(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ref.values, np.column_stack([U, U**2]))
 
 
-def _bad(tmp_path: Path, kind: str) -> Path:
-    if kind == "missing column":
-        path = tmp_path / "b.csv"
-        np.savetxt(path, np.column_stack([PTS, U]), delimiter=",", header="x,y,v", comments="", fmt="%.17g")
-    elif kind == "nan":
-        vals = U.copy()
-        vals[3] = np.nan
-        path = comsol(tmp_path / "b.txt", np.column_stack([PTS, vals]))
-    elif kind == "outside":
-        pts = PTS.copy()
-        pts[5] = (1.5, 0.0)
-        path = tmp_path / "b.npz"
-        np.savez(path, x=pts[:, 0], y=pts[:, 1], u=U)
-    elif kind == "output count":
-        path = tmp_path / "b.npz"
-        np.savez(path, points=PTS, values=np.column_stack([U, U]))
-    elif kind == "unnamed columns":
-        path = tmp_path / "b.txt"
-        np.savetxt(path, np.column_stack([PTS, U, U]))
-    elif kind == "unreadable":
-        path = tmp_path / "b.npz"
-        path.write_bytes(b"PK\x03\x04 not a zip archive")
-    else:
-        path = tmp_path / "absent.txt"
-    return path
-
-
-BAD = {
-    "missing column": r"has no column\(s\) \['u'\]; its columns are \['x', 'y', 'v'\]",
-    "nan": r"1 non-finite entries \(first: row 4, column 'u'\)",
-    "outside": r"1 of 40 points lie outside the domain of Square \(first at x=1.5, y=0\)",
-    "output count": r"'values' has 2 columns, expected 1 \(\['u'\]\)",
-    "unnamed columns": r"has 4 unnamed columns; expected 3",
-    "unreadable": r"'.*b.npz' is not an .npz archive",
-    "absent": r"does not exist",
-}
-
-
-@pytest.mark.parametrize("kind", list(BAD))
+@pytest.mark.parametrize("kind", BAD_REFERENCE_KINDS)
 def test_unusable_files_are_refused_in_one_line(tmp_path: Path, kind: str) -> None:
-    with pytest.raises(ValueError, match=BAD[kind]) as info:
-        read_reference(_bad(tmp_path, kind), Square())
+    path, message = bad_reference_file(tmp_path, kind, PTS, "Square")
+    with pytest.raises(ValueError, match=message) as info:
+        read_reference(path, Square())
     assert "\n" not in str(info.value)
 
 
@@ -149,7 +103,7 @@ def test_arrays_are_checked_like_files() -> None:
 
 
 def test_a_problem_declares_its_reference_as_a_file_next_to_its_module(tmp_path: Path) -> None:
-    comsol(tmp_path / "square_fem.txt", np.column_stack([PTS, U]))
+    comsol_export(tmp_path / "square_fem.txt", np.column_stack([PTS, U]))
     module = tmp_path / "my_square.py"
     module.write_text("from kanpde import Box, Dirichlet, Problem\n\n"
                       "class MySquare(Problem):\n    coords = ('x', 'y')\n    reference = 'square_fem.txt'\n\n"
