@@ -60,5 +60,6 @@ def test_optimizer_and_causal_auto_through_the_cli(tmp_path: Path, monkeypatch) 
     assert metrics["auto_optimizer"] == [None, "lm"] and metrics["baseline"]["auto_optimizer"] == [None, "lm"]
     assert metrics["causal_auto"] == "off" and metrics["baseline"]["causal_auto"] == "off"
     log = (tmp_path / "run" / "kanpde.log").read_text()
-    assert log.count("stage 2 (KAN): optimizer auto -> lm (") == 1 and log.count("stage 2 (MLP): optimizer auto -> lm (") == 1
+    assert log.count("stage 2 (KAN): optimizer auto -> lm (") == 1
+    assert log.count("stage 2 (MLP): optimizer auto -> lm (") == 1
     assert log.count("stage 2: causal auto -> off (coords ['x', 'y']: no time coordinate 't')") == 2  # one per model

@@ -103,7 +103,8 @@ class AutoOptimizer:
                 raise ValueError(f"auto optimizer {tier} must be a factory params -> Optimizer, "
                                  f"got {getattr(self, tier)!r}")
         if len(self.names) != 3 or not all(isinstance(n, str) and n for n in self.names):
-            raise ValueError(f"auto optimizer names must be three names (lm, quasi_newton, fallback), got {self.names!r}")
+            raise ValueError("auto optimizer names must be three names (lm, quasi_newton, fallback), "
+                             f"got {self.names!r}")
         if isinstance(self.lm_max_params, bool) or not isinstance(self.lm_max_params, int) or self.lm_max_params < 0:
             raise ValueError(f"auto optimizer lm_max_params must be an integer >= 0, got {self.lm_max_params!r}")
         for key in ("jacobian_max_mb", "hessian_max_mb"):
@@ -128,7 +129,8 @@ class AutoOptimizer:
             if n_params <= self.quasi_newton_max_params:
                 tier, reason = "quasi_newton", f"{over}; inverse Hessian {_mb(hessian)} MB"
             else:
-                tier, reason = "fallback", f"{over}; inverse Hessian {_mb(hessian)} MB > hessian_max_mb {self.hessian_max_mb:g}"
+                tier = "fallback"
+                reason = f"{over}; inverse Hessian {_mb(hessian)} MB > hessian_max_mb {self.hessian_max_mb:g}"
         return Choice(tier, self.names[TIERS.index(tier)], getattr(self, tier), int(n_params), int(n_points), reason)
 
     def __call__(self, params: Iterable[nn.Parameter], n_points: int = 0) -> torch.optim.Optimizer:
