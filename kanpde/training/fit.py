@@ -657,6 +657,11 @@ def fit(
     :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
     (:class:`~kanpde.training.loss.PinnLeastSquares`) through their ``attach`` method.
 
+    ``auto`` settings are settled at each stage start: an :class:`~kanpde.training.auto.AutoOptimizer`
+    (``optimizer: auto``) chooses its optimizer from the model's parameter count there and the stage's
+    points, and ``causal: auto`` is on only when ``problem`` has a time coordinate; both are logged and
+    recorded in the stage summary (``auto``, ``causal_auto``).
+
     Inverse problems: the unknowns a problem declares (:meth:`kanpde.Problem.unknown`) are trained with the
     model's parameters, in place in the problem, and recorded in the history as ``param:<name>``.
 
