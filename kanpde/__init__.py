@@ -53,6 +53,7 @@ from kanpde.pde import (
 from kanpde.pde.hard import soft_problem
 from kanpde.training import (
     BFGS,
+    AutoOptimizer,
     SSBFGS,
     FitResult,
     History,
@@ -133,6 +134,7 @@ __all__ = [
     "BFGS",
     "SSBFGS",
     "SSBroyden",
+    "AutoOptimizer",
     "HardDirichlet",
     "PeriodicEmbedding",
     "deepxde_net",

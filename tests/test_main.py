@@ -44,3 +44,22 @@ def test_table_shows_metrics_not_computed() -> None:
                "mse": 1e-6, "h1_mse": None}
     rows = {line.split()[0]: line.split()[-1] for line in format_table(metrics).splitlines()}
     assert rows["l2_rel"] == "n/a" and rows["h1_mse"] == "n/a" and rows["h1_rel"] == "5.000e-01"
+
+
+@pytest.mark.slow
+def test_optimizer_and_causal_auto_through_the_cli(tmp_path: Path, monkeypatch) -> None:
+    """debug=fast with ``optimizer: auto`` and ``causal: auto`` in its second stage on poisson2d (no time): the
+    choice logged once per model and recorded in metrics.json."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["kanpde", "debug=fast", "threads=1", "output.figures=false", "hydra.run.dir=run",
+                                      "trainer.stages.1.optimizer=auto", "+trainer.stages.1.causal=auto"])
+    cli()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["auto_optimizer"] == [None, "lm"] and metrics["baseline"]["auto_optimizer"] == [None, "lm"]
+    assert metrics["causal_auto"] == "off" and metrics["baseline"]["causal_auto"] == "off"
+    log = (tmp_path / "run" / "kanpde.log").read_text()
+    assert log.count("stage 2 (KAN): optimizer auto -> lm (") == 1
+    assert log.count("stage 2 (MLP): optimizer auto -> lm (") == 1
+    assert log.count("stage 2: causal auto -> off (coords ['x', 'y']: no time coordinate 't')") == 2  # one per model

@@ -34,6 +34,7 @@ from kanpde.pde.hard import soft_problem
 from kanpde.pde.periodic import periodic_axes, unperiodic_problem
 from kanpde.pde.reference import ReferenceData, declared_reference, read_reference
 from kanpde.training import Stage
+from kanpde.training.auto import TIERS, AutoOptimizer
 from kanpde.training.fit import CHUNK_SIZE, DIVERGENCE_FACTOR
 
 __all__ = ["ConfigError", "RunSpec", "ModelSpec", "EvalSpec", "OutputSpec", "build_spec", "build_stages", "DTYPES",
@@ -171,7 +172,7 @@ def _missing_module(target: str) -> str | None:
 def _optimizer_factory(opt: Any, named: Any, where: str) -> Callable:
     if isinstance(opt, str):
         if opt not in named:
-            raise ConfigError(f"{where}: unknown optimizer {opt!r}; valid: {sorted(named)} or a _target_ node")
+            raise ConfigError(f"{where}: unknown optimizer {opt!r}; valid: {sorted(named)}, auto or a _target_ node")
         opt = named[opt]
     if not isinstance(opt, DictConfig) or "_target_" not in opt:
         raise ConfigError(f"{where}: optimizer must be a name from trainer.optimizers or a _target_ node")
@@ -191,9 +192,41 @@ def _optimizer_factory(opt: Any, named: Any, where: str) -> Callable:
     return factory
 
 
+AUTO_KEYS = {"lm", "quasi_newton", "fallback", "lm_max_params", "jacobian_max_mb", "hessian_max_mb"}
+AUTO_NAMES = {"lm": "lm", "quasi_newton": "ssbroyden", "fallback": "lbfgs"}
+
+
+def _auto_optimizer(trainer: DictConfig, named: Any) -> AutoOptimizer:
+    """``optimizer: auto``: the :class:`~kanpde.training.auto.AutoOptimizer` of ``trainer.auto_optimizer``
+    (optional: ``{lm, quasi_newton, fallback}`` name optimizers of ``trainer.optimizers``, defaults lm,
+    ssbroyden, lbfgs; ``lm_max_params``, ``jacobian_max_mb``, ``hessian_max_mb``: the rule's bounds)."""
+    node = trainer.get("auto_optimizer") or {}
+    if not isinstance(node, DictConfig) and node != {}:
+        raise ConfigError(f"trainer.auto_optimizer={node!r} must be a mapping of {sorted(AUTO_KEYS)}")
+    extra = set(node) - AUTO_KEYS
+    if extra:
+        raise ConfigError(f"trainer.auto_optimizer: unknown key(s) {sorted(extra)}; valid: {sorted(AUTO_KEYS)}")
+    names = tuple(node.get(tier, AUTO_NAMES[tier]) for tier in TIERS)
+    if any(not isinstance(name, str) for name in names):
+        raise ConfigError("trainer.auto_optimizer: lm, quasi_newton and fallback must be names in trainer.optimizers")
+    factories = [_optimizer_factory(name, named, f"trainer.auto_optimizer.{tier}") for tier, name in zip(TIERS, names)]
+    bounds = {k: node[k] for k in ("lm_max_params", "jacobian_max_mb", "hessian_max_mb") if k in node}
+    try:
+        auto = AutoOptimizer(*factories, names=names, **bounds)
+    except ValueError as exc:
+        raise ConfigError(f"trainer.auto_optimizer: {str(exc).removeprefix('auto optimizer ')}") from None
+    try:  # the quasi-Newton tier takes every count up to the Hessian bound (its own max_params may be lower)
+        auto.quasi_newton([nn.Parameter(torch.empty(auto.quasi_newton_max_params, device="meta"))])
+    except ValueError as exc:
+        raise ConfigError(f"trainer.auto_optimizer.hessian_max_mb={auto.hessian_max_mb:g} allows "
+                          f"{auto.quasi_newton_max_params:,} parameters, but {names[1]} refuses them ({exc}); "
+                          "lower hessian_max_mb or raise its max_params") from None
+    return auto
+
+
 def build_stages(trainer: DictConfig) -> list[Stage]:
-    """:class:`Stage` s from ``trainer.stages``; a stage's ``optimizer`` is a name in ``trainer.optimizers``
-    or a ``{_target_: ..., _partial_: true, ...}`` node."""
+    """:class:`Stage` s from ``trainer.stages``; a stage's ``optimizer`` is a name in ``trainer.optimizers``,
+    a ``{_target_: ..., _partial_: true, ...}`` node, or ``auto`` (:func:`_auto_optimizer`)."""
     named = trainer.get("optimizers") or {}
     stages_cfg = trainer.get("stages")
     if stages_cfg is not None and not isinstance(stages_cfg, ListConfig):
@@ -206,7 +239,10 @@ def build_stages(trainer: DictConfig) -> list[Stage]:
         where = f"trainer.stages[{i}]"
         if not isinstance(node, DictConfig):
             raise ConfigError(f"{where}={node!r} is not a stage: give {{optimizer: ..., steps: ...}}")
-        factory = _optimizer_factory(node.get("optimizer"), named, where)
+        if node.get("optimizer") == "auto" and "auto" not in named:
+            factory = _auto_optimizer(trainer, named)
+        else:
+            factory = _optimizer_factory(node.get("optimizer"), named, where)
         extra = set(node) - STAGE_KEYS
         if extra:
             raise ConfigError(f"{where}: unknown stage key(s) {sorted(extra)}")
@@ -244,7 +280,7 @@ def _check_points(trainer: DictConfig, stages: list[Stage], fit_problem: Problem
                 st.adaptive.check_points(st.n_interior or n_interior)
             except ValueError as exc:
                 raise ConfigError(f"trainer.stages[{i}]: {exc}") from None
-        if st.causal is not None and not fit_problem.is_time_dependent:
+        if st.causal is not None and not st.causal.auto and not fit_problem.is_time_dependent:
             raise ConfigError(f"trainer.stages[{i}].causal: causal weights need a time coordinate, but problem "
                               f"{type(fit_problem).__name__} has coords {list(fit_problem.coords)} without "
                               f"{fit_problem.time_coord!r}")

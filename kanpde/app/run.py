@@ -272,6 +272,20 @@ def _describe(result: RunResult, spec: RunSpec) -> dict[str, Any]:
     out["grid_size"] = None if grid is None else int(grid)
     if spec.eval.every_stage:
         out["stages"] = _stage_metrics(result.history)
+    out.update(_auto_choices(result.history))
+    return out
+
+
+def _auto_choices(history: History) -> dict[str, Any]:
+    """What the stages' ``auto`` settings resolved to: ``auto_optimizer`` (per stage run: the optimizer that
+    ``optimizer: auto`` chose, null for a stage that named its own) and ``causal_auto`` (``"on"`` / ``"off"``);
+    empty when no stage used them."""
+    out: dict[str, Any] = {}
+    if any("auto" in s for s in history.stages):
+        out["auto_optimizer"] = [s["auto"]["optimizer"] if "auto" in s else None for s in history.stages]
+    causal = {s["causal_auto"] for s in history.stages if "causal_auto" in s}
+    if causal:
+        out["causal_auto"] = causal.pop()
     return out
 
 

@@ -246,25 +246,32 @@ def causal_weights(losses: Tensor, epsilon: float) -> Tensor:
 class Causal:
     """A stage's causal weights along time (module docstring): ``epsilon`` (one value, or a schedule of
     values moved through when the smallest weight exceeds ``delta``), ``bins`` (time slabs) and ``every``
-    (steps between updates of the weights)."""
+    (steps between updates of the weights). ``auto``: on only when the problem has a time coordinate
+    (:attr:`kanpde.Problem.is_time_dependent`), off otherwise, where a plain ``causal`` is refused."""
 
     epsilon: tuple[float, ...] = (1.0,)
     bins: int = 32
     every: int = 1
     delta: float = 0.99
+    auto: bool = False
 
     @classmethod
     def parse(cls, value: object) -> Causal:
-        """From a stage's ``causal`` value (``true`` or ``{epsilon, bins, every, delta}``); a bad one raises
-        ValueError with one line."""
+        """From a stage's ``causal`` value (``true``, ``"auto"`` or ``{epsilon, bins, every, delta, auto}``);
+        a bad one raises ValueError with one line."""
         if isinstance(value, Causal):
             return value
         if value is True:
             return cls()
-        keys = {"epsilon", "bins", "every", "delta"}
+        if value == "auto":
+            return cls(auto=True)
+        keys = {"epsilon", "bins", "every", "delta", "auto"}
         if not isinstance(value, Mapping) or set(value) - keys:
-            raise ValueError(f"stage causal must be true or {{epsilon: ..., bins: ..., every: ..., delta: ...}}, "
-                             f"got {value!r}")
+            raise ValueError(f"stage causal must be true, auto or {{epsilon: ..., bins: ..., every: ..., delta: ..., "
+                             f"auto: ...}}, got {value!r}")
+        auto = value.get("auto", False)
+        if not isinstance(auto, bool):
+            raise ValueError(f"stage causal.auto must be true or false, got {auto!r}")
         eps = value.get("epsilon", 1.0)
         schedule = list(eps) if isinstance(eps, (list, tuple)) else [eps]
         if not schedule:
@@ -272,7 +279,11 @@ class Causal:
         epsilon = tuple(_number(e, "causal.epsilon", 0, closed="()") for e in schedule)
         delta = _number(value.get("delta", cls.delta), "causal.delta", 0, 1, "(]")
         return cls(epsilon, _integer(value.get("bins", cls.bins), "causal.bins"),
-                   _integer(value.get("every", cls.every), "causal.every"), delta)
+                   _integer(value.get("every", cls.every), "causal.every"), delta, auto)
+
+    def applies(self, problem: object) -> bool:
+        """Whether the weights are on for ``problem``: always, unless ``auto`` and it has no time coordinate."""
+        return not self.auto or bool(getattr(problem, "is_time_dependent", False))
 
     def due(self, step: int) -> bool:
         """Whether the weights are updated before (0-based) step ``step`` of the stage (always before the first)."""

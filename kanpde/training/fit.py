@@ -10,6 +10,7 @@ fresh optimizer for the (possibly new) model's parameters.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import logging
 import math
@@ -28,6 +29,7 @@ from kanpde.models.kan import KAN
 from kanpde.models.unknowns import WithUnknowns
 from kanpde.pde import Batch, Problem, Sampler
 from kanpde.training.adaptive import Causal, causal_slabs, resample, slab_losses
+from kanpde.training.auto import AutoOptimizer
 from kanpde.training.loss import (PinnLeastSquares, accumulate_loss, derivative_plans, fits_one_chunk, loss_terms,
                                   pde_residual_norms, term_gradient_norms, weighted_loss)
 from kanpde.training.prune import prune, sparsity_penalty
@@ -318,14 +320,17 @@ def _check_snapped(run: _Run, state: _StageState, loss: float) -> None:
 def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: tuple[int, int], started: float) -> _StageState:
     """Interpretation, grid update and extension, a fresh optimizer (with the residual system for
     optimizers that need one) and the forward engine's derivative plans for one stage."""
+    stage, notes = _resolve_causal(stage, run.problem)
     _setup_weights(run, stage)
     batch = run.batch
     model, changes = _interpret(model, stage, run)  # before the grid follows the new inputs
+    changes.update(notes)
     points = _spread(batch.all_points(), run.chunk_size)
     if stage.update_grid is not False and isinstance(model, GridModel):
         model.update_grid(points, only_outside=stage.update_grid is None)
     if stage.grid_size is not None and isinstance(model, GridModel) and stage.grid_size != model.grid_size:
         model = model.refine(stage.grid_size, points)
+    stage = _resolve_optimizer(index, stage, model, batch, changes)
     grid = getattr(model, "grid_size", None)
     description = f"stage {index + 1}/{len(run.stages)} {stage.optimizer_name}" + (f" grid {grid}" if grid else "")
     log.info("%s: %d steps, %d interior + %d boundary points", description, stage.steps, *want)
@@ -335,6 +340,40 @@ def _prepare_stage(run: _Run, index: int, stage: Stage, model: nn.Module, want: 
     _attach(run, optimizer, model, plans)
     sparsify = _Sparsity.of(stage, model, _spread(batch.interior, run.chunk_size))
     return _StageState(index, stage, model, description, optimizer, plans, sparsify, changes, want, started)
+
+
+def _resolve_causal(stage: Stage, problem: Problem) -> tuple[Stage, dict[str, object]]:
+    """The stage with ``causal: auto`` settled for ``problem`` (on with a time coordinate, else off), and
+    the stage summary's ``causal_auto`` entry (``"on"`` / ``"off"``); other stages as they are."""
+    if stage.causal is None or not stage.causal.auto:
+        return stage, {}
+    on = stage.causal.applies(problem)
+    return (stage if on else dataclasses.replace(stage, causal=None)), {"causal_auto": "on" if on else "off"}
+
+
+def _log_causal_auto(stages: Sequence[Stage], problem: Problem) -> None:
+    """One line for the stages with ``causal: auto``: whether the problem turns them on."""
+    auto = [i + 1 for i, st in enumerate(stages) if st.causal is not None and st.causal.auto]
+    if not auto:
+        return
+    which = f"stage{'s' if len(auto) > 1 else ''} {', '.join(map(str, auto))}"
+    if problem.is_time_dependent:
+        log.info("%s: causal auto -> on (time coordinate %r)", which, problem.time_coord)
+    else:
+        log.info("%s: causal auto -> off (coords %s: no time coordinate %r)", which, list(problem.coords),
+                 problem.time_coord)
+
+
+def _resolve_optimizer(index: int, stage: Stage, model: nn.Module, batch: Batch, changes: dict[str, object]) -> Stage:
+    """The stage with ``optimizer: auto`` (:class:`~kanpde.training.auto.AutoOptimizer`) resolved for the
+    model as it enters its steps and the stage's points; logged, and recorded in ``changes["auto"]``."""
+    if not isinstance(stage.optimizer, AutoOptimizer):
+        return stage
+    n_params = sum(p.numel() for p in model.parameters())
+    choice = stage.optimizer.choose(n_params, batch.all_points().shape[0])
+    log.info("stage %d (%s): optimizer auto -> %s", index + 1, type(unwrap(model)).__name__, choice.describe())
+    changes["auto"] = choice.record()
+    return dataclasses.replace(stage, optimizer=choice.factory)
 
 
 def _setup_weights(run: _Run, stage: Stage) -> None:
@@ -618,6 +657,11 @@ def fit(
     :class:`~kanpde.training.lm.LevenbergMarquardt`) get the loss as a least-squares system
     (:class:`~kanpde.training.loss.PinnLeastSquares`) through their ``attach`` method.
 
+    ``auto`` settings are settled at each stage start: an :class:`~kanpde.training.auto.AutoOptimizer`
+    (``optimizer: auto``) chooses its optimizer from the model's parameter count there and the stage's
+    points, and ``causal: auto`` is on only when ``problem`` has a time coordinate; both are logged and
+    recorded in the stage summary (``auto``, ``causal_auto``).
+
     Inverse problems: the unknowns a problem declares (:meth:`kanpde.Problem.unknown`) are trained with the
     model's parameters, in place in the problem, and recorded in the history as ``param:<name>``.
 
@@ -644,7 +688,7 @@ def fit(
                 st.adaptive.check_points(st.n_interior or n_interior)
             except ValueError as exc:
                 raise ValueError(f"stage {i}: {exc}") from None
-        if st.causal is not None and not problem.is_time_dependent:
+        if st.causal is not None and not st.causal.auto and not problem.is_time_dependent:
             raise ValueError(f"stage {i}: causal weights need a time coordinate, but {type(problem).__name__} has "
                              f"coords {problem.coords} without {problem.time_coord!r}")
     restart = [i for i, st in enumerate(stages) if st.restart_count > 1]
@@ -661,6 +705,7 @@ def fit(
         problem.unknowns.build_fields(lambda widths, grid: KAN(widths, grid_size=grid, dtype=dtype, device=device))
         model = WithUnknowns(model, problem.unknowns.to(dtype=dtype, device=device))
     _check_field_targets(stages, problem)
+    _log_causal_auto(stages, problem)
     history = history if history is not None else History()
     start = _clock() - sum(float(s["seconds"]) for s in history.stages)
     run = _Run(problem, stages, sampler if sampler is not None else Sampler(), (n_interior, n_boundary), pde_weight,

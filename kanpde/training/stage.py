@@ -62,11 +62,14 @@ class Stage:
 
     Adaptive points and weights (:mod:`kanpde.training.adaptive`): ``adaptive`` (RAD / RAR-D resampling),
     ``rba`` (residual-based attention point weights), ``causal`` (causal weights along time, for
-    time-dependent problems only) and ``balance`` (global weights of the loss terms by gradient norms);
-    each is recorded in the history.
+    time-dependent problems only; ``"auto"``: on where the problem has a time coordinate, off elsewhere)
+    and ``balance`` (global weights of the loss terms by gradient norms); each is recorded in the history.
+
+    ``optimizer`` may be a :class:`~kanpde.training.auto.AutoOptimizer` (``optimizer: auto``): :func:`kanpde.fit`
+    chooses LM, a dense quasi-Newton method or L-BFGS at the stage start by its rule.
     """
 
-    optimizer: OptimizerFactory
+    optimizer: OptimizerFactory  # or an AutoOptimizer (optimizer: auto), resolved by fit at the stage start
     steps: int
     grid_size: int | None = None
     n_interior: int | None = None
@@ -79,7 +82,7 @@ class Stage:
     restarts: int | dict[str, float] = 1
     adaptive: Adaptive | dict[str, object] | None = None
     rba: RBA | bool | dict[str, float] | None = None
-    causal: Causal | bool | dict[str, object] | None = None
+    causal: Causal | bool | str | dict[str, object] | None = None
     balance: Balance | bool | dict[str, object] | None = None
 
     def __post_init__(self) -> None:

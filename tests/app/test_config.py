@@ -190,6 +190,15 @@ CONFIG_ERRORS = [
      r"trainer.stages\[0\]: stage causal.bins must be an integer >= 1"),
     (["trainer.stages=[{optimizer: adam, steps: 2, balance: {method: ntk}}]"],
      r"trainer.stages\[0\]: stage balance.method must be one of \['grad_norm'\]"),
+    # optimizer: auto (issue 17): its rule's settings, trainer.auto_optimizer
+    (["trainer.stages=[{optimizer: auto, steps: 1}]", "+trainer.auto_optimizer.lm_max=3"],
+     r"^trainer.auto_optimizer: unknown key\(s\) \['lm_max'\]; valid: \['fallback', 'hessian_max_mb'"),
+    (["trainer.stages=[{optimizer: auto, steps: 1}]", "+trainer.auto_optimizer.lm_max_params=-1"],
+     r"^trainer.auto_optimizer: lm_max_params must be an integer >= 0, got -1$"),
+    (["trainer.stages=[{optimizer: auto, steps: 1}]", "+trainer.auto_optimizer.quasi_newton=nope"],
+     r"^trainer.auto_optimizer.quasi_newton: unknown optimizer 'nope'"),
+    (["trainer.stages=[{optimizer: auto, steps: 1}]", "+trainer.auto_optimizer.hessian_max_mb=3200"],
+     r"^trainer.auto_optimizer.hessian_max_mb=3200 allows 20,000 parameters, but ssbroyden refuses them \(.*max_params"),
     # the wall-clock budget and parameter matching (issue 17)
     (["trainer.max_seconds=0"], r"trainer.max_seconds must be a number of seconds > 0 or null"),
     (["trainer.max_seconds=abc"], r"trainer.max_seconds must be a number of seconds > 0 or null"),
@@ -501,9 +510,32 @@ def test_match_params_false_leaves_the_baseline_as_configured(tmp_path: Path) ->
     assert "match_params" not in spec.models[1].node
 
 
+def test_optimizer_auto_takes_its_tiers_and_bounds_from_trainer_auto_optimizer(tmp_path: Path) -> None:
+    from kanpde import AutoOptimizer
+
+    cfg = make_cfg("debug=fast", "trainer.stages=[{optimizer: adam, steps: 1}, {optimizer: auto, steps: 1}]",
+                   "+trainer.auto_optimizer={quasi_newton: ssbfgs, lm_max_params: 100, jacobian_max_mb: 1.5}")
+    stages = build_stages(cfg.trainer)
+    rule = stages[1].optimizer
+    assert isinstance(rule, AutoOptimizer) and stages[1].optimizer_name == "auto"
+    assert (rule.names, rule.lm_max_params, rule.jacobian_max_mb, rule.hessian_max_mb) == (("lm", "ssbfgs", "lbfgs"),
+                                                                                           100, 1.5, 800.0)
+    assert rule.choose(101, 10).name == "ssbfgs" and rule.choose(100, 10).name == "lm"
+    assert rule.choose(100, 1_876).name == "ssbfgs"  # Jacobian 1.5008 MB
+    default = build_stages(make_cfg("debug=fast", "trainer.stages.1.optimizer=auto").trainer)[1].optimizer
+    assert (default.names, default.lm_max_params) == (("lm", "ssbroyden", "lbfgs"), 5_000)
+
+
+def test_causal_auto_builds_for_a_problem_without_time(tmp_path: Path) -> None:
+    spec = build_spec(make_cfg("debug=fast", "trainer.stages=[{optimizer: adam, steps: 1, causal: auto}]"),
+                      tmp_path / "out", "test")
+    assert spec.stages[0].causal.auto
+
+
 @pytest.mark.slow
 def test_the_accurate_recipe_builds_for_every_benchmark_problem(tmp_path: Path) -> None:
-    """trainer=accurate: Adam warm-up then LM stages with RAD and grid extension, a budget, 4,000 points;
+    """trainer=accurate: Adam warm-up then optimizer-auto stages (LM here) with RAD and grid extension, a budget,
+    4,000 points;
     the configuration checks pass for the table's problems with their presets (no training)."""
     accuracy_table = load_script(REPO_ROOT / "scripts" / "accuracy_table.py", "kanpde_accuracy_table")
     for stem in accuracy_table.PROBLEMS:
@@ -512,8 +544,9 @@ def test_the_accurate_recipe_builds_for_every_benchmark_problem(tmp_path: Path) 
         ovs = [f"problem={stem}", *accuracy_table.RECIPE, *accuracy_table.PRESETS.get(stem, []), "trainer.max_seconds=60"]
         spec = build_spec(make_cfg(*ovs), tmp_path / stem, "test")
         assert spec.max_seconds == 60.0 and spec.n_interior == 4000
-        assert [st.optimizer_name for st in spec.stages] == ["Adam", "LevenbergMarquardt", "LevenbergMarquardt",
-                                                              "LevenbergMarquardt"]
+        assert [st.optimizer_name for st in spec.stages] == ["Adam", "auto", "auto", "auto"]
+        # the KAN at its last grid (what the baseline is matched to) resolves to LM on the recipe's 4,800 points
+        assert spec.stages[-1].optimizer.choose(spec.models[1].notes["matched_params"], 4_800).name == "lm", stem
         assert [st.grid_size for st in spec.stages] == [5, 5, 10, 20]
         assert all(st.adaptive is not None and st.adaptive.method == "rad" for st in spec.stages[1:])
         assert spec.models[1].notes["matched_params"] > 0, stem
