@@ -13,7 +13,7 @@ from kanpde.__main__ import format_table
 from kanpde.app.config import ConfigError
 from kanpde.app.run import run
 from kanpde.problems.burgers1d_inverse import NU_TRUE
-from tests.helpers import fast_cfg
+from tests.helpers import fast_cfg, make_cfg
 
 SMALL = ("problem=burgers1d_inverse", "problem.n_data=200")
 
@@ -32,6 +32,18 @@ def test_a_run_reports_the_learned_unknowns_of_both_models(tmp_path: Path) -> No
     with h5py.File(tmp_path / "solution.h5") as f:
         assert json.loads(f["main/metrics"].attrs["unknowns"]) == metrics["unknowns"]
         assert json.loads(f["baseline/metrics"].attrs["unknowns"]) == metrics["baseline"]["unknowns"]
+
+
+def test_the_preset_trains_no_baseline_unless_one_is_chosen() -> None:
+    """experiment=burgers1d_inverse drops the MLP baseline by choosing no model@baseline, so choosing one on
+    the command line brings it back (a ``baseline: null`` value in the preset would win over that choice)."""
+    assert make_cfg("experiment=burgers1d_inverse").get("baseline") is None
+    assert make_cfg("experiment=burgers1d_inverse", "model@baseline=mlp").baseline._target_ == "kanpde.models.MLP"
+
+
+def test_the_preset_with_an_mlp_says_in_one_line_which_key_to_drop(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^model: MLP takes no grid_size .* drop it with ~model.grid_size$"):
+        run(make_cfg("experiment=burgers1d_inverse", "model=mlp", "device=cpu"), tmp_path)
 
 
 def test_resume_is_refused_for_a_problem_with_unknowns(tmp_path: Path) -> None:
