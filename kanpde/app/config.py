@@ -370,9 +370,17 @@ def check_command_line(argv: list[str]) -> None:
 
 def _make_model(node: DictConfig, what: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
     try:
-        params = inspect.signature(get_class(node._target_)).parameters
+        cls = get_class(node._target_)
+        params = inspect.signature(cls).parameters
     except Exception:
         raise ConfigError(f"{what}: unknown model class {node.get('_target_')!r}") from None
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # a key of another model's config, e.g. an experiment preset's KAN grid_size under model=mlp
+        extra = [str(k) for k in node if k != "_target_" and k not in params]
+        if extra:
+            drop = " ".join(f"~{what}.{k}" for k in extra)
+            raise ConfigError(f"{what}: {cls.__name__} takes no {', '.join(extra)} (set for another model, e.g. by an "
+                              f"experiment preset); drop it with {drop}")
     kwargs = {"dtype": dtype, "device": device} if {"dtype", "device"} <= set(params) else {}
     model = _instantiate(node, what, **kwargs)
     if not isinstance(model, nn.Module):
