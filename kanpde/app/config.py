@@ -480,6 +480,12 @@ def _model_nodes(cfg: DictConfig, problem: Problem) -> list[tuple[str, DictConfi
             f"baseline={baseline_cfg!r} is not a model config: choose one with model@baseline={baseline_cfg} "
             "(or baseline=null for none)"
         )
+    if isinstance(baseline_cfg, DictConfig) and "_target_" not in baseline_cfg:
+        # settings without a model: a preset that resizes the baseline (debug=fast) under one that chose no
+        # model@baseline (experiment=burgers1d_inverse). No model class was chosen, so there is no baseline.
+        log.info("baseline: no model chosen (model@baseline=...), so its settings %s train nothing",
+                 sorted(baseline_cfg))
+        baseline_cfg = None
     nodes = [("model", _fit_widths(cfg.model, problem, "model"))]
     if baseline_cfg is not None:
         baseline_cfg = _fit_widths(baseline_cfg, problem, "baseline")

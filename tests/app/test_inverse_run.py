@@ -63,6 +63,17 @@ def test_the_preset_trains_no_baseline_unless_one_is_chosen() -> None:
     assert make_cfg("experiment=burgers1d_inverse", "model@baseline=mlp").baseline._target_ == "kanpde.models.MLP"
 
 
+def test_the_preset_under_debug_fast_has_no_baseline(tmp_path: Path) -> None:
+    """debug=fast resizes the baseline; under a preset that chose no model@baseline that leaves settings without
+    a model class, which mean no baseline (they used to stop the run: "unknown model class None")."""
+    from kanpde.app.config import build_spec
+
+    spec = build_spec(make_cfg("experiment=burgers1d_inverse", "debug=fast"), tmp_path / "out", "test")
+    assert [m.name for m in spec.models] == ["model"]
+    spec = build_spec(make_cfg("experiment=burgers1d_inverse", "debug=fast", "model@baseline=mlp"), tmp_path / "b", "test")
+    assert [m.name for m in spec.models] == ["model", "baseline"]
+
+
 def test_the_preset_with_an_mlp_says_in_one_line_which_key_to_drop(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^model: MLP takes no grid_size .* drop it with ~model.grid_size$"):
         run(make_cfg("experiment=burgers1d_inverse", "model=mlp", "device=cpu"), tmp_path)

@@ -437,6 +437,8 @@ def test_the_lifting_is_c2_where_the_closest_point_is_not(name: str) -> None:
         assert gaps[1] <= 1e-2 and gaps[1] <= 0.2 * gaps[0] + 1e-9, (base, gaps)
 
 
+# NumpyCapsule below is numpy-only on purpose (it must be refused); numpy warns when handed torch tensors
+@pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
 def test_a_custom_domain_gets_hard_constraints_from_its_signed_distance() -> None:
     """One boundary piece and a torch-capable sdf: D = -sdf, the extension's points all lie on the boundary
     (the projection onto sdf = 0, the closest point off the medial axis, the identity on the boundary, blended
