@@ -350,3 +350,32 @@ def spy_on_callables(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     for module, name, _ in CALLABLES:
         monkeypatch.setattr(modules[module], name, spy(modules[module], name))
     return calls
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def format_1_run_file(name: str, folder: Path) -> Path:
+    """``folder/<name>.h5``: the format-1 run file kept as ``tests/data/<name>.json`` (every group, dataset and
+    attribute of a file kanpde wrote at commit 709d5f9, exact to the bit: tests/data/README.md), written with
+    h5py. The fixture is text so that no binary run file is tracked."""
+    import json
+
+    import h5py
+
+    def decode(v: dict):
+        if "str" in v:
+            return v["str"]
+        if v["dtype"] == "str":
+            return np.array(v["data"], dtype=h5py.string_dtype()).reshape(v["shape"])
+        return np.array(v["data"], dtype=np.dtype(v["dtype"])).reshape(v["shape"])
+
+    spec = json.loads((DATA / f"{name}.json").read_text())
+    path = folder / f"{name}.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs.update({k: decode(v) for k, v in spec["attrs"].items()})
+        for group, attrs in spec["groups"].items():
+            f.require_group(group).attrs.update({k: decode(v) for k, v in attrs.items()})
+        for name_, ds in spec["datasets"].items():
+            f.create_dataset(name_, data=decode(ds)).attrs.update({k: decode(v) for k, v in ds["attrs"].items()})
+    return path

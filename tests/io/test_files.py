@@ -14,6 +14,7 @@ from kanpde.models.hard import HardDirichlet
 from kanpde.models.symbolic import SymbolicKAN
 from kanpde.io.files import MOVED, RunFileRefused, atomic_path, resolve_class, write_json
 from kanpde.io.run_file import FORMAT_VERSION
+from tests.helpers import format_1_run_file
 
 
 def test_atomic_path_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -31,7 +32,6 @@ def test_atomic_path_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     assert not (tmp_path / "bad.json").exists()
 
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def test_moved_class_paths_resolve_to_the_classes_of_today() -> None:
@@ -46,9 +46,9 @@ def test_moved_class_paths_resolve_to_the_classes_of_today() -> None:
             resolve_class(name)
 
 
-@pytest.mark.parametrize("name", ["v1_solution.h5", "v1_hard_solution.h5"])
-def test_format_1_run_files_load_and_predict_what_they_stored(name: str) -> None:
-    run = kanpde.load_run(DATA / name)
+@pytest.mark.parametrize("name", ["v1_solution", "v1_hard_solution"])
+def test_format_1_run_files_load_and_predict_what_they_stored(name: str, tmp_path: Path) -> None:
+    run = kanpde.load_run(format_1_run_file(name, tmp_path))
     assert int(run.attrs["format_version"]) == 1 < FORMAT_VERSION
     assert run.problem == "poisson2d" and run.coords == ("x", "y")
     for loaded in (run.main, run.baseline):
@@ -65,12 +65,9 @@ def test_format_1_run_files_load_and_predict_what_they_stored(name: str) -> None
 
 
 def test_a_newer_format_is_refused_with_one_line(tmp_path: Path) -> None:
-    import shutil
-
     import h5py
 
-    path = tmp_path / "solution.h5"
-    shutil.copy(DATA / "v1_solution.h5", path)
+    path = format_1_run_file("v1_solution", tmp_path)
     with h5py.File(path, "a") as f:
         f.attrs["format_version"] = 99
     with pytest.raises(ValueError, match="format 99"):

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from kanpde import KAN, MLP, load_run
-from tests.helpers import CRAFTED_KAN_CONFIG, crafted_model_cases, NORMS, SineCube, SineLine, save_small_run, spy_on_callables
+from tests.helpers import CRAFTED_KAN_CONFIG, crafted_model_cases, format_1_run_file, NORMS, SineCube, SineLine, save_small_run, spy_on_callables
 
 
 @pytest.mark.parametrize("problem_cls,widths,n", [(SineLine, [1, 3, 1], 33), (SineCube, [3, 3, 1], 9)])
@@ -107,19 +107,15 @@ def test_load_run_rebuilds_models_that_reproduce_the_saved_fields(fast_run) -> N
 
 # -- a run file is data: crafted files naming callables are refused before anything they name is reached --------
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 KAN_CONFIG = CRAFTED_KAN_CONFIG
 @pytest.fixture
 def spies(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return spy_on_callables(monkeypatch)
 
 
-def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_hard_solution.h5") -> Path:
-    """A copy of a committed run file whose main model names ``model_class`` with ``config``."""
-    import shutil
-
-    path = tmp_path / "solution.h5"
-    shutil.copy(DATA / source, path)
+def _crafted(tmp_path: Path, model_class: str, config: dict, source: str = "v1_hard_solution") -> Path:
+    """A format-1 run file (:func:`format_1_run_file`) whose main model names ``model_class`` with ``config``."""
+    path = format_1_run_file(source, tmp_path)
     with h5py.File(path, "a") as f:
         f["main/model"].attrs["class"] = model_class
         f["main/model"].attrs["config"] = json.dumps(config)
@@ -164,7 +160,7 @@ def test_a_problem_of_your_own_loads_only_when_given(tmp_path: Path) -> None:
 
     config = {"net": {"class": "kanpde.models.mlp:MLP", "config": {"widths": [1, 4, 1], "activation": "tanh"}},
               "problem": {"class": f"{SineLine.__module__}:{SineLine.__qualname__}", "kwargs": {}}}
-    path = _crafted(tmp_path, "kanpde.models.hard:HardDirichlet", config, source="v1_solution.h5")
+    path = _crafted(tmp_path, "kanpde.models.hard:HardDirichlet", config, source="v1_solution")
     with pytest.raises(RunFileRefused, match=f"saved class '{SineLine.__module__}:SineLine' is not allowed"):
         load_run(path)
     with h5py.File(path, "a") as f:  # the network of this config, so that its weights load
