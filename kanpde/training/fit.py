@@ -242,12 +242,32 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
             log.info("%s has no edge functions: the stage's prune/symbolic steps do not apply", type(unwrap(model)).__name__)
             return model, changes
     if stage.prune is not False:
-        threshold = 1e-2 if stage.prune is True else float(stage.prune)
+        threshold = stage.prune_threshold
         model = rewrap(model, prune(unwrap(model), _spread(run.batch.interior, run.chunk_size), threshold))
         changes["widths"] = unwrap(model).widths
+        _check_pruned(run, stage, model, threshold)
     if stage.symbolic:
         model = _snap(model, stage, run, changes)
     return model, changes
+
+
+def _check_pruned(run: _Run, stage: Stage, model: nn.Module, threshold: float) -> None:
+    """The gate ``prune.max_width``: a pruned network that kept more hidden nodes than allowed raises
+    :class:`SymbolicFailed` (carrying the pruned model)."""
+    limit = stage.prune_max_width
+    if limit is None:
+        return
+    hidden = list(unwrap(model).widths[1:-1])
+    limits = limit if isinstance(limit, list) else [limit] * len(hidden)
+    if len(limits) != len(hidden):
+        raise ValueError(f"prune.max_width gives {len(limits)} widths for a network with {len(hidden)} hidden layers "
+                         f"({unwrap(model).widths})")
+    over = [(l + 1, w, k) for l, (w, k) in enumerate(zip(hidden, limits)) if w > k]
+    if over:
+        layer, width, most = over[0]
+        raise SymbolicFailed(f"pruning rejected: hidden layer {layer} kept {width} nodes > max_width {most} "
+                             f"(widths {unwrap(model).widths}, importance threshold {threshold:g})", model,
+                             run.history, _clock() - run.start)
 
 
 def _snap(model: nn.Module, stage: Stage, run: _Run, changes: dict[str, object]) -> nn.Module:
@@ -688,6 +708,10 @@ def fit(
                 st.adaptive.check_points(st.n_interior or n_interior)
             except ValueError as exc:
                 raise ValueError(f"stage {i}: {exc}") from None
+        limit, widths = st.prune_max_width, getattr(unwrap(model), "widths", None)
+        if isinstance(limit, list) and widths is not None and len(limit) != len(widths) - 2:
+            raise ValueError(f"stage {i}: prune.max_width gives {len(limit)} widths for a network with "
+                             f"{len(widths) - 2} hidden layers ({list(widths)})")
         if st.causal is not None and not st.causal.auto and not problem.is_time_dependent:
             raise ValueError(f"stage {i}: causal weights need a time coordinate, but {type(problem).__name__} has "
                              f"coords {problem.coords} without {problem.time_coord!r}")

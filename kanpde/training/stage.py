@@ -39,7 +39,10 @@ class Stage:
     Interpretability (KAN only, :mod:`kanpde.training.prune`, :mod:`kanpde.models.symbolic`): ``sparsify``
     ``{"lambda": 1e-3, "mu": 1.0}`` adds ``lambda * (sum L1 + mu * entropy)`` of the edge activations on
     the interior points to the loss (history column ``sparsity``, unweighted); ``prune``: ``True`` (threshold
-    1e-2) or a threshold removes unimportant hidden nodes before the optimizer is built; ``symbolic``:
+    1e-2), a threshold, or ``{threshold: t, max_width: k}`` removes unimportant hidden nodes before the
+    optimizer is built; with ``max_width`` (an int for every hidden layer, or one per hidden layer) it is
+    also a gate: a pruned network with more hidden nodes than that raises :class:`SymbolicFailed` (so
+    ``restarts`` go on to the next initialisation at once); ``symbolic``:
     ``True`` or keyword arguments of :func:`kanpde.models.symbolic.auto_symbolic` snaps the edges to library
     functions (after pruning), so the stage trains the affine parameters of the symbolic edges; its
     ``polish: true`` first fits those by least squares on the loss (:func:`kanpde.models.symbolic.polish_affine`),
@@ -77,7 +80,7 @@ class Stage:
     resample: bool = False
     update_grid: bool | None = None
     sparsify: dict[str, float] | None = None
-    prune: bool | float = False
+    prune: bool | float | dict[str, object] = False
     symbolic: bool | dict[str, object] | None = None
     restarts: int | dict[str, float] = 1
     adaptive: Adaptive | dict[str, object] | None = None
@@ -98,8 +101,7 @@ class Stage:
                 raise ValueError(f"stage {key} must be a positive integer, got {value!r}")
         if self.sparsify is not None and (not isinstance(self.sparsify, dict) or set(self.sparsify) - {"lambda", "mu"}):
             raise ValueError(f"stage sparsify must be {{lambda: ..., mu: ...}}, got {self.sparsify!r}")
-        if not isinstance(self.prune, bool) and (not isinstance(self.prune, (int, float)) or self.prune < 0):
-            raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {self.prune!r}")
+        _prune_options(self.prune)
         if self.symbolic is not None and not isinstance(self.symbolic, (bool, dict)):
             raise ValueError(f"stage symbolic must be true/false or a dict of options, got {self.symbolic!r}")
         _symbolic_target(self.symbolic)
@@ -123,6 +125,17 @@ class Stage:
     def restart_good_loss(self) -> float | None:
         """``restarts.good_loss``: the loss at which a candidate is taken at once, or None."""
         return _restarts(self.restarts)[1]
+
+    @property
+    def prune_threshold(self) -> float | None:
+        """The importance threshold of the stage's pruning, or None when it does not prune."""
+        return _prune_options(self.prune)[0]
+
+    @property
+    def prune_max_width(self) -> list[int] | int | None:
+        """``prune.max_width``: the most hidden nodes a pruned layer may keep (one int for every hidden
+        layer, or one per hidden layer), or None (no gate)."""
+        return _prune_options(self.prune)[1]
 
     @property
     def gates(self) -> dict[str, float]:
@@ -150,6 +163,27 @@ def _symbolic_target(symbolic: object) -> str | None:
     if not name.isidentifier():
         raise ValueError(f"stage symbolic.target must be \"model\" or \"field:<name>\" (an unknown field), got {target!r}")
     return name
+
+
+def _prune_options(value: object) -> tuple[float | None, list[int] | int | None]:
+    """``(threshold, max_width)`` of a stage's ``prune`` (``False``/``True``/a threshold/``{threshold, max_width}``)."""
+    if value is False:
+        return None, None
+    if value is True:
+        return 1e-2, None
+    if isinstance(value, dict):
+        if set(value) - {"threshold", "max_width"}:
+            raise ValueError(f"stage prune must be true/false, a threshold or {{threshold: t, max_width: k}}, got {value!r}")
+        threshold, width = value.get("threshold", 1e-2), value.get("max_width")
+    else:
+        threshold, width = value, None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
+        raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {value!r}")
+    widths = width if isinstance(width, (list, tuple)) else [width]
+    if width is not None and (not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)):
+        raise ValueError(f"stage prune.max_width must be a positive integer or a list of them (one per hidden layer), "
+                         f"got {width!r}")
+    return float(threshold), list(width) if isinstance(width, (list, tuple)) else width
 
 
 def _restarts(value: object) -> tuple[int, float | None]:

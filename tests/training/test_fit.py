@@ -323,6 +323,34 @@ def test_stages_sparsify_prune_and_snap_in_fit() -> None:
     assert all(math.isfinite(s["loss"]) for s in summary)
 
 
+def test_prune_max_width_gates_the_pruned_network_and_restarts_go_on(problem: Poisson2D) -> None:
+    """prune: {threshold, max_width}: a pruned network that keeps more hidden nodes than max_width raises
+    SymbolicFailed naming the layer and its width (the pruned model carried); within a restart block the
+    next initialisation is tried at once; a bound the network meets passes; bad values are refused up front."""
+    from kanpde import SymbolicFailed
+
+    adam = functools.partial(torch.optim.Adam, lr=0.01)
+    torch.manual_seed(0)
+    keep_all = {"threshold": 0.0, "max_width": 2}  # threshold 0 keeps every node: 4 > 2
+    with pytest.raises(SymbolicFailed, match=r"pruning rejected: hidden layer 1 kept 4 nodes > max_width 2") as info:
+        fit(KAN([2, 4, 1], grid_size=3, dtype=F64), problem, [Stage(adam, 2), Stage(adam, 1, prune=keep_all)],
+            sampler=Sampler(seed=0), **POINTS)
+    assert info.value.model.widths == [2, 4, 1] and len(info.value.history.stages) == 1
+    torch.manual_seed(0)
+    ok = fit(KAN([2, 4, 1], grid_size=3, dtype=F64), problem, [Stage(adam, 2), Stage(adam, 1, prune={"threshold": 0.0, "max_width": [4]})],
+             sampler=Sampler(seed=0), **POINTS)
+    assert ok.model.widths == [2, 4, 1] and ok.history.stages[1]["widths"] == [2, 4, 1]
+    torch.manual_seed(0)
+    with pytest.raises(SymbolicFailed, match=r"all 3 initialisations failed \(restarts\); the first: pruning rejected"):
+        fit(KAN([2, 4, 1], grid_size=3, dtype=F64), problem, [Stage(adam, 2), Stage(adam, 1, prune=keep_all, restarts=3)],
+            sampler=Sampler(seed=0), **POINTS)
+    for bad in ({"max_width": 0}, {"max_width": [2, "x"]}, {"threshold": -1}, {"keep": 2}, "yes"):
+        with pytest.raises(ValueError, match="stage prune"):
+            Stage(adam, 1, prune=bad)
+    with pytest.raises(ValueError, match=r"prune.max_width gives 2 widths for a network with 1 hidden layers"):
+        fit(KAN([2, 4, 1], grid_size=3, dtype=F64), problem, [Stage(adam, 1, prune={"max_width": [2, 2]})], **POINTS)
+
+
 # -- symbolic quality gates and restarts ---------------------------------------------------------------------
 
 SNAP_ALL = {"r2_threshold": 0.0, "lib": ["x", "x^2", "sin"]}
