@@ -256,7 +256,7 @@ def test_the_symbolic_preset_restarts_its_whole_schedule_until_the_final_check_p
     """poisson2d_symbolic: the restart block is the whole schedule (restarts on the last stage, the one with
     the final check), so a candidate that stalls anywhere (a rejected snap, a polish above max_loss) gives
     way to a fresh initialisation; good_loss lets the first candidate that passes the check go on. Every
-    snap after the forced one is gated (min_r2)."""
+    snap after the forced one is gated (min_r2), and so is the pruning (max_width)."""
     stages = make_cfg("experiment=poisson2d_symbolic").trainer.stages
     assert [i for i, st in enumerate(stages) if "restarts" in st] == [len(stages) - 1]
     last = stages[-1]
@@ -264,6 +264,9 @@ def test_the_symbolic_preset_restarts_its_whole_schedule_until_the_final_check_p
     assert last.symbolic.polish and last.symbolic.max_loss_ratio <= 1.0
     snaps = [st.symbolic for st in stages if "symbolic" in st and st.symbolic.get("layers") != []]
     assert snaps[0].r2_threshold == 0.0 and all(s.min_r2 >= 0.999 for s in snaps[1:]) and len(snaps) >= 4
+    pruning = [st.prune for st in stages if "prune" in st]  # a candidate not pruned to [2, 2, 1] fails at once
+    assert len(pruning) == 1 and pruning[0].max_width == 2 and stages.index(
+        next(st for st in stages if "prune" in st)) < stages.index(next(st for st in stages if "symbolic" in st))
 
 
 @pytest.mark.slow
@@ -279,6 +282,8 @@ def test_a_stalled_symbolic_run_says_so_and_writes_no_formula(tmp_path: Path) ->
     OmegaConf.set_struct(cfg, False)
     for stage in cfg.trainer.stages:
         stage.steps = 2 if stage.optimizer == "adam" else 1
+        if "prune" in stage:  # past the pruning gate (a barely trained network keeps its 5 nodes): the snaps' gates
+            stage.prune.max_width = 5
     cfg.trainer.stages[-1].restarts.count = 2  # the whole schedule restarts: two stalled candidates
     with pytest.raises(RunFailed, match="symbolic_failed|snap rejected|snapped model rejected"):
         run(cfg, tmp_path)
