@@ -245,28 +245,27 @@ def _interpret(model: nn.Module, stage: Stage, run: _Run) -> tuple[nn.Module, di
         threshold = stage.prune_threshold
         model = rewrap(model, prune(unwrap(model), _spread(run.batch.interior, run.chunk_size), threshold))
         changes["widths"] = unwrap(model).widths
-        _check_pruned(run, stage, model, threshold)
+        _check_pruned(run, stage, model)
     if stage.symbolic:
         model = _snap(model, stage, run, changes)
     return model, changes
 
 
-def _check_pruned(run: _Run, stage: Stage, model: nn.Module, threshold: float) -> None:
+def _check_pruned(run: _Run, stage: Stage, model: nn.Module) -> None:
     """The gate ``prune.max_width``: a pruned network that kept more hidden nodes than allowed raises
-    :class:`SymbolicFailed` (carrying the pruned model)."""
+    :class:`SymbolicFailed` (carrying the pruned model). A per-layer list matches the hidden layers: ``fit``
+    checks its length before training, and pruning keeps the number of layers."""
     limit = stage.prune_max_width
     if limit is None:
         return
-    hidden = list(unwrap(model).widths[1:-1])
+    widths = unwrap(model).widths
+    hidden = widths[1:-1]
     limits = limit if isinstance(limit, list) else [limit] * len(hidden)
-    if len(limits) != len(hidden):
-        raise ValueError(f"prune.max_width gives {len(limits)} widths for a network with {len(hidden)} hidden layers "
-                         f"({unwrap(model).widths})")
     over = [(l + 1, w, k) for l, (w, k) in enumerate(zip(hidden, limits)) if w > k]
     if over:
         layer, width, most = over[0]
         raise SymbolicFailed(f"pruning rejected: hidden layer {layer} kept {width} nodes > max_width {most} "
-                             f"(widths {unwrap(model).widths}, importance threshold {threshold:g})", model,
+                             f"(widths {widths}, importance threshold {stage.prune_threshold:g})", model,
                              run.history, _clock() - run.start)
 
 

@@ -179,11 +179,12 @@ def _prune_options(value: object) -> tuple[float | None, list[int] | int | None]
         threshold, width = value, None
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
         raise ValueError(f"stage prune must be true/false or a threshold >= 0, got {value!r}")
-    widths = width if isinstance(width, (list, tuple)) else [width]
-    if width is not None and (not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)):
+    many = isinstance(width, (list, tuple))
+    values = list(width) if many else [width]
+    if width is not None and (not values or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in values)):
         raise ValueError(f"stage prune.max_width must be a positive integer or a list of them (one per hidden layer), "
                          f"got {width!r}")
-    return float(threshold), list(width) if isinstance(width, (list, tuple)) else width
+    return float(threshold), values if many else width
 
 
 def _restarts(value: object) -> tuple[int, float | None]:
