@@ -6,6 +6,7 @@ nodes are kept whatever their importance and the rest of the preset's schedule r
     python scripts/symbolic_node_scores.py --lam 1e-2 --seeds 1 2
     python scripts/symbolic_node_scores.py --early --seeds 1              # sparsify from the first stage on
     python scripts/symbolic_node_scores.py --keep 2 --seeds 1 4           # prune to the top 2, then snap
+    python scripts/symbolic_node_scores.py --keep 2 --snap-lib "x^2" --seeds 1 4   # with the earlier snap
 
 A diagnostic behind docs/interpretability.md ("The poisson2d_symbolic schedule"); it builds the stages in
 Python with the CLI's default optimizer settings (trainer/default.yaml), a KAN [2, 5, 1] seeded by
@@ -31,10 +32,10 @@ POINTS = {"n_interior": 1024, "n_boundary": 256, "pde_weight": 0.01}
 INNER = {"layers": [0], "refit": True, "r2_threshold": 0.999, "tie": 1e-4, "min_r2": 0.999}
 
 
-def after_snap_stages() -> list[Stage]:
-    """The preset's stages after its pruning: forced quadratic snap, LM, the gated re-snaps, the polish."""
+def after_snap_stages(lib: list[str]) -> list[Stage]:
+    """The preset's stages after its pruning: the forced snap to ``lib``, LM, the gated re-snaps, the polish."""
     return [Stage(LBFGS, 30),
-            Stage(LevenbergMarquardt, 100, symbolic={"layers": [0], "lib": ["x^2"], "r2_threshold": 0.0}),
+            Stage(LevenbergMarquardt, 100, symbolic={"layers": [0], "lib": lib, "r2_threshold": 0.0}),
             Stage(LevenbergMarquardt, 100, grid_size=10),
             Stage(LBFGS, 50, symbolic=INNER),
             Stage(LBFGS, 30, symbolic={"layers": [1], "r2_threshold": 0.0, "min_r2": 0.999}),
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--mu", type=float, default=1.0, help="sparsify entropy weight mu (the preset: 1)")
     parser.add_argument("--early", action="store_true", help="sparsify the first two stages too")
     parser.add_argument("--keep", type=int, default=None, help="prune to the K most important nodes, then snap")
+    parser.add_argument("--snap-lib", nargs="+", default=["x", "x^2"],
+                        help="library of the forced inner snap with --keep (the preset: x x^2; before: x^2)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +72,7 @@ def main() -> None:
         if args.keep is not None:
             kept = prune(trained.model, x, scores[args.keep - 1] * (1 - 1e-9))
             try:
-                done = fit(kept, problem, after_snap_stages(), sampler=Sampler(seed=seed + 1000), **POINTS)
+                done = fit(kept, problem, after_snap_stages(args.snap_lib), sampler=Sampler(seed=seed + 1000), **POINTS)
                 line += f"; kept {kept.widths}: formula passes its check, loss {done.history.stages[-1]['loss']:.2e}"
             except SymbolicFailed as exc:
                 losses = " ".join(f"{s['loss']:.2e}" for s in exc.history.stages)
