@@ -24,7 +24,10 @@ their loss terms disappear from training.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
+from collections.abc import Iterator
 
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
@@ -37,6 +40,10 @@ from kanpde.models.registry import register_model
 from kanpde.pde.hard import Lifting
 
 __all__ = ["HardDirichlet"]
+
+# Lift derivatives given from outside a torch.func transform: {id(wrapper): (value, jac, hess)}, set by
+# HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
+_GIVEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kanpde_hard_given", default=None)
 
 
 @register_model
@@ -77,15 +84,25 @@ class HardDirichlet(WrapsNet, nn.Module):
         """``[D, G]`` at ``x``: value ``(n, 2, n_out)``, Jacobian ``(n, 2, n_out, d)`` and, with ``second``, Hessian
         ``(n, 2, n_out, d, d)``, by :mod:`torch.func` on the lifting's closed form. The lifting does not depend
         on the parameters, so for the same points (the same tensor, unchanged, outside any transform and
-        without a graph to ``x``) the last result is reused: collocation points stay fixed between resamplings."""
-
-        def one(xi: Tensor) -> Tensor:  # (d,) -> (2, n_out)
-            return self._lift(xi[None])[0]
+        without a graph to ``x``) the last result is reused: collocation points stay fixed between resamplings.
+        Within :meth:`given_jet_constants` the given constants are used."""
+        given = (_GIVEN.get() or {}).get(id(self))
+        if given is not None and given[1] is not None and (given[2] is not None or not second):
+            return given
 
         cacheable = not x.requires_grad and not under_transform()
         cached = self.__dict__.get("_lift_cache")
         if cacheable and cached is not None and cached[0]() is x and cached[1] == x._version and (cached[4] is not None or not second):
             return cached[2], cached[3], cached[4]
+        value, jac, hess = self._compute_lift_derivatives(x, second)
+        if cacheable:
+            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, value, jac, hess)
+        return value, jac, hess
+
+    def _compute_lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        def one(xi: Tensor) -> Tensor:  # (d,) -> (2, n_out)
+            return self._lift(xi[None])[0]
+
         value = self._lift(x)
         if second:
             def jac_aux(xi: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,14 +112,36 @@ class HardDirichlet(WrapsNet, nn.Module):
             hess, jac = vmap(jacfwd(jac_aux, has_aux=True))(x)
         else:
             jac, hess = vmap(jacfwd(one))(x), None
-        if cacheable:
-            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, value, jac, hess)
         return value, jac, hess
+
+    def jet_constants(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor, Tensor | None]:
+        """What :meth:`forward_jet` needs at ``x`` that does not depend on the parameters: ``[D, G]`` with
+        the derivatives ``plan`` asks for, points first (:meth:`_lift_derivatives`), computed afresh (the
+        one-entry cache is left to the loss). Slices of it along the points, given back through
+        :meth:`given_jet_constants`, replace the lift's computation for those points: a Jacobian taken
+        point by point under ``vmap`` then does not recompute the lift for every point."""
+        if not plan.m and not plan.p:
+            return self._lift(x), None, None
+        return self._compute_lift_derivatives(x, second=bool(plan.p))
+
+    @contextlib.contextmanager
+    def given_jet_constants(self, constants: tuple[Tensor, Tensor, Tensor | None]) -> Iterator[None]:
+        """Within the block, :meth:`forward_jet` uses ``constants`` (from :meth:`jet_constants` at the same
+        points, or their per-point slices under ``vmap``) instead of computing the lift."""
+        given = dict(_GIVEN.get() or {})
+        given[id(self)] = constants
+        token = _GIVEN.set(given)
+        try:
+            yield
+        finally:
+            _GIVEN.reset(token)
 
     def _lift_jet(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Value ``(2, n_out, n)``, first ``(2, n_out, m, n)``, second ``(2, n_out, p, n)`` of ``[D, G]``."""
         if not plan.m and not plan.p:
-            return self._lift(x).permute(1, 2, 0), None, None
+            given = (_GIVEN.get() or {}).get(id(self))
+            value = given[0] if given is not None else self._lift(x)
+            return value.permute(1, 2, 0), None, None
         value, jac, hess = self._lift_derivatives(x, second=bool(plan.p))
         first = second = None
         dirs = list(plan.dirs)

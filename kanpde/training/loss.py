@@ -30,6 +30,7 @@ multiply each set's weight, so the loss is ``sum_j lambda_j weight_j mean |r_j|^
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -398,6 +399,9 @@ class PinnLeastSquares:
         self.loss_chunk_size = loss_chunk_size
         self.balance = balance  # read at each use: the trainer updates it in place
         self.names = [n for n, _ in model.named_parameters()]
+        # modules whose forward jet has parameter-free parts (hard constraints' lift): given per chunk
+        self._holders = [m for m in model.modules() if callable(getattr(m, "jet_constants", None))]
+        self._constants: dict[tuple[str, int], list[tuple]] = {}
 
     def value(self) -> float:
         """``||r||^2``, the loss at the current parameters, over chunks of ``loss_chunk_size`` points
@@ -417,7 +421,7 @@ class PinnLeastSquares:
             xu, nu = s.unit_points()
             for start in range(0, xu.shape[0], self.chunk_size):
                 stop = start + self.chunk_size
-                J, r = self._chunk_jacobian(module, xu[start:stop], nu[start:stop])
+                J, r = self._chunk_jacobian(module, xu[start:stop], nu[start:stop], (s.label, start))
                 yield (s.scale * J).to(self.dtype), (s.scale * r).to(self.dtype)
 
     def jacobian(self) -> tuple[Tensor, Tensor]:
@@ -440,20 +444,45 @@ class PinnLeastSquares:
             f += float(r @ r)
         return A, g, f
 
-    def _chunk_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows of ``d r / d theta`` ``(m, P)`` and the residuals ``(m,)`` of a chunk of units, unscaled."""
+    def _chunk_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int] | None = None
+                        ) -> tuple[Tensor, Tensor]:
+        """Rows of ``d r / d theta`` ``(m, P)`` and the residuals ``(m,)`` of a chunk of units, unscaled.
+        ``key``: the chunk's (set label, first unit), under which its parameter-free jet constants are kept."""
         if self.engine == "forward":
-            return self._vmap_jacobian(module, xs, ns)
+            return self._vmap_jacobian(module, xs, ns, key)
         return self._autograd_jacobian(module, xs, ns)
 
-    def _vmap_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor) -> tuple[Tensor, Tensor]:
-        params = {f"model.{n}": p.detach() for n, p in self.model.named_parameters()}
+    def _jet_constants(self, module: _UnitResidual, xs: Tensor, key: tuple[str, int] | None) -> list[tuple]:
+        """The parameter-free parts of the forward jet at the chunk's points (a hard-constraint wrapper's
+        lift and its derivatives: ``jet_constants``), computed once per chunk outside ``vmap`` and kept for
+        the life of this system (its points do not change): ``(units, unit, ...)`` per holder, per part."""
+        if module._plan is None or not self._holders:
+            return []
+        cached = self._constants.get(key) if key is not None else None
+        if cached is not None:
+            return cached
+        c, k = xs.shape[:2]
+        flat = xs.reshape(c * k, *xs.shape[2:])
+        out = [tuple(None if t is None else t.reshape(c, k, *t.shape[1:]) for t in m.jet_constants(flat, module._plan))
+               for m in self._holders]
+        if key is not None:
+            self._constants[key] = out
+        return out
 
-        def unit(theta: dict, xu: Tensor, nu: Tensor) -> tuple[Tensor, Tensor]:
-            r = functional_call(module, theta, (xu, nu))  # (k,)
+    def _vmap_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int] | None = None
+                       ) -> tuple[Tensor, Tensor]:
+        params = {f"model.{n}": p.detach() for n, p in self.model.named_parameters()}
+        constants = self._jet_constants(module, xs, key)
+
+        def unit(theta: dict, xu: Tensor, nu: Tensor, cu: list[tuple]) -> tuple[Tensor, Tensor]:
+            with contextlib.ExitStack() as given:
+                for holder, parts in zip(self._holders, cu):
+                    given.enter_context(holder.given_jet_constants(parts))
+                r = functional_call(module, theta, (xu, nu))  # (k,)
             return r, r
 
-        jac, r = vmap(jacrev(unit, has_aux=True), in_dims=(None, 0, 0))(params, xs, ns)  # (c, k, ...), (c, k)
+        dims = [tuple(None if t is None else 0 for t in parts) for parts in constants]  # a part may be None
+        jac, r = vmap(jacrev(unit, has_aux=True), in_dims=(None, 0, 0, dims))(params, xs, ns, constants)  # (c, k, ...), (c, k)
         rows = r.numel()
         J = torch.cat([jac[f"model.{n}"].reshape(rows, -1) for n in self.names], dim=1)
         return J, r.reshape(-1)
