@@ -555,9 +555,9 @@ def test_the_accurate_recipe_builds_for_every_benchmark_problem(tmp_path: Path) 
         ovs = [f"problem={stem}", *accuracy_table.RECIPE, *accuracy_table.PRESETS.get(stem, []), "trainer.max_seconds=60"]
         spec = build_spec(make_cfg(*ovs), tmp_path / stem, "test")
         assert spec.max_seconds == 60.0 and spec.n_interior == 4000
-        assert [st.optimizer_name for st in spec.stages] == ["Adam", "auto", "auto", "auto"]
+        assert [st.optimizer_name for st in spec.stages] == ["Adam", "auto", "auto", "auto", "auto"]
         # the KAN at its last grid (what the baseline is matched to) resolves to LM on the recipe's 4,800 points
         assert spec.stages[-1].optimizer.choose(spec.models[1].notes["matched_params"], 4_800).name == "lm", stem
-        assert [st.grid_size for st in spec.stages] == [5, 5, 10, 20]
+        assert [st.grid_size for st in spec.stages] == [5, 5, 10, 20, 40]
         assert all(st.adaptive is not None and st.adaptive.method == "rad" for st in spec.stages[1:])
         assert spec.models[1].notes["matched_params"] > 0, stem
