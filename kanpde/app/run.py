@@ -110,7 +110,7 @@ def _train(model_spec: ModelSpec, spec: RunSpec, progress: Callable[[ProgressEve
     try:
         result = fit(model, problem, spec.stages, sampler=sampler, n_interior=spec.n_interior,
                      n_boundary=spec.n_boundary, pde_weight=spec.pde_weight, engine=spec.engine, progress=progress,
-                     on_stage_end=hooks, start_stage=start_stage, history=history,
+                     on_stage_end=hooks, on_block_stage_end=on_stage_end, start_stage=start_stage, history=history,
                      divergence_factor=spec.divergence_factor, chunk_size=spec.chunk_size,
                      max_seconds=spec.max_seconds)
         return result.model, result.history, result.seconds, None, result.out_of_time

@@ -647,6 +647,7 @@ def fit(
     engine: str = "auto",
     progress: Callable[[ProgressEvent], None] | None = None,
     on_stage_end: Callable[[int, nn.Module, History], None] | None = None,
+    on_block_stage_end: Callable[[int, nn.Module, History], None] | None = None,
     start_stage: int = 0,
     history: History | None = None,
     divergence_factor: float | None = DIVERGENCE_FACTOR,
@@ -658,7 +659,12 @@ def fit(
     Grid operations (``update_grid``, ``refine``) are applied only to models that have them
     (:class:`~kanpde.models.protocol.GridModel`), so a KAN and an MLP go through the same schedule.
     ``progress`` receives :class:`ProgressEvent` s (nothing is printed here); ``on_stage_end(stage_index,
-    model, history)`` is called after each stage (checkpoints), never after a diverged one.
+    model, history)`` is called after each stage (checkpoints), never after a diverged one; inside a restart
+    block only after its last stage, for the chosen candidate. ``on_block_stage_end`` (observers such as
+    plots, never checkpoints: a resume cannot start inside the block) is called, once the block has chosen
+    its candidate, for each earlier stage of the block with that candidate's model and history at the
+    stage's end (copies kept while the candidates train), then the block's last stage goes to
+    ``on_stage_end``.
 
     Divergence: a stage stops when the loss a step starts from (or the stage's final loss) is
     non-finite or exceeds ``divergence_factor`` times the lowest step-start loss of the stage so far
@@ -736,8 +742,10 @@ def fit(
                chunk_size, max_seconds=None if max_seconds is None else float(max_seconds))
     first = 0
     if restart_at is not None:
-        model, run = _best_start(run, model, restart_at)
+        model, run, snapshots = _best_start(run, model, restart_at, observe=on_block_stage_end is not None)
         first = restart_at + 1
+        for index, snap_model, snap_history in snapshots:
+            on_block_stage_end(index, snap_model, snap_history)
         if on_stage_end:
             on_stage_end(restart_at, model, run.history)
     model = _train_stages(run, model, first, dtype, device, start_stage, on_stage_end)
@@ -806,26 +814,34 @@ def _fresh(model: nn.Module) -> nn.Module:
     return rewrap(model, type(net)(**config, **kwargs).to(dtype=dtype, device=device))
 
 
-def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run]:
+def _best_start(run: _Run, model: nn.Module, last: int, observe: bool = False
+                ) -> tuple[nn.Module, _Run, list[tuple[int, nn.Module, History]]]:
     """Stages ``0 .. last`` for ``stages[last].restarts`` initialisations, each on a copy of the run's
     sampler (the same points); returns the model and run state of the one with the lowest final loss of
-    stage ``last`` (the first at or below ``good_loss`` when set). A candidate that diverges or fails a
-    symbolic gate counts as an infinite loss; when all do, the first one's error is raised."""
+    stage ``last`` (the first at or below ``good_loss`` when set), and, with ``observe``, copies of that
+    candidate's model and history at the end of each stage before ``last``. A candidate that diverges or
+    fails a symbolic gate counts as an infinite loss; when all do, the first one's error is raised."""
     stage = run.stages[last]
     count, good = stage.restart_count, stage.restart_good_loss
     dtype, device = module_dtype_device(model)
     with torch.random.fork_rng(devices=[]):  # candidates drawn after the given model, torch's RNG left as it was
         inits = [model] + [_fresh(model) for _ in range(count - 1)]
     sampler0 = copy.deepcopy(run.sampler)
-    best: tuple[float, nn.Module, _Run] | None = None
+    best: tuple[float, nn.Module, _Run, list] | None = None
     losses: list[float | None] = []
     errors: list[Exception] = []
     for r, candidate in enumerate(inits):
         cand = _Run(run.problem, run.stages, copy.deepcopy(sampler0), run.n_points, run.pde_weight, run.engine,
                     run.progress, History(), run.start, run.divergence_factor, run.chunk_size)
         log.info("restart %d/%d: stages 1-%d", r + 1, count, last + 1)
+        snapshots: list[tuple[int, nn.Module, History]] = []
+
+        def keep(index: int, m: nn.Module, h: History, snapshots: list = snapshots) -> None:
+            if index < last:
+                snapshots.append((index, copy.deepcopy(m), copy.deepcopy(h)))
+
         try:
-            trained = _train_stages(cand, candidate, 0, dtype, device, 0, None, last)
+            trained = _train_stages(cand, candidate, 0, dtype, device, 0, keep if observe else None, last)
         except (TrainingDiverged, SymbolicFailed) as exc:
             log.warning("restart %d/%d failed: %s", r + 1, count, exc)
             losses.append(None)
@@ -835,14 +851,14 @@ def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run
         losses.append(loss)
         log.info("restart %d/%d: loss %.3e after stage %d", r + 1, count, loss, last + 1)
         if best is None or loss < best[0]:
-            best = (loss, trained, cand)
+            best = (loss, trained, cand, snapshots)
         if good is not None and loss <= good:
             break
     if best is None:  # every candidate failed: the first one's error, saying that all were tried
         first = errors[0]
         first.args = (f"all {count} initialisations failed (restarts); the first: {first}",)
         raise first
-    loss, model, chosen = best
+    loss, model, chosen, kept = best
     summary = chosen.history.stages[-1]
     summary["restarts"], summary["restart"] = losses, losses.index(loss)
     # every candidate's time counts: the stage's seconds hold the others' too, so the stage seconds sum up
@@ -850,4 +866,4 @@ def _best_start(run: _Run, model: nn.Module, last: int) -> tuple[nn.Module, _Run
         float(s["seconds"]) for s in chosen.history.stages)
     log.info("restarts: losses %s; candidate %d goes on", ["failed" if v is None else f"{v:.3e}" for v in losses],
              summary["restart"] + 1)
-    return model, chosen
+    return model, chosen, kept

@@ -230,14 +230,16 @@ def test_hard_bc_run_trains_without_dirichlet_terms_and_loads_back(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_run_writes_formula_and_activation_plots(tmp_path: Path) -> None:
+@pytest.mark.parametrize("restarts", ["", ", restarts: 2"])
+def test_run_writes_formula_and_activation_plots(tmp_path: Path, restarts: str) -> None:
     """A tiny snapped run through run(cfg): formula.txt parses with SymPy and equals the saved model read back
-    by load_run (a SymbolicKAN with the pruned widths); the activation plots before and after are written."""
+    by load_run (a SymbolicKAN with the pruned widths); the activation plots before and after are written,
+    also when the whole schedule is a restart block (as in the poisson2d_symbolic preset)."""
     cfg = make_cfg(
         "problem=poisson2d", "debug=fast", "baseline=null", "output.activations=true", "model.widths=[2,3,1]",
         "trainer.stages=[{optimizer: adam, steps: 5}, {optimizer: lbfgs, steps: 1, prune: 0.05},"
         " {optimizer: lbfgs, steps: 1, symbolic: {r2_threshold: 0.0, lib: ['x', 'x^2', 'sin']}},"
-        " {optimizer: lbfgs, steps: 1, symbolic: {layers: [], polish: true}}]",
+        f" {{optimizer: lbfgs, steps: 1, symbolic: {{layers: [], polish: true}}{restarts}}}]",
     )
     metrics = run(cfg, tmp_path)
     for name in ("formula.txt", "activations.png", "activations_before_prune.png", "activations_before_symbolic.png"):

@@ -15,6 +15,7 @@ from kanpde import MLP, KAN, Sampler, Stage, TrainingDiverged, fit
 from kanpde.models.symbolic import SymbolicKAN
 from kanpde.problems.poisson2d import Poisson2D
 from kanpde.training.fit import ProgressEvent
+from kanpde.training.fit import _fresh as kanpde_fresh
 
 fit_module = sys.modules["kanpde.training.fit"]  # the module (kanpde.training.fit is also the function's name)
 
@@ -451,6 +452,33 @@ def test_a_candidate_that_fails_a_gate_gives_way_to_the_next_and_all_failing_say
     with pytest.raises(SymbolicFailed, match=r"^all 3 initialisations failed \(restarts\); the first: snapped model "
                                              r"rejected after stage 1/1 .*> max_loss"):
         fit(tiny_kan(), problem, gated(min(losses) / 2), sampler=Sampler(seed=0), **POINTS)
+
+
+def test_observers_see_the_chosen_candidates_stages_inside_a_restart_block(problem: Poisson2D) -> None:
+    """on_block_stage_end gets, after the block, the chosen candidate's model and history at the end of each
+    stage before the block's last (copies: equal to that candidate trained alone); on_stage_end (checkpoints)
+    only the block's last stage, then the stages after it."""
+    stages = lambda: [Stage(ADAM, 3), Stage(ADAM, 3, restarts=3), Stage(ADAM, 2)]  # noqa: E731
+    torch.manual_seed(0)
+    plain = fit(tiny_kan(), problem, stages(), sampler=Sampler(seed=0), **POINTS)
+    chosen = plain.history.stages[1]["restart"]
+    seen, ends = [], []
+    torch.manual_seed(0)
+    observed = fit(tiny_kan(), problem, stages(), sampler=Sampler(seed=0), **POINTS,
+                   on_block_stage_end=lambda i, m, h: seen.append((i, m, len(h.stages), h.stages[-1]["loss"])),
+                   on_stage_end=lambda i, m, h: ends.append(i))
+    assert ends == [1, 2] and [(i, n) for i, _, n, _ in seen] == [(0, 1)]
+    assert torch.equal(torch.cat([p.flatten() for p in observed.model.parameters()]),
+                       torch.cat([p.flatten() for p in plain.model.parameters()]))  # observing changes nothing
+    # the snapshot is the chosen candidate after stage 0: train that candidate alone for one stage
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        seeded = tiny_kan()
+        inits = [seeded] + [kanpde_fresh(seeded) for _ in range(2)]
+    alone = fit(inits[chosen], problem, [Stage(ADAM, 3)], sampler=Sampler(seed=0), **POINTS)
+    assert seen[0][3] == alone.history.stages[0]["loss"]
+    assert torch.equal(torch.cat([p.flatten() for p in seen[0][1].parameters()]),
+                       torch.cat([p.flatten() for p in alone.model.parameters()]))
 
 
 @pytest.mark.parametrize("kwargs", [{"restarts": 0}, {"restarts": True}, {"restarts": {"count": 2, "bad": 1}},
