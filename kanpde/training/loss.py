@@ -444,7 +444,7 @@ class PinnLeastSquares:
             f += float(r @ r)
         return A, g, f
 
-    def _chunk_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int] | None = None
+    def _chunk_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int]
                         ) -> tuple[Tensor, Tensor]:
         """Rows of ``d r / d theta`` ``(m, P)`` and the residuals ``(m,)`` of a chunk of units, unscaled.
         ``key``: the chunk's (set label, first unit), under which its parameter-free jet constants are kept."""
@@ -452,24 +452,23 @@ class PinnLeastSquares:
             return self._vmap_jacobian(module, xs, ns, key)
         return self._autograd_jacobian(module, xs, ns)
 
-    def _jet_constants(self, module: _UnitResidual, xs: Tensor, key: tuple[str, int] | None) -> list[tuple]:
+    def _jet_constants(self, module: _UnitResidual, xs: Tensor, key: tuple[str, int]) -> list[tuple]:
         """The parameter-free parts of the forward jet at the chunk's points (a hard-constraint wrapper's
         lift and its derivatives: ``jet_constants``), computed once per chunk outside ``vmap`` and kept for
         the life of this system (its points do not change): ``(units, unit, ...)`` per holder, per part."""
         if module._plan is None or not self._holders:
             return []
-        cached = self._constants.get(key) if key is not None else None
+        cached = self._constants.get(key)
         if cached is not None:
             return cached
         c, k = xs.shape[:2]
         flat = xs.reshape(c * k, *xs.shape[2:])
         out = [tuple(None if t is None else t.reshape(c, k, *t.shape[1:]) for t in m.jet_constants(flat, module._plan))
                for m in self._holders]
-        if key is not None:
-            self._constants[key] = out
+        self._constants[key] = out
         return out
 
-    def _vmap_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int] | None = None
+    def _vmap_jacobian(self, module: _UnitResidual, xs: Tensor, ns: Tensor, key: tuple[str, int]
                        ) -> tuple[Tensor, Tensor]:
         params = {f"model.{n}": p.detach() for n, p in self.model.named_parameters()}
         constants = self._jet_constants(module, xs, key)
