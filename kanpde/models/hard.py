@@ -29,6 +29,7 @@ import contextvars
 import weakref
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
@@ -43,6 +44,9 @@ __all__ = ["HardDirichlet"]
 
 # Lift derivatives given from outside a torch.func transform: {id(wrapper): (value, jac, hess)}, set by
 # HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
+LIFT_CHUNK = 128
+"""Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
+
 _GIVEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kanpde_hard_given", default=None)
 
 
@@ -100,6 +104,18 @@ class HardDirichlet(WrapsNet, nn.Module):
         return value, jac, hess
 
     def _compute_lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Value, Jacobian and (with ``second``) Hessian of ``[D, G]`` at ``x``, in blocks of
+        :data:`LIFT_CHUNK` points: nested ``jacfwd`` over a lifting keeps every intermediate of every
+        point alive at once (about 1.5 MB a point for the 5-D Coons lift's Hessian), so all points of a
+        large batch together would exhaust memory."""
+        n = x.shape[0]
+        if n <= LIFT_CHUNK:
+            return self._lift_derivatives_block(x, second)
+        parts = [self._lift_derivatives_block(x[i : i + LIFT_CHUNK], second) for i in range(0, n, LIFT_CHUNK)]
+        value, jac, hess = (None if part[0] is None else torch.cat(part) for part in zip(*parts))
+        return value, jac, hess
+
+    def _lift_derivatives_block(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         def one(xi: Tensor) -> Tensor:  # (d,) -> (2, n_out)
             return self._lift(xi[None])[0]
 
