@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import jacfwd, vmap
+from torch.func import jvp, vmap
 
 from kanpde.derivatives.jet import DerivativePlan, Jet, rows_of_entries
 from kanpde.models._kernels import under_transform
@@ -44,7 +44,7 @@ __all__ = ["HardDirichlet"]
 
 # Lift derivatives given from outside a torch.func transform: {id(wrapper): (value, jac, hess)}, set by
 # HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
-LIFT_CHUNK = 128
+LIFT_CHUNK = 256
 """Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
 
 _GIVEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kanpde_hard_given", default=None)
@@ -84,68 +84,72 @@ class HardDirichlet(WrapsNet, nn.Module):
         return lift[:, 1] + lift[:, 0] * self.net(x)
 
     # -- the forward derivative engine -----------------------------------------------------------------
-    def _lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``[D, G]`` at ``x``: value ``(n, 2, n_out)``, Jacobian ``(n, 2, n_out, d)`` and, with ``second``, Hessian
-        ``(n, 2, n_out, d, d)``, by :mod:`torch.func` on the lifting's closed form. The lifting does not depend
-        on the parameters, so for the same points (the same tensor, unchanged, outside any transform and
-        without a graph to ``x``) the last result is reused: collocation points stay fixed between resamplings.
-        Within :meth:`given_jet_constants` the given constants are used."""
+    def _lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``[D, G]`` at ``x`` with the derivatives ``plan`` asks for (:meth:`_compute_lift_derivatives`). The
+        lifting does not depend on the parameters, so for the same points (the same tensor, unchanged,
+        outside any transform and without a graph to ``x``) and plan the last result is reused: collocation
+        points stay fixed between resamplings. Within :meth:`given_jet_constants` the given constants are used."""
         given = (_GIVEN.get() or {}).get(id(self))
-        if given is not None and given[1] is not None and (given[2] is not None or not second):
-            return given
+        if given is not None and given[0] == plan:
+            return given[1]
 
         cacheable = not x.requires_grad and not under_transform()
         cached = self.__dict__.get("_lift_cache")
-        if cacheable and cached is not None and cached[0]() is x and cached[1] == x._version and (cached[4] is not None or not second):
-            return cached[2], cached[3], cached[4]
-        value, jac, hess = self._compute_lift_derivatives(x, second)
+        if cacheable and cached is not None and cached[0]() is x and cached[1] == x._version and cached[2] == plan:
+            return cached[3]
+        out = self._compute_lift_derivatives(x, plan)
         if cacheable:
-            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, value, jac, hess)
-        return value, jac, hess
+            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, plan, out)
+        return out
 
-    def _compute_lift_derivatives(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Value, Jacobian and (with ``second``) Hessian of ``[D, G]`` at ``x``, in blocks of
-        :data:`LIFT_CHUNK` points: nested ``jacfwd`` over a lifting keeps every intermediate of every
-        point alive at once (about 1.5 MB a point for the 5-D Coons lift's Hessian), so all points of a
-        large batch together would exhaust memory."""
+    def _compute_lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``[D, G]`` at ``x``, points first: value ``(n, 2, n_out)``, the first derivatives along
+        ``plan.dirs`` ``(n, 2, n_out, m)`` and the second derivatives of ``plan.entries`` ``(n, 2, n_out, E)``
+        (``None`` where the plan has none), in blocks of :data:`LIFT_CHUNK` points.
+
+        The lifting is pointwise (row ``i`` of its output depends on row ``i`` of ``x`` only), so one
+        forward-mode product (``jvp``) with the tangent ``e_c`` at every point gives ``d/dx_c`` at all points
+        at once, and a ``jvp`` of that one along ``e_c'`` the entry ``d2/dx_c dx_c'``: only the derivatives
+        the plan asks for are taken (a Laplacian in 5-D: 5 second derivatives, not the 25 of the Hessian)."""
         n = x.shape[0]
         if n <= LIFT_CHUNK:
-            return self._lift_derivatives_block(x, second)
-        parts = [self._lift_derivatives_block(x[i : i + LIFT_CHUNK], second) for i in range(0, n, LIFT_CHUNK)]
-        value, jac, hess = (None if part[0] is None else torch.cat(part) for part in zip(*parts))
-        return value, jac, hess
+            return self._lift_derivatives_block(x, plan)
+        parts = [self._lift_derivatives_block(x[i : i + LIFT_CHUNK], plan) for i in range(0, n, LIFT_CHUNK)]
+        value, first, second = (None if part[0] is None else torch.cat(part) for part in zip(*parts))
+        return value, first, second
 
-    def _lift_derivatives_block(self, x: Tensor, second: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        def one(xi: Tensor) -> Tensor:  # (d,) -> (2, n_out)
-            return self._lift(xi[None])[0]
-
+    def _lift_derivatives_block(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         value = self._lift(x)
-        if second:
-            def jac_aux(xi: Tensor) -> tuple[Tensor, Tensor]:
-                jac = jacfwd(one)(xi)
-                return jac, jac
+        if not plan.m:
+            return value, None, None
+        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
-            hess, jac = vmap(jacfwd(jac_aux, has_aux=True))(x)
-        else:
-            jac, hess = vmap(jacfwd(one))(x), None
-        return value, jac, hess
+        def along(y: Tensor, c: Tensor) -> Tensor:  # d lift / d x_c at every point; c: a row of eye
+            return jvp(self._lift, (y,), (c.expand_as(y),))[1]
 
-    def jet_constants(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor, Tensor | None]:
+        first = vmap(along, in_dims=(None, 0))(x, eye[list(plan.dirs)])  # (m, n, 2, n_out)
+        second = None
+        if plan.p:
+            a, b = ([plan.dirs[i] for i in pos] for pos in plan.pair_dirs)
+            second = vmap(lambda c, c2: jvp(lambda y: along(y, c2), (x,), (c.expand_as(x),))[1])(eye[a], eye[b])
+            second = second.movedim(0, -1)  # (n, 2, n_out, E)
+        return value, first.movedim(0, -1), second
+
+    def jet_constants(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """What :meth:`forward_jet` needs at ``x`` that does not depend on the parameters: ``[D, G]`` with
-        the derivatives ``plan`` asks for, points first (:meth:`_lift_derivatives`), computed afresh (the
-        one-entry cache is left to the loss). Slices of it along the points, given back through
-        :meth:`given_jet_constants`, replace the lift's computation for those points: a Jacobian taken
-        point by point under ``vmap`` then does not recompute the lift for every point."""
-        if not plan.m and not plan.p:
-            return self._lift(x), None, None
-        return self._compute_lift_derivatives(x, second=bool(plan.p))
+        the derivatives ``plan`` asks for, points first (:meth:`_compute_lift_derivatives`), computed afresh
+        (the one-entry cache is left to the loss). Slices of it along the points, given back with the same
+        plan through :meth:`given_jet_constants`, replace the lift's computation for those points: a
+        Jacobian taken point by point under ``vmap`` then does not recompute the lift for every point."""
+        return self._compute_lift_derivatives(x, plan)
 
     @contextlib.contextmanager
-    def given_jet_constants(self, constants: tuple[Tensor, Tensor, Tensor | None]) -> Iterator[None]:
-        """Within the block, :meth:`forward_jet` uses ``constants`` (from :meth:`jet_constants` at the same
-        points, or their per-point slices under ``vmap``) instead of computing the lift."""
+    def given_jet_constants(self, constants: tuple[Tensor, Tensor | None, Tensor | None], plan: DerivativePlan
+                            ) -> Iterator[None]:
+        """Within the block, :meth:`forward_jet` with ``plan`` uses ``constants`` (from :meth:`jet_constants`
+        with ``plan`` at the same points, or their per-point slices under ``vmap``) instead of computing the lift."""
         given = dict(_GIVEN.get() or {})
-        given[id(self)] = constants
+        given[id(self)] = (plan, constants)
         token = _GIVEN.set(given)
         try:
             yield
@@ -156,16 +160,13 @@ class HardDirichlet(WrapsNet, nn.Module):
         """Value ``(2, n_out, n)``, first ``(2, n_out, m, n)``, second ``(2, n_out, p, n)`` of ``[D, G]``."""
         if not plan.m and not plan.p:
             given = (_GIVEN.get() or {}).get(id(self))
-            value = given[0] if given is not None else self._lift(x)
+            value = given[1][0] if given is not None else self._lift(x)
             return value.permute(1, 2, 0), None, None
-        value, jac, hess = self._lift_derivatives(x, second=bool(plan.p))
-        first = second = None
-        dirs = list(plan.dirs)
-        if plan.m:
-            first = jac[..., dirs].permute(1, 2, 3, 0)  # (2, n_out, m, n)
-        if plan.p:
-            a, b = ([dirs[i] for i in pos] for pos in plan.pair_dirs)
-            second = rows_of_entries(hess[..., a, b].permute(1, 2, 3, 0), plan)  # (2, n_out, p, n)
+        value, first, second = self._lift_derivatives(x, plan)
+        if first is not None:
+            first = first.permute(1, 2, 3, 0)  # (2, n_out, m, n)
+        if second is not None:
+            second = rows_of_entries(second.permute(1, 2, 3, 0), plan)  # (2, n_out, p, n)
         return value.permute(1, 2, 0), first, second
 
     def forward_jet(self, x: Tensor, plan: DerivativePlan) -> Jet:

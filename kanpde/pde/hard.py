@@ -207,7 +207,7 @@ class Lifting:
         for terms in self._box_terms[comp]:
             t = {k: torch.as_tensor(getattr(terms, k), device=x.device) for k in ("pinned", "values", "sign", "a", "b")}
             points = torch.where(t["pinned"], t["values"].to(x.dtype), x[:, None, :])  # (n, k, d)
-            weight = t["sign"].to(x.dtype) * (t["a"].to(x.dtype) + t["b"].to(x.dtype) * s[:, None, :]).prod(dim=2)
+            weight = t["sign"].to(x.dtype) * _product(t["a"].to(x.dtype) + t["b"].to(x.dtype) * s[:, None, :], dim=2)
             values = terms.target(points.reshape(-1, x.shape[1])).reshape(points.shape[:2])
             g = g + (weight * values).sum(dim=1)
         return dist, g
@@ -235,11 +235,22 @@ class Lifting:
         return torch.stack([torch.stack(d, dim=1), torch.stack(g, dim=1)], dim=1)
 
 
+def _product(t: Tensor, dim: int) -> Tensor:
+    """``t.prod(dim)`` as a chain of multiplications: the forward-mode derivative of ``torch.prod`` goes
+    through cumulative products (it allows zeros), which made the 5-D Coons lift's second derivatives
+    about six times slower (the lift's derivatives are taken by ``jvp``)."""
+    factors = t.unbind(dim)
+    out = factors[0]
+    for f in factors[1:]:
+        out = out * f
+    return out
+
+
 def _others_product(phi: Tensor) -> Tensor:
     """``prod_{j != k} phi_j`` for every ``k``: ``(n, m) -> (n, m)``, without dividing (zeros allowed)."""
     m = phi.shape[1]
     cols = [torch.ones_like(phi[:, 0]) if m == 1 else
-            torch.stack([phi[:, j] for j in range(m) if j != k], dim=1).prod(dim=1) for k in range(m)]
+            _product(torch.stack([phi[:, j] for j in range(m) if j != k], dim=1), dim=1) for k in range(m)]
     return torch.stack(cols, dim=1)
 
 
@@ -250,7 +261,7 @@ def _r_equivalence(phi: Tensor) -> Tensor:
         return phi[:, 0]
     den = _others_product(phi).sum(dim=1)
     ok = den != 0
-    return torch.where(ok, phi.prod(dim=1) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
+    return torch.where(ok, _product(phi, dim=1) / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
 def _blend_weights(phi: Tensor, mu: int) -> Tensor:

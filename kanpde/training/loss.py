@@ -476,7 +476,7 @@ class PinnLeastSquares:
         def unit(theta: dict, xu: Tensor, nu: Tensor, cu: list[tuple]) -> tuple[Tensor, Tensor]:
             with contextlib.ExitStack() as given:
                 for holder, parts in zip(self._holders, cu):
-                    given.enter_context(holder.given_jet_constants(parts))
+                    given.enter_context(holder.given_jet_constants(parts, module._plan))
                 r = functional_call(module, theta, (xu, nu))  # (k,)
             return r, r
 

@@ -146,7 +146,7 @@ def test_lm_jacobian_through_the_wrapper_matches_autograd(name: str, monkeypatch
     calls = []
     compute = HardDirichlet._compute_lift_derivatives
     monkeypatch.setattr(HardDirichlet, "_compute_lift_derivatives",
-                        lambda self, x, second: calls.append(x.shape[0]) or compute(self, x, second))
+                        lambda self, x, plan: calls.append(x.shape[0]) or compute(self, x, plan))
     system = PinnLeastSquares(model, problem, batch, 0.01, "forward", plans, chunk_size=8)
     J, r = system.jacobian()
     chunks = sum(math.ceil(s.units / 8) for s in residual_sets(problem, batch))
@@ -163,45 +163,67 @@ def test_lm_jacobian_through_the_wrapper_matches_autograd(name: str, monkeypatch
 
 
 def test_lift_derivatives_are_taken_in_blocks_of_points(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks of at most LIFT_CHUNK points give what all points at once give."""
+    """Blocks of at most LIFT_CHUNK points give what all points at once give, for every kind of plan."""
     model = _wrapped(CASES["disk"])
     x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(method="sobol", seed=1), 30))
-    whole = model._compute_lift_derivatives(x, second=True)
+    plans = [DerivativePlan.of([(0,), (1,), (0, 1), (1, 1)]), DerivativePlan.of([(1,)], [(0, 1)]),
+             DerivativePlan.of([(0,)]), DerivativePlan()]
+    whole = [model._compute_lift_derivatives(x, plan) for plan in plans]
     sizes = []
     block = HardDirichlet._lift_derivatives_block
     monkeypatch.setattr(hard_module, "LIFT_CHUNK", 7)
     monkeypatch.setattr(HardDirichlet, "_lift_derivatives_block",
-                        lambda self, x, second: sizes.append(x.shape[0]) or block(self, x, second))
-    for second in (True, False):
-        parts = model._compute_lift_derivatives(x, second=second)
-        for got, ref in zip(parts, whole[:2] + (whole[2] if second else None,)):
-            assert (got is None) == (ref is None)
-            if ref is not None:
-                assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-14, rtol=0)
-    assert sizes == [7, 7, 7, 7, 2] * 2
+                        lambda self, x, plan: sizes.append(x.shape[0]) or block(self, x, plan))
+    for plan, ref in zip(plans, whole):
+        got = model._compute_lift_derivatives(x, plan)
+        assert [None if t is None else t.shape[-1] for t in got[1:]] == [plan.m or None, len(plan.entries) or None]
+        for g, r in zip(got, ref):
+            assert (g is None) == (r is None)
+            if r is not None:
+                assert g.shape == r.shape and torch.allclose(g, r, atol=1e-14, rtol=0)
+    assert sizes == [7, 7, 7, 7, 2] * len(plans)
+
+
+def test_lift_derivatives_are_the_plans_entries_of_the_hessian() -> None:
+    """First derivatives along the plan's directions and the second derivatives of its entries (mixed
+    pairs and the pure ones of a trace) equal those of the lift's full Jacobian and Hessian."""
+    model = _wrapped(CASES["kovasznay"])
+    x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(method="sobol", seed=3), 20))
+    one = lambda xi: model.lifting(xi[None])[0]  # noqa: E731
+    jac = torch.func.vmap(torch.func.jacrev(one))(x)  # (n, 2, n_out, d)
+    hess = torch.func.vmap(torch.func.jacrev(torch.func.jacrev(one)))(x)  # (n, 2, n_out, d, d)
+    plan = DerivativePlan.of([(1,), (0, 1)], [(0, 1)])
+    value, first, second = model._compute_lift_derivatives(x, plan)
+    assert torch.allclose(value, model.lifting(x), atol=1e-15, rtol=0)
+    assert torch.allclose(first, jac[..., list(plan.dirs)], atol=1e-12, rtol=0)
+    a, b = ([plan.dirs[i] for i in pos] for pos in plan.pair_dirs)
+    assert len(a) == 3  # (0, 1), then (0, 0) and (1, 1) of the trace
+    assert torch.allclose(second, hess[..., a, b], atol=1e-10, rtol=0)
 
 
 _PEAK_SCRIPT = """
 import resource, torch
 from kanpde import KAN, HardDirichlet, Sampler
+from kanpde.derivatives.jet import DerivativePlan
 from kanpde.problems.poisson5d import Poisson5D
 torch.set_num_threads(1)
 problem = Poisson5D()
 x = torch.from_numpy(problem.geometry.sample_interior(Sampler(seed=0), 2048))
 model = HardDirichlet(KAN([5, 3, 1], grid_size=3, dtype=torch.float64), problem)
-model._compute_lift_derivatives(x[:8], second=True)
+plan = DerivativePlan.of([(c, c) for c in range(5)])  # every pure second derivative
+model._compute_lift_derivatives(x[:8], plan)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-value, jac, hess = model._compute_lift_derivatives(x, second=True)
-assert hess.shape == (2048, 2, 1, 5, 5)
+value, first, second = model._compute_lift_derivatives(x, plan)
+assert second.shape == (2048, 2, 1, 5)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux's")
-def test_the_5d_lift_hessian_on_many_points_stays_within_memory() -> None:
-    """The Hessian of the 5-D Coons lift on 2,048 points, all at once, took about 3 GB (1.5 MB a point;
-    poisson5d with hard_bc=true on the accurate recipe's 8,000 points was killed for memory); in blocks
-    the peak grows by far less."""
+def test_the_5d_lift_derivatives_on_many_points_stay_within_memory() -> None:
+    """The Hessian of the 5-D Coons lift on 2,048 points, all at once by nested jacfwd, raised the peak by
+    2.9 GB (poisson5d with hard_bc=true on the accurate recipe's 8,000 points was killed for memory); in
+    blocks of points it grows by far less."""
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[-1]) < 600  # MiB above the process's peak before
