@@ -30,7 +30,7 @@ from kanpde.derivatives.field import ENGINE_CHOICES, supports_forward
 from kanpde.models import KAN, HardDirichlet, PeriodicEmbedding, warm_up
 from kanpde.models.protocol import is_edge_model
 from kanpde.pde import Problem, Sampler, check_problem
-from kanpde.pde.hard import soft_problem
+from kanpde.pde.hard import corner_note, soft_problem
 from kanpde.pde.periodic import periodic_axes, unperiodic_problem
 from kanpde.pde.reference import ReferenceData, declared_reference, read_reference
 from kanpde.training import Stage
@@ -468,9 +468,13 @@ def _problems(cfg: DictConfig) -> tuple[Problem, Problem]:
     if not cfg.get("hard_bc", False):
         return problem, problem
     try:
-        return problem, soft_problem(problem)
+        soft = soft_problem(problem)
     except ValueError as exc:
         raise ConfigError(f"hard_bc=true: {exc}") from None
+    note = corner_note(problem)
+    if note:
+        log.warning("hard_bc=true: %s", note)
+    return problem, soft
 
 
 def _model_nodes(cfg: DictConfig, problem: Problem) -> list[tuple[str, DictConfig]]:

@@ -52,10 +52,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kanpde.pde.csg import Renamed
 from kanpde.pde.geometry import Box, Geometry
 from kanpde.pde.problem import Condition, Problem
+from kanpde.pde.shapes import Annulus, Ball, Disk
 
-__all__ = ["hard_conditions", "soft_problem", "Lifting"]
+__all__ = ["hard_conditions", "soft_problem", "Lifting", "corner_note"]
 
 #: The exponent of the transfinite blending weights on non-box domains (mu in the module docstring).
 BLEND_POWER = 2
@@ -233,6 +235,28 @@ class Lifting:
         for comp in self.hard:
             d[comp], g[comp] = component(comp, x)
         return torch.stack([torch.stack(d, dim=1), torch.stack(g, dim=1)], dim=1)
+
+
+def corner_note(problem: Problem) -> str | None:
+    """A one-line warning when the lifting of ``problem``'s Dirichlet data has unbounded second derivatives,
+    else ``None``. Off boxes the lifting is built from approximate distance functions, whose second
+    derivatives grow like ``1/r`` towards a corner of the boundary (measured on the L-shape: the Laplacian
+    of ``D`` is about ``0.35 / r`` at its corners, that of ``G`` up to ``0.3 / r``). The strong residual of a
+    second-order PDE is then singular at the corners and its loss is dominated by them; bounded
+    Laplacians need other lifts (Wachspress-based transfinite interpolation on convex polygons,
+    Sukumar et al. 2026, arXiv 2601.01756). Smooth boundaries (disks, balls, annuli) have no corners."""
+    geometry = problem.geometry
+    if isinstance(geometry, Box) or not hard_conditions(problem) or _smooth_boundary(geometry):
+        return None
+    return (f"the lifting on {type(geometry).__name__} has second derivatives growing like 1/r at the corners of "
+            "the boundary, so a second-order PDE's residual is singular there; soft Dirichlet conditions "
+            "(hard_bc=false) may train better")
+
+
+def _smooth_boundary(geometry: Geometry) -> bool:
+    if isinstance(geometry, Renamed):
+        return _smooth_boundary(geometry.base)
+    return isinstance(geometry, (Disk, Ball, Annulus))
 
 
 def _product(t: Tensor, dim: int) -> Tensor:

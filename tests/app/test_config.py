@@ -285,10 +285,13 @@ def test_bad_problem_is_a_config_error_before_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hard_bc_runs_on_the_l_shape(tmp_path: Path) -> None:
+def test_hard_bc_runs_on_the_l_shape(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Polygons take hard constraints (ADF lifting from the boundary data): hard_bc=true on the L-shape trains
-    end to end on debug=fast, both models, with finite errors."""
-    metrics = run(fast_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
+    end to end on debug=fast, both models, with finite errors, after one warning about its corners."""
+    with caplog.at_level("WARNING", logger="kanpde"):
+        metrics = run(fast_cfg("hard_bc=true", "problem=laplace_lshape"), output_dir=tmp_path)
+    corners = [r for r in caplog.records if "at the corners of the boundary" in r.getMessage()]
+    assert len(corners) == 1 and corners[0].levelname == "WARNING"
     for m in (metrics, metrics["baseline"]):
         assert math.isfinite(m["l2_rel"]) and math.isfinite(m["h1_rel"]) and m["l2_rel"] < 10
 

@@ -229,6 +229,26 @@ def test_the_5d_lift_derivatives_on_many_points_stay_within_memory() -> None:
     assert int(out.stdout.split()[-1]) < 600  # MiB above the process's peak before
 
 
+def test_the_lifting_on_a_polygon_is_singular_at_its_corners_and_says_so() -> None:
+    """On the L-shape the Laplacians of D and G grow like 1/r towards a convex corner (ten times larger at a
+    tenth of the distance), which corner_note warns about; boxes (Coons) and smooth boundaries get no note."""
+    from kanpde.pde.hard import corner_note
+    from kanpde.problems.laplace_lshape import LaplaceLShape
+
+    problem = LaplaceLShape()
+    model = HardDirichlet(kanpde.KAN([2, 3, 1], grid_size=3, dtype=F64), problem)
+    plan = DerivativePlan.of([], [(0, 1)])
+    lap = {}
+    for eps in (1e-2, 1e-3):
+        x = torch.tensor([[-1 + eps / 2**0.5, -1 + eps / 2**0.5]], dtype=F64)  # towards the corner (-1, -1)
+        lap[eps] = model._compute_lift_derivatives(x, plan)[2][0, :, 0, 0]  # (D, G)
+    ratio = lap[1e-3] / lap[1e-2]
+    assert torch.all((ratio > 9) & (ratio < 11)), ratio
+    assert "1/r at the corners" in corner_note(problem)
+    for name in ("poisson2d", "poisson5d", "disk", "annulus"):
+        assert corner_note(_build_problem(CASES[name])) is None, name
+
+
 def test_refine_keeps_the_wrapper_and_the_function() -> None:
     model = _wrapped(CASES["poisson2d"])
     x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(method="sobol", seed=2), 100))
