@@ -201,18 +201,24 @@ def evaluate(
     inside = points if mask is None else points[mask]
     x = torch.from_numpy(inside).to(dtype=dtype, device=device)
     has_exact = problem.has_exact
-    pred, grad_pred, exact = [], [], []
+    pred, grad_pred, exact, res = [], [], [], []
     m = problem.n_outputs
+    measured = residual_problem or problem
+    pde = _pde_residuals(measured)
     for chunk in x.split(chunk_size):
         v, g = _predict_with_grad(model, problem, chunk, engine)
         pred.append(v.double().cpu())
         grad_pred.append(g.double().cpu())
+        # the residuals right after, at the same points: parameter-free parts of the field kept from the
+        # pass above (a hard-constraint lift's derivatives, HardDirichlet) are reused, not computed again
+        res.append(_residual_values(model, measured, chunk, pde, engine))
         if has_exact:
             exact.append(problem.exact(chunk.double()).detach().reshape(-1, m).cpu())
     weights = trapezoid_weights(axes)
     if mask is not None:
         weights = weights[mask]
-    residual, metrics = residual_metrics(model, residual_problem or problem, x, engine=engine, chunk_size=chunk_size)
+    residual = torch.cat(res).numpy()
+    metrics = _residual_summary(model, measured, residual, engine, CONDITION_POINTS)
     if has_exact:
         grad_exact, messages = _exact_gradient(problem, x, chunk_size)
         arrays = [torch.cat(a).numpy() for a in (pred, exact, grad_pred)]
@@ -337,9 +343,15 @@ def residual_metrics(
     over all points and residuals), ``residual_max`` (the largest ``|r|``) and ``condition_rms`` (each
     condition's label -> the RMS of its residual on ``n_condition`` points per sampled condition from
     ``problem.sample`` with ``Sampler("sobol", seed=0)``; a point or observation condition on its own points)."""
-    dtype, device = module_dtype_device(model)
     pde = _pde_residuals(problem)
     res = torch.cat([_residual_values(model, problem, c, pde, engine) for c in x.split(chunk_size)]).numpy()
+    return res, _residual_summary(model, problem, res, engine, n_condition)
+
+
+def _residual_summary(model: nn.Module, problem: Problem, res: np.ndarray, engine: str, n_condition: int
+                      ) -> dict[str, object]:
+    """:func:`residual_metrics`' metrics from the PDE residuals ``res`` ``(N, k)``, with the conditions'."""
+    dtype, device = module_dtype_device(model)
     metrics: dict[str, object] = {
         "residual_rms": float(np.sqrt(np.mean(res**2))),
         "residual_max": float(np.abs(res).max()),
@@ -357,7 +369,7 @@ def residual_metrics(
         r = _residual_values(model, problem, pts.x, residual, engine)
         rms[cond.label] = float(torch.sqrt(torch.mean(r**2)))
     metrics["condition_rms"] = rms
-    return res, metrics
+    return metrics
 
 
 def relative_difference(a: Evaluation, b: Evaluation) -> float:

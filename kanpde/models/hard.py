@@ -46,6 +46,8 @@ __all__ = ["HardDirichlet"]
 # HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
 LIFT_CHUNK = 256
 """Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
+LIFT_CACHE = 4
+"""The lift's derivatives kept for this many recent point sets (:meth:`HardDirichlet._lift_derivatives`)."""
 
 _GIVEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kanpde_hard_given", default=None)
 
@@ -94,12 +96,14 @@ class HardDirichlet(WrapsNet, nn.Module):
             return given[1]
 
         cacheable = not x.requires_grad and not under_transform()
-        cached = self.__dict__.get("_lift_cache")
-        if cacheable and cached is not None and cached[0]() is x and cached[1] == x._version and cached[2] == plan:
-            return cached[3]
-        out = self._compute_lift_derivatives(x, plan)
+        cache = self.__dict__.setdefault("_lift_cache", [])
         if cacheable:
-            self.__dict__["_lift_cache"] = (weakref.ref(x), x._version, plan, out)
+            for ref, version, cached_plan, out in cache:
+                if ref() is x and version == x._version and cached_plan == plan:
+                    return out
+        out = self._compute_lift_derivatives(x, plan)
+        if cacheable:  # a few entries: a derivative probe on a handful of points does not evict a chunk's
+            cache[:] = [(weakref.ref(x), x._version, plan, out), *cache[: LIFT_CACHE - 1]]
         return out
 
     def _compute_lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:

@@ -249,6 +249,26 @@ def test_the_lifting_on_a_polygon_is_singular_at_its_corners_and_says_so() -> No
         assert corner_note(_build_problem(CASES[name])) is None, name
 
 
+def test_evaluation_takes_the_lift_derivatives_once_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation's gradient pass and residual pass share each chunk's lift derivatives (the small
+    derivative probes between them do not evict them), and the metrics are those of separate passes."""
+    model = _wrapped(CASES["poisson2d"])
+    ref = kanpde.evaluate(model, model.problem, n_per_axis=21, chunk_size=100)
+    calls = []
+    compute = HardDirichlet._compute_lift_derivatives
+    monkeypatch.setattr(HardDirichlet, "_compute_lift_derivatives",
+                        lambda self, x, plan: calls.append(x.shape[0]) or compute(self, x, plan))
+    monkeypatch.setattr(hard_module, "LIFT_CACHE", 1)  # one entry: every probe evicts the chunk's
+    kanpde.evaluate(model, model.problem, n_per_axis=21, chunk_size=100)
+    assert sorted(n for n in calls if n > 10) == [41, 41] + [100] * 8  # twice each
+    calls.clear()
+    monkeypatch.setattr(hard_module, "LIFT_CACHE", 4)
+    ev = kanpde.evaluate(model, model.problem, n_per_axis=21, chunk_size=100)
+    assert sorted(n for n in calls if n > 10) == [41] + [100] * 4  # 441 points: 4 chunks of 100, one of 41
+    for key in ("l2_rel", "h1_rel", "residual_rms", "residual_max"):
+        assert ev.metrics[key] == pytest.approx(ref.metrics[key], rel=1e-12, abs=0), key
+
+
 def test_refine_keeps_the_wrapper_and_the_function() -> None:
     model = _wrapped(CASES["poisson2d"])
     x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(method="sobol", seed=2), 100))
