@@ -42,13 +42,13 @@ from kanpde.pde.hard import Lifting
 
 __all__ = ["HardDirichlet"]
 
-# Lift derivatives given from outside a torch.func transform: {id(wrapper): (value, jac, hess)}, set by
-# HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
 LIFT_CHUNK = 256
 """Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
 LIFT_CACHE = 4
 """The lift's derivatives kept for this many recent point sets (:meth:`HardDirichlet._lift_derivatives`)."""
 
+# Lift derivatives given from outside a torch.func transform: {id(wrapper): (plan, (value, first, second))},
+# set by HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
 _GIVEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kanpde_hard_given", default=None)
 
 
@@ -86,11 +86,11 @@ class HardDirichlet(WrapsNet, nn.Module):
         return lift[:, 1] + lift[:, 0] * self.net(x)
 
     # -- the forward derivative engine -----------------------------------------------------------------
-    def _lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``[D, G]`` at ``x`` with the derivatives ``plan`` asks for (:meth:`_compute_lift_derivatives`). The
         lifting does not depend on the parameters, so for the same points (the same tensor, unchanged,
-        outside any transform and without a graph to ``x``) and plan the last result is reused: collocation
-        points stay fixed between resamplings. Within :meth:`given_jet_constants` the given constants are used."""
+        outside any transform and without a graph to ``x``) and plan a recent result is reused (the last
+        :data:`LIFT_CACHE`): collocation points stay fixed between resamplings. Within :meth:`given_jet_constants` the given constants are used."""
         given = (_GIVEN.get() or {}).get(id(self))
         if given is not None and given[0] == plan:
             return given[1]
@@ -142,7 +142,7 @@ class HardDirichlet(WrapsNet, nn.Module):
     def jet_constants(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """What :meth:`forward_jet` needs at ``x`` that does not depend on the parameters: ``[D, G]`` with
         the derivatives ``plan`` asks for, points first (:meth:`_compute_lift_derivatives`), computed afresh
-        (the one-entry cache is left to the loss). Slices of it along the points, given back with the same
+        (caching is left to the loss). Slices of it along the points, given back with the same
         plan through :meth:`given_jet_constants`, replace the lift's computation for those points: a
         Jacobian taken point by point under ``vmap`` then does not recompute the lift for every point."""
         return self._compute_lift_derivatives(x, plan)
@@ -162,10 +162,6 @@ class HardDirichlet(WrapsNet, nn.Module):
 
     def _lift_jet(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Value ``(2, n_out, n)``, first ``(2, n_out, m, n)``, second ``(2, n_out, p, n)`` of ``[D, G]``."""
-        if not plan.m and not plan.p:
-            given = (_GIVEN.get() or {}).get(id(self))
-            value = given[1][0] if given is not None else self._lift(x)
-            return value.permute(1, 2, 0), None, None
         value, first, second = self._lift_derivatives(x, plan)
         if first is not None:
             first = first.permute(1, 2, 3, 0)  # (2, n_out, m, n)
