@@ -549,7 +549,8 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
     """The stage's optimizer steps; the loss each step starts from goes into the history. Returns the
     stage's best step-start loss and its parameters. A step starting from a non-finite loss, or from
     one above ``divergence_factor`` times the stage's best, raises :class:`TrainingDiverged` with the
-    model restored to the best-loss parameters."""
+    model restored to the best-loss parameters. The best is taken anew after each adaptive resampling
+    (a loss on the new points does not compare with one on the old)."""
     model, stage, optimizer, recorded, nonfinite = state.model, state.stage, state.optimizer, state.recorded, state.nonfinite
 
     def closure() -> Tensor:
@@ -571,6 +572,8 @@ def _run_steps(run: _Run, state: _StageState) -> _Best:
             break
         if stage.adaptive is not None and stage.adaptive.due(step):
             _adapt(run, state, step)
+            # losses on other points do not compare: the divergence check starts again from these points
+            best = _Best(math.inf, _snapshot(model))
         recorded.clear()
         _reweigh(run, state, step)
         nonfinite.clear()

@@ -521,6 +521,42 @@ def test_runaway_learning_rate_stops_as_diverged_with_the_best_model(problem: Po
     assert result.history.stages[-1]["loss"] > 1e6 * result.history.steps[0]["loss"]
 
 
+def test_adaptive_resampling_is_not_a_divergence(problem: Poisson2D, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAD may move every point to where the residual is largest: the loss jumps with the points, not
+    the parameters (an MLP's LM stage on laplace_lshape was stopped that way, 3.4e-8 -> 0.22). The
+    divergence check starts again after each resampling; before it the same fit stopped as diverged."""
+    fit_module = sys.modules["kanpde.training.fit"]
+
+    def to_the_peak(model, problem, interior, *args, **kwargs):  # every point where |f| is largest
+        peak = torch.tensor([[0.5, 0.93]], dtype=interior.dtype).expand_as(interior).clone()
+        return peak, torch.ones(interior.shape[0], dtype=interior.dtype)
+
+    monkeypatch.setattr(fit_module, "resample", to_the_peak)
+    torch.manual_seed(0)
+    model = tiny_kan()
+    stage = Stage(functools.partial(torch.optim.Adam, lr=1e-12), 4, update_grid=False,
+                  adaptive={"method": "rad", "every": 2, "candidates": 100})
+    result = fit(model, problem, [stage], divergence_factor=2.0, **POINTS)
+    losses = [s["loss"] for s in result.history.steps]
+    assert losses[2] > 2.0 * min(losses[:2])  # the jump at the resampling (step 3) is above the factor
+    assert losses[3] == pytest.approx(losses[2], rel=1e-6)
+
+    best = fit_module._Best  # the old rule: one best across the resampling
+
+    class _Kept(best):
+        def __init__(self, loss, state):
+            kept = getattr(_Kept, "first", None)
+            if kept is None:
+                super().__init__(loss, state)
+                _Kept.first = self
+            else:
+                self.__dict__ = kept.__dict__
+
+    monkeypatch.setattr(fit_module, "_Best", _Kept)
+    with pytest.raises(TrainingDiverged, match="exceeds divergence_factor"):
+        fit(tiny_kan(), problem, [stage], divergence_factor=2.0, **POINTS)
+
+
 class Blowup(torch.optim.SGD):
     """Scales the parameters by ``factor`` each step (finite losses that rise), then writes NaN at step
     ``poison_at``; records the parameters each step starts from."""
