@@ -136,10 +136,39 @@ def table(out: Path, settings: dict) -> str:
             f"| {r['main_n_params_median']:.0f}/{r['baseline_n_params_median']:.0f} "
             f"| {r['main_train_seconds_median']:.0f}/{r['baseline_train_seconds_median']:.0f} "
             f"| {r['main_out_of_time']}/{r['baseline_out_of_time']} | {_verdict(stem, r)} | {any_pinn} | {kan_pinn} |")
+    lines += ["", *_per_seed(out, settings)]
     failed = _failures(out, settings)
     if failed:
         lines += ["", "Runs not in the table (status other than ok): " + "; ".join(failed) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _per_seed(out: Path, settings: dict) -> list[str]:
+    """Every finished run: both models' errors, widths, training seconds, the KAN's last grid and the statuses."""
+    lines = ["Per seed (`l2_rel` / `h1_rel`; the grid the KAN reached; statuses KAN/MLP):", "",
+             "| problem | seed | KAN l2_rel / h1_rel | MLP l2_rel / h1_rel | widths KAN / MLP | train s KAN/MLP "
+             "| KAN grid | status |",
+             "|---|---:|---|---|---|---:|---:|---|"]
+
+    def err(entry: dict, key: str) -> str:
+        value = entry.get(key)
+        return "—" if value is None else f"{value:.1e}"
+
+    def widths(entry: dict) -> str:
+        return "[" + ",".join(map(str, entry["widths"])) + "]" if entry.get("widths") else "—"
+
+    for stem in settings["problems"]:
+        for seed in settings["seeds"]:
+            path = out / stem / f"seed_{seed}" / "metrics.json"
+            if not path.is_file():
+                continue
+            m = json.loads(path.read_text())
+            b = m.get("baseline") or {}
+            lines.append(
+                f"| {stem} | {seed} | {err(m, 'l2_rel')} / {err(m, 'h1_rel')} | {err(b, 'l2_rel')} / {err(b, 'h1_rel')} "
+                f"| {widths(m)} / {widths(b)} | {m.get('train_seconds', 0):.0f}/{b.get('train_seconds', 0):.0f} "
+                f"| {m.get('grid_size') or '—'} | {m.get('status', 'ok')}/{b.get('status', 'ok') if b else '—'} |")
+    return lines
 
 
 def _failures(out: Path, settings: dict) -> list[str]:

@@ -61,6 +61,9 @@ def test_the_table_gives_medians_spreads_and_targets_of_finished_runs(tmp_path: 
     assert "| poisson2d | `hard_bc=true` | 1 | 1.00e-06 [1.0e-06–1.0e-06] |" in text and "≤ 1e-07: missed" in text
     assert "| burgers1d | — | 0 | not run |" in text and "≤ 1e-04: not run" in text
     assert "seeds 0 1 2" in text and "budget 60 s" in text and "x86_64, 2 cores" in text
+    assert ("| helmholtz2d | 1 | 8.0e-06 / 0.0e+00 | 1.0e-03 / 0.0e+00 | [2,10,1] / [2,18,18,18,1] | 41/60 | 20 "
+            "| ok/ok |") in text  # one row per finished run
+    assert text.count("| poisson2d | 0 |") == 1 and "| burgers1d | 0 |" not in text
     assert (out / "table.md").read_text() == text[text.index(table_mod.START) + len(table_mod.START) + 1:text.index(table_mod.END)]
 
 
