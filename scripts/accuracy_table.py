@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from _docs import write_section
@@ -157,33 +158,32 @@ def _per_seed(out: Path, settings: dict) -> list[str]:
     def widths(entry: dict) -> str:
         return "[" + ",".join(map(str, entry["widths"])) + "]" if entry.get("widths") else "—"
 
-    for stem in settings["problems"]:
-        for seed in settings["seeds"]:
-            path = out / stem / f"seed_{seed}" / "metrics.json"
-            if not path.is_file():
-                continue
-            m = json.loads(path.read_text())
-            b = m.get("baseline") or {}
-            lines.append(
-                f"| {stem} | {seed} | {err(m, 'l2_rel')} / {err(m, 'h1_rel')} | {err(b, 'l2_rel')} / {err(b, 'h1_rel')} "
-                f"| {widths(m)} / {widths(b)} | {m.get('train_seconds', 0):.0f}/{b.get('train_seconds', 0):.0f} "
-                f"| {m.get('grid_size') or '—'} | {m.get('status', 'ok')}/{b.get('status', 'ok') if b else '—'} |")
+    for stem, seed, m in _finished_metrics(out, settings):
+        b = m.get("baseline") or {}
+        lines.append(
+            f"| {stem} | {seed} | {err(m, 'l2_rel')} / {err(m, 'h1_rel')} | {err(b, 'l2_rel')} / {err(b, 'h1_rel')} "
+            f"| {widths(m)} / {widths(b)} | {m.get('train_seconds', 0):.0f}/{b.get('train_seconds', 0):.0f} "
+            f"| {m.get('grid_size') or '—'} | {m.get('status', 'ok')}/{b.get('status', 'ok') if b else '—'} |")
     return lines
 
 
 def _failures(out: Path, settings: dict) -> list[str]:
     notes = []
+    for stem, seed, m in _finished_metrics(out, settings):
+        for role, entry in (("KAN", m), ("MLP", m.get("baseline") or {})):
+            status = entry.get("status", "ok")
+            if status != "ok":
+                notes.append(f"{stem} seed {seed} {role}: {status}")
+    return notes
+
+
+def _finished_metrics(out: Path, settings: dict) -> Iterator[tuple[str, int, dict]]:
+    """``(problem, seed, metrics.json)`` of every finished run of ``settings``, in the table's order."""
     for stem in settings["problems"]:
         for seed in settings["seeds"]:
-            path = out / stem / f"seed_{seed}" / "metrics.json"
-            if not path.is_file():
-                continue
-            m = json.loads(path.read_text())
-            for role, entry in (("KAN", m), ("MLP", m.get("baseline") or {})):
-                status = entry.get("status", "ok")
-                if status != "ok":
-                    notes.append(f"{stem} seed {seed} {role}: {status}")
-    return notes
+            run_dir = out / stem / f"seed_{seed}"
+            if finished(run_dir):
+                yield stem, seed, json.loads((run_dir / "metrics.json").read_text())
 
 
 def main(argv: list[str] | None = None) -> None:

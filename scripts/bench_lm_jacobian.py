@@ -55,15 +55,13 @@ def main() -> None:
         per_point._holders = []  # no constants given: the lift is computed inside vmap, point by point
         times: dict[str, list[float]] = {"value": [], "point": [], "chunk": []}
         for _ in range(args.repeats):
+            outs = {}
             for name, run in (("chunk", given.normal_equations), ("point", per_point.normal_equations),
                               ("value", given.value)):
                 start = time.perf_counter()
-                out = run()
+                outs[name] = run()
                 times[name].append(time.perf_counter() - start)
-                if name == "chunk":
-                    a = out
-                elif name == "point":
-                    b = out
+            a, b = outs["chunk"], outs["point"]
             scale = float(b[0].abs().max())
             assert torch.allclose(a[0], b[0], rtol=0, atol=1e-12 * scale) and abs(a[2] - b[2]) <= 1e-12 * max(b[2], 1.0)
         best = {k: min(v) for k, v in times.items()}
