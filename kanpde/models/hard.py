@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
@@ -46,6 +48,13 @@ LIFT_CHUNK = 256
 """Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
 LIFT_CACHE = 4
 """The lift's derivatives kept for this many recent point sets (:meth:`HardDirichlet._lift_derivatives`)."""
+LIFT_SHARED_MIB = 256
+"""The lift's derivatives kept per problem, looked up by the points' values, up to this many MiB (0: none):
+every wrapper of one problem shares them (a run's model and its baseline, the wrappers made again at each
+grid extension, the evaluation of both models on one grid)."""
+
+# {problem: OrderedDict{key: (points, (value, first, second), bytes)}}, the least recently used first.
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # Lift derivatives given from outside a torch.func transform: {id(wrapper): (plan, (value, first, second))},
 # set by HardDirichlet.given_jet_constants for the per-unit Jacobians of Levenberg-Marquardt (kanpde.training.loss).
@@ -90,7 +99,9 @@ class HardDirichlet(WrapsNet, nn.Module):
         """``[D, G]`` at ``x`` with the derivatives ``plan`` asks for (:meth:`_compute_lift_derivatives`). The
         lifting does not depend on the parameters, so for the same points (the same tensor, unchanged,
         outside any transform and without a graph to ``x``) and plan a recent result is reused (the last
-        :data:`LIFT_CACHE`): collocation points stay fixed between resamplings. Within :meth:`given_jet_constants` the given constants are used."""
+        :data:`LIFT_CACHE`): collocation points stay fixed between resamplings. Behind that, the problem's
+        shared cache (:data:`LIFT_SHARED_MIB`) finds equal points given as another tensor, or by another
+        wrapper of the problem. Within :meth:`given_jet_constants` the given constants are used."""
         given = (_GIVEN.get() or {}).get(id(self))
         if given is not None and given[0] == plan:
             return given[1]
@@ -101,9 +112,35 @@ class HardDirichlet(WrapsNet, nn.Module):
             for ref, version, cached_plan, out in cache:
                 if ref() is x and version == x._version and cached_plan == plan:
                     return out
-        out = self._compute_lift_derivatives(x, plan)
+        out = self._shared_lift_derivatives(x, plan) if cacheable else self._compute_lift_derivatives(x, plan)
         if cacheable:  # a few entries: a derivative probe on a handful of points does not evict a chunk's
             cache[:] = [(weakref.ref(x), x._version, plan, out), *cache[: LIFT_CACHE - 1]]
+        return out
+
+    def _shared_lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:meth:`_compute_lift_derivatives` through the problem's shared cache (:data:`LIFT_SHARED_MIB`):
+        looked up by a digest of the points' bytes, then compared value by value with the kept points."""
+        limit = LIFT_SHARED_MIB * 2**20
+        try:
+            store = _SHARED.setdefault(self.problem, OrderedDict()) if limit > 0 else None
+        except TypeError:  # a problem class that is not hashable: no sharing
+            store = None
+        if store is None:
+            return self._compute_lift_derivatives(x, plan)
+        points = x.detach()
+        raw = points.contiguous().view(torch.uint8).cpu().numpy()
+        key = (plan, points.dtype, points.device, tuple(points.shape), hashlib.blake2b(raw, digest_size=16).digest())
+        hit = store.get(key)
+        if hit is not None and torch.equal(hit[0], points):
+            store.move_to_end(key)
+            return hit[1]
+        out = self._compute_lift_derivatives(x, plan)
+        size = points.nbytes + sum(t.nbytes for t in out if t is not None)
+        if size <= limit:
+            store[key] = (points.clone(), out, size)
+            total = sum(entry[2] for entry in store.values())
+            while total > limit:
+                total -= store.popitem(last=False)[1][2]
         return out
 
     def _compute_lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:

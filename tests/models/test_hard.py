@@ -258,6 +258,7 @@ def test_evaluation_takes_the_lift_derivatives_once_per_chunk(monkeypatch: pytes
     compute = HardDirichlet._compute_lift_derivatives
     monkeypatch.setattr(HardDirichlet, "_compute_lift_derivatives",
                         lambda self, x, plan: calls.append(x.shape[0] if plan.m else 0) or compute(self, x, plan))
+    monkeypatch.setattr(hard_module, "LIFT_SHARED_MIB", 0)  # the per-wrapper cache alone
     monkeypatch.setattr(hard_module, "LIFT_CACHE", 1)  # one entry: every probe evicts the chunk's
     kanpde.evaluate(model, model.problem, n_per_axis=21, chunk_size=100)
     assert sorted(n for n in calls if n > 10) == [41, 41] + [100] * 8  # twice each
@@ -267,6 +268,48 @@ def test_evaluation_takes_the_lift_derivatives_once_per_chunk(monkeypatch: pytes
     assert sorted(n for n in calls if n > 10) == [41] + [100] * 4  # 441 points: 4 chunks of 100, one of 41
     for key in ("l2_rel", "h1_rel", "residual_rms", "residual_max"):
         assert ev.metrics[key] == pytest.approx(ref.metrics[key], rel=1e-12, abs=0), key
+    monkeypatch.setattr(hard_module, "LIFT_SHARED_MIB", 256)  # a baseline on the same grid: no chunk again
+    kanpde.evaluate(model, model.problem, n_per_axis=21, chunk_size=100)
+    calls.clear()
+    baseline = HardDirichlet(kanpde.MLP([2, 6, 1], dtype=F64), model.problem)
+    kanpde.evaluate(baseline, model.problem, n_per_axis=21, chunk_size=100)
+    assert [n for n in calls if n > 10] == []
+
+
+def test_wrappers_of_one_problem_share_the_lift_derivatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal points, given as another tensor or to another wrapper of the same problem (the baseline, the
+    wrapper after grid extension), reuse the lift's derivatives; other points, another problem or another
+    plan compute them again; the kept results stay within LIFT_SHARED_MIB."""
+    model = _wrapped(CASES["poisson5d"])
+    baseline = HardDirichlet(kanpde.MLP([5, 6, 1], dtype=F64), model.problem)
+    other = _wrapped(CASES["poisson5d"])  # an equal problem, another object: not shared
+    x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(method="sobol", seed=3), 40))
+    plan = DerivativePlan.of([(c,) for c in range(5)], [tuple(range(5))])
+    calls = []
+    compute = HardDirichlet._compute_lift_derivatives
+    monkeypatch.setattr(HardDirichlet, "_compute_lift_derivatives",
+                        lambda self, x, plan: calls.append(x.shape[0]) or compute(self, x, plan))
+    ref = model.forward_jet(x, plan)
+    for m in (model, baseline, model.refine(6, x)):
+        m.forward_jet(x.clone(), plan)
+    assert calls == [40]
+    got = baseline.forward_jet(x.clone(), plan)
+    again = HardDirichlet(model.net, model.problem).forward_jet(x.clone(), plan)  # baseline's lift, model's net
+    for field in ("value", "first", "second"):
+        assert torch.equal(getattr(again, field), getattr(ref, field))
+    assert not torch.equal(got.value, ref.value)
+    y = x.clone()
+    y[17, 2] += 1e-12  # one value differs: computed again
+    model.forward_jet(y, plan)
+    other.forward_jet(x.clone(), plan)
+    model.forward_jet(x.clone(), DerivativePlan.of([(0,)]))
+    assert calls == [40] * 4
+    monkeypatch.setattr(hard_module, "LIFT_SHARED_MIB", 0.03)  # ~31 kB: two of these point sets
+    for seed in range(6):
+        z = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(seed=seed), 40))
+        baseline.forward_jet(z, plan)
+    kept = hard_module._SHARED[model.problem]
+    assert 0 < len(kept) <= 3 and sum(entry[2] for entry in kept.values()) <= 0.03 * 2**20
 
 
 def test_refine_keeps_the_wrapper_and_the_function() -> None:
