@@ -160,9 +160,14 @@ class HardDirichlet(WrapsNet, nn.Module):
         return value, first, second
 
     def _lift_derivatives_block(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        value = self._lift(x)
         if not plan.m:
-            return value, None, None
+            return self._lift(x), None, None
+        a, b = ([plan.dirs[i] for i in pos] for pos in plan.pair_dirs)
+        by_hand = self.lifting.derivatives(x, list(plan.dirs), list(zip(a, b)))  # boxes: the product rule
+        if by_hand is not None:
+            value, first, second = by_hand
+            return value, first, (second if plan.p else None)
+        value = self._lift(x)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
         def along(y: Tensor, c: Tensor) -> Tensor:  # d lift / d x_c at every point; c: a row of eye
@@ -171,7 +176,6 @@ class HardDirichlet(WrapsNet, nn.Module):
         first = vmap(along, in_dims=(None, 0))(x, eye[list(plan.dirs)])  # (m, n, 2, n_out)
         second = None
         if plan.p:
-            a, b = ([plan.dirs[i] for i in pos] for pos in plan.pair_dirs)
             second = vmap(lambda c, c2: jvp(lambda y: along(y, c2), (x,), (c.expand_as(x),))[1])(eye[a], eye[b])
             second = second.movedim(0, -1)  # (n, 2, n_out, E)
         return value, first.movedim(0, -1), second

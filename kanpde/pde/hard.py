@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+from torch.func import jvp
 
 from kanpde.pde.csg import Renamed
 from kanpde.pde.geometry import Box, Geometry
@@ -213,6 +214,131 @@ class Lifting:
             values = terms.target(points.reshape(-1, x.shape[1])).reshape(points.shape[:2])
             g = g + (weight * values).sum(dim=1)
         return dist, g
+
+    def derivatives(self, x: Tensor, dirs: list[int], pairs: list[tuple[int, int]]
+                    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``[D, G]`` at ``x`` ``(n, 2, n_out)`` with the first derivatives along the coordinates ``dirs``
+        ``(n, 2, n_out, len(dirs))`` and the second derivatives ``d2/dx_i dx_j`` for the ``(i, j)`` of
+        ``pairs`` ``(n, 2, n_out, len(pairs))``, on a box; ``None`` on other domains (take them by ``jvp``).
+
+        The product rule on the Coons terms, with forward-mode derivatives of the targets only where they
+        are not zero: a term's weight ``w_k = prod_i (a_ki + b_ki s_i)`` is affine in each coordinate and does
+        not depend on the coordinates the term leaves free (``a = 1, b = 0`` there), while its target value
+        ``g(P_k x)`` does not depend on the coordinates it pins. So
+
+            d_i (w g) = (d_i w) g + w (d_i g),            d_ii (w g) = w (d_ii g),
+            d_ij (w g) = (d_ij w) g + (d_i w)(d_j g) + (d_j w)(d_i g) + w (d_ij g)   (i != j),
+
+        with ``d_i g`` taken (by ``jvp``) at the terms that leave ``i`` free only: in 5-D a third of them.
+        The distance factor is a product over the axes of polynomials of degree <= 2: by hand."""
+        if self._box_terms is None:
+            return None
+        n, nd = x.shape
+        m, npairs = len(dirs), len(pairs)
+        zeros = x.new_zeros(n)
+        value = [[x.new_ones(n), zeros] for _ in range(self.n_outputs)]
+        first = [[[zeros] * m, [zeros] * m] for _ in range(self.n_outputs)]
+        second = [[[zeros] * npairs, [zeros] * npairs] for _ in range(self.n_outputs)]
+        for comp in self.hard:
+            jets = (self._box_distance_jet(comp, x, dirs, pairs), self._coons_jet(comp, x, dirs, pairs))
+            for role, (v, f, s2) in enumerate(jets):
+                value[comp][role], first[comp][role], second[comp][role] = v, f, s2
+
+        def stack(rows: list, k: int) -> Tensor:  # [comp][role][k] -> (n, 2, n_out, k)
+            if k == 0:
+                return x.new_zeros(n, 2, self.n_outputs, 0)
+            return torch.stack([torch.stack([torch.stack(r, dim=1) for r in comp], dim=1) for comp in rows], dim=2)
+
+        value_t = torch.stack([torch.stack(comp, dim=1) for comp in value], dim=2)
+        return value_t, stack(first, m), stack(second, npairs)
+
+    def _box_distance_jet(self, comp: int, x: Tensor, dirs: list[int], pairs: list[tuple[int, int]]
+                          ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """``D = prod_axes h_a(x_a)`` (``h_a``: the product of the axis's Dirichlet faces' scaled factors,
+        degree 0, 1 or 2), its first derivatives along ``dirs`` and second along ``pairs``."""
+        box: Box = self.geometry  # type: ignore[assignment]
+        n = x.shape[0]
+        h, h1, h2 = [x.new_ones(n)] * box.dim, [x.new_zeros(n)] * box.dim, [x.new_zeros(n)] * box.dim
+        for piece in self.hard[comp]:
+            axis, upper = box._face_axis(piece)
+            lo, hi = float(box.lo[axis]), float(box.hi[axis])
+            c = 2.0 / (hi - lo)
+            f = c * ((hi - x[:, axis]) if upper else (x[:, axis] - lo))
+            df = -c if upper else c  # the factor is affine: (h f)' = h' f + h f', (h f)'' = h'' f + 2 h' f'
+            h[axis], h1[axis], h2[axis] = h[axis] * f, h1[axis] * f + h[axis] * df, h2[axis] * f + 2.0 * h1[axis] * df
+
+        def prod_except(skip: set[int]) -> Tensor:
+            out = x.new_ones(n)
+            for a in range(box.dim):
+                if a not in skip:
+                    out = out * h[a]
+            return out
+
+        first = [h1[c] * prod_except({c}) for c in dirs]
+        second = [h2[i] * prod_except({i}) if i == j else h1[i] * h1[j] * prod_except({i, j}) for i, j in pairs]
+        return prod_except(set()), first, second
+
+    def _coons_jet(self, comp: int, x: Tensor, dirs: list[int], pairs: list[tuple[int, int]]
+                   ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """``G`` (the Coons terms of :meth:`_box_component`), its first derivatives along ``dirs`` and
+        second along ``pairs``, by the product rule of :meth:`derivatives`."""
+        box: Box = self.geometry  # type: ignore[assignment]
+        n, nd = x.shape
+        lo, hi = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (box.lo, box.hi))
+        s = (x - lo) / (hi - lo)
+        eye = torch.eye(nd, dtype=x.dtype, device=x.device)
+        g_val = x.new_zeros(n)
+        g_first = [x.new_zeros(n) for _ in dirs]
+        g_second = [x.new_zeros(n) for _ in pairs]
+        for terms in self._box_terms[comp]:
+            pinned = torch.as_tensor(terms.pinned, device=x.device)
+            sign = torch.as_tensor(terms.sign, dtype=x.dtype, device=x.device)
+            a, b = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (terms.a, terms.b))
+            factor = a + b * s[:, None, :]  # (n, k, d): the weight's factor along each axis
+            slope = b / (hi - lo)  # (k, d): its derivative
+            points = torch.where(pinned, torch.as_tensor(terms.values, dtype=x.dtype, device=x.device), x[:, None, :])
+
+            def weight(skip: tuple[int, ...]) -> Tensor:  # sign_k prod_{i not in skip} factor_ki: (n, k)
+                out = sign.expand(n, -1)
+                for i in range(nd):
+                    if i not in skip:
+                        out = out * factor[:, :, i]
+                return out
+
+            def target(p: Tensor) -> Tensor:  # (n, k', d) -> (n, k')
+                return terms.target(p.reshape(-1, nd)).reshape(p.shape[:2])
+
+            free = {c: torch.as_tensor(np.flatnonzero(~terms.pinned[:, c]), device=x.device)
+                    for c in {*dirs, *(i for pair in pairs for i in pair)}}
+            g = target(points)
+            w = weight(())
+            g_val = g_val + (w * g).sum(dim=1)
+            dg: dict[int, Tensor] = {}  # d_c g at the terms free in c
+            d2g: dict[tuple[int, int], Tensor] = {}  # d_ij g at the terms free in i and j
+            for c in sorted(free):
+                pts = points[:, free[c]]
+                tangent = eye[c].expand_as(pts)
+                if (c, c) in pairs:  # value and d_c along with d_cc: one nested jvp
+                    dg[c], d2g[(c, c)] = jvp(lambda y, t=tangent: jvp(target, (y,), (t,))[1], (pts,), (tangent,))
+                else:
+                    dg[c] = jvp(target, (pts,), (tangent,))[1]
+            for e, c in enumerate(dirs):
+                dw = slope[:, c] * weight((c,))  # (n, k); zero at the terms free in c
+                g_first[e] = g_first[e] + (dw * g).sum(dim=1) + (w[:, free[c]] * dg[c]).sum(dim=1)
+            for e, (i, j) in enumerate(pairs):
+                if i == j:
+                    g_second[e] = g_second[e] + (w[:, free[i]] * d2g[(i, i)]).sum(dim=1)
+                    continue
+                both = torch.as_tensor(np.flatnonzero(~terms.pinned[:, i] & ~terms.pinned[:, j]), device=x.device)
+                if (i, j) not in d2g:
+                    pts = points[:, both]
+                    ti, tj = eye[i].expand_as(pts), eye[j].expand_as(pts)
+                    d2g[(i, j)] = jvp(lambda y: jvp(target, (y,), (tj,))[1], (pts,), (ti,))[1]
+                dwi, dwj = slope[:, i] * weight((i,)), slope[:, j] * weight((j,))
+                dwij = slope[:, i] * slope[:, j] * weight((i, j))
+                g_second[e] = (g_second[e] + (dwij * g).sum(dim=1) + (dwi[:, free[j]] * dg[j]).sum(dim=1)
+                               + (dwj[:, free[i]] * dg[i]).sum(dim=1) + (w[:, both] * d2g[(i, j)]).sum(dim=1))
+        return g_val, g_first, g_second
 
     # -- other domains ---------------------------------------------------------------------------------
     def _adf_component(self, comp: int, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -706,3 +706,34 @@ def test_coons_lifting_reproduces_data_from_a_polynomial_of_the_boundary() -> No
     x = torch.from_numpy(problem.geometry.sample_interior(Sampler(method="sobol", seed=1), 100))
     lift = Lifting(problem)(x)
     assert torch.allclose(lift[:, 1, 0], u(x), atol=1e-13, rtol=0)
+
+
+BOX_PROBLEMS = {"poisson2d": "Poisson2D", "poisson5d": "Poisson5D", "poisson2d_robin": "Poisson2DRobin",
+                "kovasznay": "Kovasznay", "burgers1d": "Burgers1D", "wave1d": "Wave1D", "heat1d": "Heat1D"}
+
+
+@pytest.mark.parametrize("stem", sorted(BOX_PROBLEMS))
+def test_the_box_lift_derivatives_by_the_product_rule_equal_forward_mode_through_the_lift(
+        stem: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On boxes the lift's derivatives come from the product rule on the Coons terms (targets differentiated
+    only along the coordinates a term leaves free): they equal jvp through the whole lift, for the full
+    Hessian (mixed entries included), a Laplacian, and one direction; one-sided, time-dependent and
+    several-output boxes."""
+    model = _wrapped({"_target_": f"kanpde.problems.{stem}.{BOX_PROBLEMS[stem]}"})
+    d = model.problem.dim
+    x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(seed=0), 60))
+    plans = [DerivativePlan.of([(c,) for c in range(d)] + [(i, j) for i in range(d) for j in range(i, d)]),
+             DerivativePlan.of([(c,) for c in range(d)], [tuple(range(d))]), DerivativePlan.of([(d - 1,)])]
+    by_hand = [model._compute_lift_derivatives(x, plan) for plan in plans]
+    monkeypatch.setattr(model.lifting, "derivatives", lambda *args: None)
+    for plan, got in zip(plans, by_hand):
+        ref = model._compute_lift_derivatives(x, plan)
+        for g, r in zip(got, ref):
+            assert (g is None) == (r is None)
+            if r is not None:
+                assert g.shape == r.shape and torch.allclose(g, r, atol=1e-12 * (1 + r.abs().max()), rtol=0)
+
+
+def test_the_lift_derivatives_by_hand_are_for_boxes_only() -> None:
+    for name in ("disk", "annulus"):
+        assert _wrapped(CASES[name]).lifting.derivatives(torch.zeros(3, 2, dtype=F64), [0], [(0, 0)]) is None
