@@ -46,6 +46,10 @@ __all__ = ["HardDirichlet"]
 
 LIFT_CHUNK = 256
 """Points per block when the lift's derivatives are taken (:meth:`HardDirichlet._compute_lift_derivatives`)."""
+LIFT_TERMS_PER_BLOCK = 2**17
+"""On boxes (the derivatives by hand, :meth:`kanpde.pde.hard.Lifting.derivatives`) a block holds this many
+(point, Coons term) pairs, at least :data:`LIFT_CHUNK` points: the forward-mode products cost about the same
+per call up to some 10^4 elements, so small blocks are slow (2-D: 16,384 points a block; 5-D: 541)."""
 LIFT_CACHE = 4
 """The lift's derivatives kept for this many recent point sets (:meth:`HardDirichlet._lift_derivatives`)."""
 LIFT_SHARED_MIB = 256
@@ -146,16 +150,19 @@ class HardDirichlet(WrapsNet, nn.Module):
     def _compute_lift_derivatives(self, x: Tensor, plan: DerivativePlan) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``[D, G]`` at ``x``, points first: value ``(n, 2, n_out)``, the first derivatives along
         ``plan.dirs`` ``(n, 2, n_out, m)`` and the second derivatives of ``plan.entries`` ``(n, 2, n_out, E)``
-        (``None`` where the plan has none), in blocks of :data:`LIFT_CHUNK` points.
+        (``None`` where the plan has none), in blocks of :data:`LIFT_CHUNK` points (on boxes
+        :data:`LIFT_TERMS_PER_BLOCK` pairs of a point and a Coons term).
 
         The lifting is pointwise (row ``i`` of its output depends on row ``i`` of ``x`` only), so one
         forward-mode product (``jvp``) with the tangent ``e_c`` at every point gives ``d/dx_c`` at all points
         at once, and a ``jvp`` of that one along ``e_c'`` the entry ``d2/dx_c dx_c'``: only the derivatives
         the plan asks for are taken (a Laplacian in 5-D: 5 second derivatives, not the 25 of the Hessian)."""
         n = x.shape[0]
-        if n <= LIFT_CHUNK:
+        terms = self.lifting.box_terms
+        block = LIFT_CHUNK if terms is None else max(LIFT_CHUNK, LIFT_TERMS_PER_BLOCK // max(terms, 1))
+        if n <= block:
             return self._lift_derivatives_block(x, plan)
-        parts = [self._lift_derivatives_block(x[i : i + LIFT_CHUNK], plan) for i in range(0, n, LIFT_CHUNK)]
+        parts = [self._lift_derivatives_block(x[i : i + block], plan) for i in range(0, n, block)]
         value, first, second = (None if part[0] is None else torch.cat(part) for part in zip(*parts))
         return value, first, second
 

@@ -170,6 +170,13 @@ class Lifting:
             {comp: self._coons_terms(pieces) for comp, pieces in self.hard.items()} if isinstance(self.geometry, Box) else None
         )
 
+    @property
+    def box_terms(self) -> int | None:
+        """The most Coons terms of one output (target evaluations per point) on a box; ``None`` elsewhere."""
+        if self._box_terms is None:
+            return None
+        return max((sum(len(t.sign) for t in groups) for groups in self._box_terms.values()), default=0)
+
     # -- boxes -------------------------------------------------------------------------------------------
     def _coons_terms(self, pieces: dict[str, Condition]) -> list[_CoonsTerms]:
         box: Box = self.geometry  # type: ignore[assignment]

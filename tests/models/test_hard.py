@@ -184,6 +184,27 @@ def test_lift_derivatives_are_taken_in_blocks_of_points(monkeypatch: pytest.Monk
     assert sizes == [7, 7, 7, 7, 2] * len(plans)
 
 
+def test_box_lift_blocks_hold_a_number_of_point_term_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a box a block holds LIFT_TERMS_PER_BLOCK (point, Coons term) pairs (at least LIFT_CHUNK points):
+    kovasznay's 8 terms a point give blocks of 2**17 / 8 points; the result does not depend on the blocks."""
+    model = _wrapped(CASES["kovasznay"])
+    assert model.lifting.box_terms == 8 and _wrapped(CASES["poisson5d"]).lifting.box_terms == 3**5 - 1
+    assert _wrapped(CASES["disk"]).lifting.box_terms is None
+    x = torch.from_numpy(model.problem.geometry.sample_interior(Sampler(seed=4), 20000))
+    plan = DerivativePlan.of([(0,), (1,)], [(0, 1)])
+    sizes = []
+    block = HardDirichlet._lift_derivatives_block
+    monkeypatch.setattr(HardDirichlet, "_lift_derivatives_block",
+                        lambda self, x, plan: sizes.append(x.shape[0]) or block(self, x, plan))
+    big = model._compute_lift_derivatives(x, plan)
+    assert sizes == [16384, 20000 - 16384]
+    monkeypatch.setattr(hard_module, "LIFT_TERMS_PER_BLOCK", 0)  # LIFT_CHUNK points
+    small = model._compute_lift_derivatives(x, plan)
+    assert len(sizes) == 2 + math.ceil(20000 / hard_module.LIFT_CHUNK)
+    for a, b in zip(big, small):
+        assert torch.allclose(a, b, atol=1e-13, rtol=0)
+
+
 def test_lift_derivatives_are_the_plans_entries_of_the_hessian() -> None:
     """First derivatives along the plan's directions and the second derivatives of its entries (mixed
     pairs and the pure ones of a trace) equal those of the lift's full Jacobian and Hessian."""
