@@ -93,12 +93,17 @@ def _fmt(row: dict, key: str) -> str:
     return f"{row[f'{key}_median']:.2e} [{row[f'{key}_min']:.1e}–{row[f'{key}_max']:.1e}]"
 
 
-def _verdict(stem: str, row: dict | None) -> str:
+def _verdict(stem: str, row: dict | None, seeds: int = 3) -> str:
+    """The KAN's target against the median; a target is met over ``seeds`` seeds (the issue's 3), so with
+    fewer finished the verdict says how many it rests on."""
     target = TARGETS.get(stem)
     if target is None or row is None:
         return "—" if target is None else f"≤ {target:.0e}: not run"
     met = row["main_l2_rel_median"] <= target
-    return f"≤ {target:.0e}: {'met' if met else 'missed'}"
+    verdict = "met" if met else "missed"
+    if row["main_seeds"] < seeds:
+        verdict += f" so far ({row['main_seeds']} of {seeds} seeds)"
+    return f"≤ {target:.0e}: {verdict}"
 
 
 def table(out: Path, settings: dict) -> str:
@@ -139,7 +144,7 @@ def table(out: Path, settings: dict) -> str:
             f"| {stem} | {preset} | {r['main_seeds']} | {_fmt(r, 'main_l2_rel')} | {_fmt(r, 'baseline_l2_rel')} "
             f"| {r['main_n_params_median']:.0f}/{r['baseline_n_params_median']:.0f} "
             f"| {r['main_train_seconds_median']:.0f}/{r['baseline_train_seconds_median']:.0f} "
-            f"| {r['main_out_of_time']}/{r['baseline_out_of_time']} | {_verdict(stem, r)} | {any_pinn} | {kan_pinn} |")
+            f"| {r['main_out_of_time']}/{r['baseline_out_of_time']} | {_verdict(stem, r, len(settings['seeds']))} | {any_pinn} | {kan_pinn} |")
     lines += ["", *_per_seed(out, settings)]
     failed = _failures(out, settings)
     if failed:
