@@ -325,7 +325,9 @@ class Lifting:
             for c in sorted(free):
                 pts = points[:, free[c]]
                 tangent = eye[c].expand_as(pts)
-                if (c, c) in pairs:  # value and d_c along with d_cc: one nested jvp
+                if not len(free[c]):  # every term pins c (a 1-D box): no target call on no points
+                    dg[c] = d2g[(c, c)] = x.new_zeros(n, 0)
+                elif (c, c) in pairs:  # d_c g along with d_cc g: one nested jvp
                     dg[c], d2g[(c, c)] = jvp(lambda y, t=tangent: jvp(target, (y,), (t,))[1], (pts,), (tangent,))
                 else:
                     dg[c] = jvp(target, (pts,), (tangent,))[1]
@@ -337,7 +339,9 @@ class Lifting:
                     g_second[e] = g_second[e] + (w[:, free[i]] * d2g[(i, i)]).sum(dim=1)
                     continue
                 both = torch.as_tensor(np.flatnonzero(~terms.pinned[:, i] & ~terms.pinned[:, j]), device=x.device)
-                if (i, j) not in d2g:
+                if not len(both):
+                    d2g[(i, j)] = x.new_zeros(n, 0)
+                elif (i, j) not in d2g:
                     pts = points[:, both]
                     ti, tj = eye[i].expand_as(pts), eye[j].expand_as(pts)
                     d2g[(i, j)] = jvp(lambda y: jvp(target, (y,), (tj,))[1], (pts,), (ti,))[1]

@@ -758,3 +758,29 @@ def test_the_box_lift_derivatives_by_the_product_rule_equal_forward_mode_through
 def test_the_lift_derivatives_by_hand_are_for_boxes_only() -> None:
     for name in ("disk", "annulus"):
         assert _wrapped(CASES[name]).lifting.derivatives(torch.zeros(3, 2, dtype=F64), [0], [(0, 0)]) is None
+
+
+class Ode1D(kanpde.Problem):
+    """u'' = -pi^2 sin(pi x) + 2 on [0, 1], u(0) = 0.5, u(1) = 1.5 (u = sin(pi x) + x^2 + 0.5): every Coons
+    term pins the one coordinate."""
+
+    coords = ("x",)
+
+    def __init__(self) -> None:
+        super().__init__(kanpde.Box([0.0], [1.0], self.coords), [kanpde.Dirichlet("all", self.exact)])
+
+    def pde(self, x, u):
+        return u.d("x", "x") + math.pi**2 * torch.sin(math.pi * x[:, 0]) - 2.0
+
+    def exact(self, x):
+        return torch.sin(math.pi * x[:, 0]) + x[:, 0] ** 2 + 0.5
+
+
+def test_the_box_lift_on_an_interval_is_the_line_through_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = HardDirichlet(kanpde.KAN([1, 4, 1], grid_size=4, dtype=F64), Ode1D())
+    x = torch.linspace(0.05, 0.95, 7, dtype=F64)[:, None]
+    value, first, second = model._compute_lift_derivatives(x, DerivativePlan.of([(0,), (0, 0)]))
+    assert torch.allclose(value[:, 1, 0], 0.5 + x[:, 0], atol=1e-14) and torch.allclose(first[:, 1, 0, 0], torch.ones(7, dtype=F64))
+    assert torch.equal(second[:, 1], torch.zeros_like(second[:, 1]))
+    assert torch.allclose(value[:, 0, 0], 4 * x[:, 0] * (1 - x[:, 0]), atol=1e-14)  # D = (2/L)^2 x (1 - x)
+    assert torch.allclose(second[:, 0, 0, 0], torch.full((7,), -8.0, dtype=F64))
