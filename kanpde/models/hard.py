@@ -13,8 +13,8 @@ called inside the domain, so a problem whose target is its exact solution does n
 the ansatz. Components without hard conditions are left as ``u_c = N_c``.
 
 :class:`HardDirichlet` is an ``nn.Module`` with the network's call shape, a ``forward_jet`` (the product
-rule on the network's jet and the jets of ``D`` and ``G``, which come from :mod:`torch.func` on their
-closed forms), and a ``config`` of plain data (the network's class and constructor arguments, the
+rule on the network's jet and the jets of ``D`` and ``G``: on boxes the product rule on the Coons terms,
+elsewhere :mod:`torch.func` on their closed forms), and a ``config`` of plain data (the network's class and constructor arguments, the
 problem's :attr:`~kanpde.pde.Problem.spec`), from which :meth:`HardDirichlet.from_config` rebuilds it
 (checkpoints and :func:`kanpde.load_run`). KAN grid operations are passed to the network; it is a
 :class:`~kanpde.models.protocol.Wrapper`, so pruning and snapping reach the network inside.
@@ -156,7 +156,8 @@ class HardDirichlet(WrapsNet, nn.Module):
         The lifting is pointwise (row ``i`` of its output depends on row ``i`` of ``x`` only), so one
         forward-mode product (``jvp``) with the tangent ``e_c`` at every point gives ``d/dx_c`` at all points
         at once, and a ``jvp`` of that one along ``e_c'`` the entry ``d2/dx_c dx_c'``: only the derivatives
-        the plan asks for are taken (a Laplacian in 5-D: 5 second derivatives, not the 25 of the Hessian)."""
+        the plan asks for are taken (a Laplacian in 5-D: 5 second derivatives, not the 25 of the Hessian).
+        On boxes the product rule on the Coons terms gives them (:meth:`kanpde.pde.hard.Lifting.derivatives`)."""
         n = x.shape[0]
         terms = self.lifting.box_terms
         block = LIFT_CHUNK if terms is None else max(LIFT_CHUNK, LIFT_TERMS_PER_BLOCK // max(terms, 1))
